@@ -1,0 +1,1 @@
+//! shieldcall-jingle: not built yet; see the project's issues.

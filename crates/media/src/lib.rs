@@ -1,0 +1,1 @@
+//! shieldcall-media: not built yet; see the project's issues.

@@ -1,0 +1,45 @@
+# Sourced by scripts/test and scripts/demo: install what building and testing needs, on Debian 12.
+# Nothing here is skipped silently: a missing tool stops the run with the command that installs it.
+
+root_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Run a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+    echo "error: need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+# Install the Debian packages listed in scripts/lib/packages.txt that are not installed yet.
+ensure_debian_packages() {
+  local missing=() p
+  while read -r p; do
+    p=${p%%#*}; p=${p// /}
+    [ -n "$p" ] || continue
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done < "$root_dir/scripts/lib/packages.txt"
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# A Python venv in .venv with the test-time peers of tests/python/requirements.txt.
+# Exports SHIELDCALL_PYTHON, which the interop tests require (they fail without it, never skip).
+ensure_python_venv() {
+  local venv="$root_dir/.venv" req="$root_dir/tests/python/requirements.txt" stamp
+  stamp="$venv/.requirements.sha256"
+  if [ ! -x "$venv/bin/python" ] || ! sha256sum -c --status "$stamp" 2>/dev/null; then
+    echo "setting up the Python test peers in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    (cd / && sha256sum "$req") > "$stamp"
+  fi
+  export SHIELDCALL_PYTHON="$venv/bin/python"
+}
+
+# cargo must be there (the only thing a fresh machine is assumed to have).
+ensure_cargo() {
+  command -v cargo >/dev/null 2>&1 && return 0
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" && return 0
+  echo "error: cargo not found; install the Rust toolchain (rustup) first" >&2; return 1
+}
