@@ -1,0 +1,335 @@
+//! The Double Ratchet as libsignal v3 runs it: root, chain and message keys, one sending chain,
+//! a bounded set of receiving chains, and bounded storage of skipped message keys.
+//!
+//! Key derivations (protocol.md §6.3):
+//! * root step: HKDF-SHA256(ikm = DH(their ratchet, our ratchet), salt = root key,
+//!   info = `WhisperRatchet`) → new root key ‖ chain key;
+//! * message keys: HKDF(ikm = HMAC(chain key, 0x01), salt = 32 zero bytes,
+//!   info = `WhisperMessageKeys`) → AES-256 key ‖ MAC key ‖ CBC IV (80 bytes);
+//! * next chain key: HMAC(chain key, 0x02).
+
+use std::collections::VecDeque;
+
+use aes::Aes256;
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
+use hkdf::Hkdf;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::error::Error;
+use crate::keys::{KeyPair, PublicKey};
+use crate::secret::Secret;
+use crate::wire::{CiphertextMessage, PreKeySignalMessage, SignalMessage};
+
+/// Largest jump ahead within one receiving chain that a single message may cause
+/// (libsignal refuses "over 2000 messages into the future"). A larger gap is an error.
+pub const MAX_MESSAGE_GAP: u32 = 2000;
+/// Skipped message keys kept per session state, over all its receiving chains; beyond this the
+/// oldest are dropped (their messages then fail to decrypt), so memory stays bounded.
+pub const MAX_SKIPPED_KEYS: usize = 2000;
+/// Receiving chains kept per session state (libsignal keeps 5); the oldest is dropped.
+pub const MAX_RECEIVER_CHAINS: usize = 5;
+
+const INFO_RATCHET: &[u8] = b"WhisperRatchet";
+const INFO_MESSAGE_KEYS: &[u8] = b"WhisperMessageKeys";
+
+/// HKDF-SHA256 to `N` bytes.
+pub(crate) fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Secret<N> {
+    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
+    let mut okm = [0u8; N];
+    // N ≤ 80 here, far below HKDF-SHA256's limit of 8160 bytes, so expand cannot fail.
+    let _ = hk.expand(info, &mut okm);
+    let s = Secret::new(okm);
+    zeroize::Zeroize::zeroize(&mut okm);
+    s
+}
+
+fn hmac_sha256(key: &[u8; 32], data: &[u8]) -> Secret<32> {
+    let Ok(mut m) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
+        // HMAC takes keys of any length; this branch cannot be reached.
+        return Secret::new([0u8; 32]);
+    };
+    m.update(data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&m.finalize().into_bytes());
+    Secret::new(out)
+}
+
+/// A root key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootKey(pub(crate) Secret<32>);
+
+impl RootKey {
+    /// One DH ratchet step: derive the next root key and a fresh chain.
+    pub fn create_chain(
+        &self,
+        their_ratchet: &PublicKey,
+        ours: &KeyPair,
+    ) -> Result<(RootKey, ChainKey), Error> {
+        let shared = ours.private.agree(their_ratchet)?;
+        let out = hkdf::<64>(self.0.expose(), shared.expose(), INFO_RATCHET);
+        let (root, chain) = out.expose().split_at(32);
+        Ok((
+            RootKey(Secret::from_slice(root).unwrap_or_else(|| Secret::new([0; 32]))),
+            ChainKey {
+                key: Secret::from_slice(chain).unwrap_or_else(|| Secret::new([0; 32])),
+                index: 0,
+            },
+        ))
+    }
+}
+
+/// A symmetric chain key with its index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainKey {
+    pub(crate) key: Secret<32>,
+    pub(crate) index: u32,
+}
+
+impl ChainKey {
+    /// The message keys at this index.
+    pub fn message_keys(&self) -> MessageKeys {
+        let seed = hmac_sha256(self.key.expose(), &[0x01]);
+        let out = hkdf::<80>(&[0u8; 32], seed.expose(), INFO_MESSAGE_KEYS);
+        let b = out.expose();
+        let mut cipher = [0u8; 32];
+        let mut mac = [0u8; 32];
+        let mut iv = [0u8; 16];
+        cipher.copy_from_slice(&b[..32]);
+        mac.copy_from_slice(&b[32..64]);
+        iv.copy_from_slice(&b[64..]);
+        let keys = MessageKeys {
+            cipher_key: Secret::new(cipher),
+            mac_key: Secret::new(mac),
+            iv: Secret::new(iv),
+            counter: self.index,
+        };
+        zeroize::Zeroize::zeroize(&mut cipher);
+        zeroize::Zeroize::zeroize(&mut mac);
+        zeroize::Zeroize::zeroize(&mut iv);
+        keys
+    }
+
+    /// The next chain key.
+    pub fn next(&self) -> ChainKey {
+        ChainKey {
+            key: hmac_sha256(self.key.expose(), &[0x02]),
+            index: self.index.saturating_add(1),
+        }
+    }
+}
+
+/// Keys for one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageKeys {
+    pub(crate) cipher_key: Secret<32>,
+    pub(crate) mac_key: Secret<32>,
+    pub(crate) iv: Secret<16>,
+    pub(crate) counter: u32,
+}
+
+/// A receiving chain: the peer's ratchet key and our chain key for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiverChain {
+    pub(crate) ratchet_key: PublicKey,
+    pub(crate) chain_key: ChainKey,
+}
+
+/// The X3DH values a PreKeySignalMessage must repeat until the peer answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingPreKey {
+    /// One-time prekey id used (always present for sessions we build).
+    pub pre_key_id: Option<u32>,
+    /// Signed prekey id used.
+    pub signed_pre_key_id: u32,
+    /// Our X3DH base key.
+    pub base_key: PublicKey,
+}
+
+/// One Double Ratchet session state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionState {
+    pub(crate) local_identity: PublicKey,
+    pub(crate) remote_identity: PublicKey,
+    pub(crate) root_key: RootKey,
+    pub(crate) previous_counter: u32,
+    pub(crate) sender_ratchet: KeyPair,
+    pub(crate) sender_chain: ChainKey,
+    pub(crate) receiver_chains: VecDeque<ReceiverChain>,
+    /// Skipped message keys, oldest first, with the ratchet key of their chain.
+    pub(crate) skipped: VecDeque<(PublicKey, MessageKeys)>,
+    pub(crate) pending_prekey: Option<PendingPreKey>,
+    pub(crate) local_registration_id: u32,
+    pub(crate) remote_registration_id: u32,
+    /// The X3DH base key that created this state (ours as Alice, theirs as Bob): identifies it.
+    pub(crate) base_key: PublicKey,
+}
+
+impl SessionState {
+    /// The peer's identity key.
+    pub fn remote_identity(&self) -> &PublicKey {
+        &self.remote_identity
+    }
+
+    /// The X3DH base key that created this state.
+    pub fn base_key(&self) -> &PublicKey {
+        &self.base_key
+    }
+
+    /// True while our messages must be PreKeySignalMessages (nothing received in this state yet).
+    pub fn has_pending_prekey(&self) -> bool {
+        self.pending_prekey.is_some()
+    }
+
+    /// Encrypts one message and advances the sending chain.
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<CiphertextMessage, Error> {
+        let keys = self.sender_chain.message_keys();
+        let ciphertext =
+            cbc::Encryptor::<Aes256>::new(keys.cipher_key.expose().into(), keys.iv.expose().into())
+                .encrypt_padded_vec::<Pkcs7>(plaintext);
+        let message = SignalMessage::new(
+            keys.mac_key.expose(),
+            self.sender_ratchet.public,
+            self.sender_chain.index,
+            self.previous_counter,
+            ciphertext,
+            &self.local_identity,
+            &self.remote_identity,
+        );
+        self.sender_chain = self.sender_chain.next();
+        Ok(match &self.pending_prekey {
+            Some(p) => CiphertextMessage::PreKey(PreKeySignalMessage {
+                registration_id: self.local_registration_id,
+                pre_key_id: p.pre_key_id,
+                signed_pre_key_id: p.signed_pre_key_id,
+                base_key: p.base_key,
+                identity_key: self.local_identity,
+                message,
+            }),
+            None => CiphertextMessage::Signal(message),
+        })
+    }
+
+    /// Decrypts one message, mutating `self`; callers run this on a copy and keep it only on
+    /// success, so a forged message never changes a stored state.
+    pub fn decrypt(&mut self, message: &SignalMessage) -> Result<Vec<u8>, Error> {
+        let chain_pos = match self
+            .receiver_chains
+            .iter()
+            .position(|c| c.ratchet_key == message.ratchet_key)
+        {
+            Some(pos) => pos,
+            None => self.ratchet_step(&message.ratchet_key)?,
+        };
+        let keys = self.message_keys_for(chain_pos, &message.ratchet_key, message.counter)?;
+        message.verify_mac(
+            keys.mac_key.expose(),
+            &self.remote_identity,
+            &self.local_identity,
+        )?;
+        let plaintext =
+            cbc::Decryptor::<Aes256>::new(keys.cipher_key.expose().into(), keys.iv.expose().into())
+                .decrypt_padded_vec::<Pkcs7>(&message.ciphertext)
+                .map_err(|_| Error::BadCiphertext)?;
+        // The peer has answered in this state: the session is acknowledged.
+        self.pending_prekey = None;
+        Ok(plaintext)
+    }
+
+    /// DH ratchet step for a new peer ratchet key; returns the new receiving chain's position.
+    fn ratchet_step(&mut self, their_ratchet: &PublicKey) -> Result<usize, Error> {
+        let (root, receiver_chain) = self
+            .root_key
+            .create_chain(their_ratchet, &self.sender_ratchet)?;
+        let new_ratchet = KeyPair::generate()?;
+        let (root, sender_chain) = root.create_chain(their_ratchet, &new_ratchet)?;
+        self.root_key = root;
+        self.receiver_chains.push_back(ReceiverChain {
+            ratchet_key: *their_ratchet,
+            chain_key: receiver_chain,
+        });
+        while self.receiver_chains.len() > MAX_RECEIVER_CHAINS {
+            if let Some(old) = self.receiver_chains.pop_front() {
+                self.skipped.retain(|(k, _)| *k != old.ratchet_key);
+            }
+        }
+        self.previous_counter = self.sender_chain.index.saturating_sub(1);
+        self.sender_ratchet = new_ratchet;
+        self.sender_chain = sender_chain;
+        Ok(self.receiver_chains.len() - 1)
+    }
+
+    fn message_keys_for(
+        &mut self,
+        pos: usize,
+        ratchet_key: &PublicKey,
+        counter: u32,
+    ) -> Result<MessageKeys, Error> {
+        let Some(mut ck) = self.receiver_chains.get(pos).map(|c| c.chain_key.clone()) else {
+            return Err(Error::NoValidState(Box::new(Error::BadCiphertext)));
+        };
+        if counter < ck.index {
+            let found = self
+                .skipped
+                .iter()
+                .position(|(k, mk)| k == ratchet_key && mk.counter == counter);
+            return match found.and_then(|i| self.skipped.remove(i)) {
+                Some((_, keys)) => Ok(keys),
+                None => Err(Error::DuplicateMessage { counter }),
+            };
+        }
+        let gap = counter - ck.index;
+        if gap > MAX_MESSAGE_GAP {
+            return Err(Error::GapTooLarge {
+                counter,
+                gap,
+                max: MAX_MESSAGE_GAP,
+            });
+        }
+        while ck.index < counter {
+            self.skipped.push_back((*ratchet_key, ck.message_keys()));
+            ck = ck.next();
+        }
+        while self.skipped.len() > MAX_SKIPPED_KEYS {
+            self.skipped.pop_front();
+        }
+        let keys = ck.message_keys();
+        if let Some(chain) = self.receiver_chains.get_mut(pos) {
+            chain.chain_key = ck.next();
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_key_derivation_is_deterministic_and_advances() {
+        let ck = ChainKey {
+            key: Secret::new([1u8; 32]),
+            index: 0,
+        };
+        let a = ck.message_keys();
+        let b = ck.message_keys();
+        assert_eq!(a, b);
+        let n = ck.next();
+        assert_eq!(n.index, 1);
+        assert_ne!(n.message_keys().cipher_key, a.cipher_key);
+        assert_eq!(n.message_keys().counter, 1);
+    }
+
+    #[test]
+    fn message_keys_debug_is_redacted() {
+        let ck = ChainKey {
+            key: Secret::new([0xAB; 32]),
+            index: 3,
+        };
+        let s = format!("{:?} {:?}", ck, ck.message_keys());
+        assert!(
+            !s.contains("171") && !s.to_lowercase().contains("abab"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! Storage behind a trait, in the manner of libsignal's stores: the engine reads through it and
+//! writes only by handing it one [`Changes`] batch, which an implementation must apply atomically.
+//! That is what makes "a decrypt commits its ratchet state together with handing out the
+//! plaintext" hold: the engine returns a plaintext only after `apply` succeeded.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+use crate::error::StoreError;
+use crate::keys::{KeyPair, PublicKey};
+use crate::session::SessionRecord;
+use crate::trust::TrustLevel;
+
+/// Our own account and device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnIdentity {
+    /// Our bare JID.
+    pub jid: String,
+    /// Our device id (libsignal registration id).
+    pub device_id: u32,
+    /// Our identity key pair.
+    pub identity: KeyPair,
+    /// Next one-time prekey id to hand out (ids are never reused).
+    pub next_pre_key_id: u32,
+}
+
+/// A one-time prekey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreKeyRecord {
+    /// Its id.
+    pub id: u32,
+    /// The pair.
+    pub pair: KeyPair,
+}
+
+/// A signed prekey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPreKeyRecord {
+    /// Its id.
+    pub id: u32,
+    /// The pair.
+    pub pair: KeyPair,
+    /// XEdDSA signature by our identity key over the 33-byte public key.
+    pub signature: Vec<u8>,
+    /// When it was made (seconds since the Unix epoch, as the caller's clock says).
+    pub created_at: u64,
+    /// When a newer one replaced it; it stays usable for a grace period after that.
+    pub replaced_at: Option<u64>,
+}
+
+/// One atomic batch of writes. Upserts replace existing rows with the same key.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Replace our identity row.
+    pub own: Option<OwnIdentity>,
+    /// Upsert session records `(bare JID, device, record)`.
+    pub sessions: Vec<(String, u32, SessionRecord)>,
+    /// Upsert one-time prekeys.
+    pub pre_keys_added: Vec<PreKeyRecord>,
+    /// Delete one-time prekeys.
+    pub pre_keys_removed: Vec<u32>,
+    /// Upsert signed prekeys.
+    pub signed_pre_keys: Vec<SignedPreKeyRecord>,
+    /// Delete signed prekeys.
+    pub signed_pre_keys_removed: Vec<u32>,
+    /// Upsert trust `(bare JID, identity key, level)`.
+    pub trust: Vec<(String, PublicKey, TrustLevel)>,
+    /// Replace a contact's cached device list.
+    pub device_lists: Vec<(String, Vec<u32>)>,
+}
+
+impl Changes {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.own.is_none()
+            && self.sessions.is_empty()
+            && self.pre_keys_added.is_empty()
+            && self.pre_keys_removed.is_empty()
+            && self.signed_pre_keys.is_empty()
+            && self.signed_pre_keys_removed.is_empty()
+            && self.trust.is_empty()
+            && self.device_lists.is_empty()
+    }
+}
+
+/// What the OMEMO engine needs from storage.
+pub trait Store {
+    /// Our identity, if one was created.
+    fn own(&self) -> Result<Option<OwnIdentity>, StoreError>;
+    /// The session record with one device.
+    fn session(&self, jid: &str, device: u32) -> Result<Option<SessionRecord>, StoreError>;
+    /// Devices of `jid` we hold sessions with.
+    fn session_devices(&self, jid: &str) -> Result<Vec<u32>, StoreError>;
+    /// One one-time prekey.
+    fn pre_key(&self, id: u32) -> Result<Option<PreKeyRecord>, StoreError>;
+    /// All one-time prekeys, by id.
+    fn pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError>;
+    /// All signed prekeys, by id.
+    fn signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError>;
+    /// Known identity keys of `jid` with their trust.
+    fn identities(&self, jid: &str) -> Result<Vec<(PublicKey, TrustLevel)>, StoreError>;
+    /// Cached device list of `jid`.
+    fn device_list(&self, jid: &str) -> Result<Option<Vec<u32>>, StoreError>;
+    /// Applies a batch atomically: all of it or, on error, none of it.
+    fn apply(&mut self, changes: Changes) -> Result<(), StoreError>;
+}

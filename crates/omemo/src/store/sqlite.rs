@@ -1,0 +1,318 @@
+//! SQLite store (rusqlite, bundled SQLite). Each [`Changes`] batch is one transaction, with the
+//! database in WAL mode and `synchronous=FULL`, so a committed ratchet step survives a crash and
+//! an uncommitted one leaves no trace.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Changes, OwnIdentity, PreKeyRecord, SignedPreKeyRecord, Store};
+use crate::error::StoreError;
+use crate::keys::{KeyPair, PrivateKey, PublicKey};
+use crate::session::SessionRecord;
+use crate::trust::TrustLevel;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS own (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    jid TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    identity_private BLOB NOT NULL,
+    next_pre_key_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pre_keys (id INTEGER PRIMARY KEY, private BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS signed_pre_keys (
+    id INTEGER PRIMARY KEY,
+    private BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    replaced_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    jid TEXT NOT NULL, device INTEGER NOT NULL, record BLOB NOT NULL, PRIMARY KEY (jid, device)
+);
+CREATE TABLE IF NOT EXISTS identities (
+    jid TEXT NOT NULL, key BLOB NOT NULL, trust TEXT NOT NULL, PRIMARY KEY (jid, key)
+);
+CREATE TABLE IF NOT EXISTS device_lists (jid TEXT PRIMARY KEY, devices TEXT NOT NULL);
+";
+
+/// A store in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn corrupt(what: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        reason: reason.to_string(),
+    }
+}
+
+fn private_key(what: &'static str, b: &[u8]) -> Result<PrivateKey, StoreError> {
+    let arr: [u8; 32] = b
+        .try_into()
+        .map_err(|_| corrupt(what, format!("private key of {} bytes", b.len())))?;
+    Ok(PrivateKey::from_bytes(arr))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::init(Connection::open(path).map_err(db)?)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(Self { conn })
+    }
+}
+
+impl Store for SqliteStore {
+    fn own(&self) -> Result<Option<OwnIdentity>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT jid, device_id, identity_private, next_pre_key_id FROM own WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, u32>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((jid, device_id, mut private, next_pre_key_id)) = row else {
+            return Ok(None);
+        };
+        let key = private_key("identity", &private);
+        zeroize::Zeroize::zeroize(&mut private);
+        Ok(Some(OwnIdentity {
+            jid,
+            device_id,
+            identity: KeyPair::from_private(key?),
+            next_pre_key_id,
+        }))
+    }
+
+    fn session(&self, jid: &str, device: u32) -> Result<Option<SessionRecord>, StoreError> {
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT record FROM sessions WHERE jid = ?1 AND device = ?2",
+                params![jid, device],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        blob.map(|mut b| {
+            let r = SessionRecord::from_bytes(&b);
+            zeroize::Zeroize::zeroize(&mut b);
+            r
+        })
+        .transpose()
+    }
+
+    fn session_devices(&self, jid: &str) -> Result<Vec<u32>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT device FROM sessions WHERE jid = ?1 ORDER BY device")
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![jid], |r| r.get::<_, u32>(0))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn pre_key(&self, id: u32) -> Result<Option<PreKeyRecord>, StoreError> {
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT private FROM pre_keys WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        blob.map(|b| {
+            Ok(PreKeyRecord {
+                id,
+                pair: KeyPair::from_private(private_key("pre key", &b)?),
+            })
+        })
+        .transpose()
+    }
+
+    fn pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, private FROM pre_keys ORDER BY id")
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(db)?;
+        rows.map(|row| {
+            let (id, b) = row.map_err(db)?;
+            Ok(PreKeyRecord {
+                id,
+                pair: KeyPair::from_private(private_key("pre key", &b)?),
+            })
+        })
+        .collect()
+    }
+
+    fn signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, private, signature, created_at, replaced_at FROM signed_pre_keys ORDER BY id")
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (id, private, signature, created_at, replaced_at) = row.map_err(db)?;
+            Ok(SignedPreKeyRecord {
+                id,
+                pair: KeyPair::from_private(private_key("signed pre key", &private)?),
+                signature,
+                created_at: u64::try_from(created_at).unwrap_or(0),
+                replaced_at: replaced_at.map(|t| u64::try_from(t).unwrap_or(0)),
+            })
+        })
+        .collect()
+    }
+
+    fn identities(&self, jid: &str) -> Result<Vec<(PublicKey, TrustLevel)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key, trust FROM identities WHERE jid = ?1 ORDER BY rowid")
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![jid], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (k, t) = row.map_err(db)?;
+            let key = PublicKey::from_bytes("identity", &k).map_err(|e| corrupt("identity", e))?;
+            let level = TrustLevel::parse(&t).ok_or_else(|| corrupt("trust level", t))?;
+            Ok((key, level))
+        })
+        .collect()
+    }
+
+    fn device_list(&self, jid: &str) -> Result<Option<Vec<u32>>, StoreError> {
+        let s: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT devices FROM device_lists WHERE jid = ?1",
+                params![jid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        s.map(|s| {
+            s.split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse::<u32>().map_err(|e| corrupt("device list", e)))
+                .collect()
+        })
+        .transpose()
+    }
+
+    fn apply(&mut self, c: Changes) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        if let Some(own) = &c.own {
+            tx.execute(
+                "INSERT OR REPLACE INTO own (id, jid, device_id, identity_private, next_pre_key_id) VALUES (1, ?1, ?2, ?3, ?4)",
+                params![own.jid, own.device_id, own.identity.private.to_bytes().as_slice(), own.next_pre_key_id],
+            )
+            .map_err(db)?;
+        }
+        for (jid, device, record) in &c.sessions {
+            let mut bytes = record.to_bytes();
+            let r = tx.execute(
+                "INSERT OR REPLACE INTO sessions (jid, device, record) VALUES (?1, ?2, ?3)",
+                params![jid, device, bytes],
+            );
+            zeroize::Zeroize::zeroize(&mut bytes);
+            r.map_err(db)?;
+        }
+        for id in &c.pre_keys_removed {
+            tx.execute("DELETE FROM pre_keys WHERE id = ?1", params![id])
+                .map_err(db)?;
+        }
+        for pk in &c.pre_keys_added {
+            tx.execute(
+                "INSERT OR REPLACE INTO pre_keys (id, private) VALUES (?1, ?2)",
+                params![pk.id, pk.pair.private.to_bytes().as_slice()],
+            )
+            .map_err(db)?;
+        }
+        for id in &c.signed_pre_keys_removed {
+            tx.execute("DELETE FROM signed_pre_keys WHERE id = ?1", params![id])
+                .map_err(db)?;
+        }
+        for spk in &c.signed_pre_keys {
+            tx.execute(
+                "INSERT OR REPLACE INTO signed_pre_keys (id, private, signature, created_at, replaced_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    spk.id,
+                    spk.pair.private.to_bytes().as_slice(),
+                    spk.signature,
+                    i64::try_from(spk.created_at).unwrap_or(i64::MAX),
+                    spk.replaced_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+                ],
+            )
+            .map_err(db)?;
+        }
+        for (jid, key, level) in &c.trust {
+            tx.execute(
+                "INSERT INTO identities (jid, key, trust) VALUES (?1, ?2, ?3) ON CONFLICT (jid, key) DO UPDATE SET trust = excluded.trust",
+                params![jid, key.serialize().as_slice(), level.as_str()],
+            )
+            .map_err(db)?;
+        }
+        for (jid, list) in &c.device_lists {
+            let s = list
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            tx.execute(
+                "INSERT OR REPLACE INTO device_lists (jid, devices) VALUES (?1, ?2)",
+                params![jid, s],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+}
