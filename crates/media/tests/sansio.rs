@@ -1,0 +1,185 @@
+//! The sans-IO core driven with simulated time and an in-memory network: no sockets, no sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use shieldcall_media::audio::analysis::dominant_frequency;
+use shieldcall_media::audio::source::{AudioSource, ToneSource};
+use shieldcall_media::audio::{FRAME_DURATION, FRAME_SAMPLES};
+use shieldcall_media::session::Phase;
+use shieldcall_media::{
+    DtlsParams, Fingerprint, JingleRole, MediaEvent, MediaSession, RemoteParams, SessionConfig,
+    SessionOutput,
+};
+
+struct Peer {
+    s: MediaSession,
+    addr: SocketAddr,
+    timeout: Instant,
+    events: Vec<MediaEvent>,
+    tone: ToneSource,
+    heard: Vec<i16>,
+    played_frames: usize,
+}
+
+fn drain(p: &mut Peer, net: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>) {
+    loop {
+        match p.s.poll_output() {
+            SessionOutput::Transmit {
+                source,
+                destination,
+                contents,
+            } => net.push_back((source, destination, contents)),
+            SessionOutput::Event(e) => p.events.push(e),
+            SessionOutput::Timeout(t) => {
+                p.timeout = t;
+                return;
+            }
+        }
+    }
+}
+
+fn peer(role: JingleRole, port: u16, freq: f64, now: Instant) -> Peer {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    Peer {
+        s: MediaSession::new(
+            SessionConfig {
+                role,
+                local_addrs: vec![addr],
+            },
+            now,
+        )
+        .unwrap(),
+        addr,
+        timeout: now,
+        events: vec![],
+        tone: ToneSource::new(freq, 0.5),
+        heard: vec![],
+        played_frames: 0,
+    }
+}
+
+/// Exchanges Jingle-shaped parameters as the call engine would, then runs `secs` of call.
+fn run_call(wrong_fingerprint_at_initiator: bool, secs: u64) -> (Peer, Peer) {
+    let t0 = Instant::now();
+    let mut a = peer(JingleRole::Initiator, 10_000, 440.0, t0);
+    let mut b = peer(JingleRole::Responder, 20_000, 880.0, t0);
+
+    // session-initiate: a's description and transport go to b.
+    let a_desc = a.s.local_description().unwrap();
+    let a_tr = a.s.local_transport().unwrap();
+    let a_dtls = a_tr.dtls.unwrap();
+    b.s.set_remote(
+        RemoteParams {
+            description: a_desc,
+            transport: a_tr,
+            expected: a_dtls,
+        },
+        t0,
+    )
+    .unwrap();
+    // session-accept: b's answer goes back to a.
+    let b_desc = b.s.local_description().unwrap();
+    let b_tr = b.s.local_transport().unwrap();
+    let mut b_dtls = b_tr.dtls.unwrap();
+    assert_eq!(b_dtls.setup.as_str(), "active");
+    if wrong_fingerprint_at_initiator {
+        let mut bytes = *b_dtls.fingerprint.as_bytes();
+        bytes[0] ^= 0x01;
+        b_dtls = DtlsParams {
+            fingerprint: Fingerprint::from_bytes(&bytes).unwrap(),
+            ..b_dtls
+        };
+    }
+    a.s.set_remote(
+        RemoteParams {
+            description: b_desc,
+            transport: b_tr,
+            expected: b_dtls,
+        },
+        t0,
+    )
+    .unwrap();
+
+    let mut now = t0;
+    let mut next_tick = t0;
+    let end = t0 + Duration::from_secs(secs);
+    let mut net = VecDeque::new();
+    let mut frame = [0i16; FRAME_SAMPLES];
+    while now < end {
+        drain(&mut a, &mut net);
+        drain(&mut b, &mut net);
+        while let Some((src, dst, data)) = net.pop_front() {
+            let to = if dst == a.addr { &mut a } else { &mut b };
+            to.s.handle_receive(now, src, dst, &data);
+            drain(&mut a, &mut net);
+            drain(&mut b, &mut net);
+        }
+        now = a.timeout.min(b.timeout).min(next_tick).max(now);
+        if now >= next_tick {
+            for p in [&mut a, &mut b] {
+                p.tone.next_frame(&mut frame).unwrap();
+                p.s.send_frame(now, &frame).unwrap();
+                if p.s.play_frame(now, &mut frame) {
+                    p.heard.extend_from_slice(&frame);
+                    p.played_frames += 1;
+                }
+            }
+            next_tick += FRAME_DURATION;
+        }
+        a.s.handle_timeout(now);
+        b.s.handle_timeout(now);
+    }
+    (a, b)
+}
+
+#[test]
+fn tone_flows_both_ways_with_simulated_time() {
+    let (a, b) = run_call(false, 3);
+    for p in [&a, &b] {
+        assert!(p.s.is_verified(), "{:?}", p.s.phase());
+        assert!(
+            p.events
+                .iter()
+                .any(|e| matches!(e, MediaEvent::DtlsVerified { .. }))
+        );
+        assert!(p.events.contains(&MediaEvent::FirstAudio));
+        let st = p.s.stats();
+        assert!(st.dtls_connected.is_some() && st.first_audio.is_some());
+        assert!(st.arrival_ratio() > 0.95, "{st:?}");
+    }
+    let fa = dominant_frequency(&a.heard, 48_000);
+    let fb = dominant_frequency(&b.heard, 48_000);
+    assert!((fa - 880.0).abs() <= 5.0, "initiator heard {fa}");
+    assert!((fb - 440.0).abs() <= 5.0, "responder heard {fb}");
+    assert!(a.played_frames > 120, "{}", a.played_frames);
+}
+
+#[test]
+fn wrong_expected_fingerprint_blocks_all_media() {
+    let (a, b) = run_call(true, 3);
+    assert_eq!(
+        a.s.phase(),
+        &Phase::Failed(shieldcall_media::session::FailReason::FingerprintMismatch)
+    );
+    let mismatch = a
+        .events
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::FingerprintMismatch { expected, actual } => Some((*expected, *actual)),
+            _ => None,
+        })
+        .expect("mismatch event");
+    assert_ne!(Some(mismatch.0), mismatch.1);
+    assert!(mismatch.1.is_some());
+    for p in [&a, &b] {
+        assert_eq!(p.played_frames, 0);
+        assert!(p.heard.is_empty());
+        assert_eq!(p.s.stats().packets_received, 0);
+        assert!(!p.events.contains(&MediaEvent::FirstAudio));
+    }
+    // The side with the wrong expectation never sent a media packet.
+    assert_eq!(a.s.stats().packets_sent, 0);
+}
