@@ -1,1 +1,120 @@
-fn main() {}
+//! `cargo bench -p shieldcall-omemo`: the three interop-shim operations (setup, steady, fan-out)
+//! through the public API, plus the pieces they are made of, to see where time goes.
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use shieldcall_omemo::keys::KeyPair;
+use shieldcall_omemo::xml::{Bundle, EncryptedElement};
+use shieldcall_omemo::{Account, MemoryStore, Recipient};
+
+const MESSAGE: [u8; 95] = [b'A'; 95];
+
+fn fresh(jid: &str) -> Account<MemoryStore> {
+    Account::create(MemoryStore::new(), jid, None, 0).unwrap()
+}
+
+fn established() -> (Account<MemoryStore>, Account<MemoryStore>) {
+    let mut alice = fresh("alice@bench");
+    let mut bob = fresh("bob@bench");
+    alice
+        .build_session("bob@bench", bob.device_id(), &bob.bundle().unwrap())
+        .unwrap();
+    let first = alice
+        .encrypt(&[Recipient::new("bob@bench", bob.device_id())], &MESSAGE)
+        .unwrap();
+    bob.decrypt("alice@bench", &first).unwrap();
+    let reply = bob
+        .encrypt(
+            &[Recipient::new("alice@bench", alice.device_id())],
+            &MESSAGE,
+        )
+        .unwrap();
+    alice.decrypt("bob@bench", &reply).unwrap();
+    (alice, bob)
+}
+
+fn operations(c: &mut Criterion) {
+    c.bench_function(
+        "setup (parse bundle, X3DH, PreKey message, peer decrypts)",
+        |b| {
+            b.iter_batched(
+                || {
+                    let bob = fresh("bob@bench");
+                    let xml = bob.bundle().unwrap().to_xml();
+                    (fresh("alice@bench"), bob, xml)
+                },
+                |(mut alice, mut bob, xml)| {
+                    let bundle = Bundle::from_xml(&xml).unwrap();
+                    alice
+                        .build_session("bob@bench", bob.device_id(), &bundle)
+                        .unwrap();
+                    let enc = alice
+                        .encrypt(&[Recipient::new("bob@bench", bob.device_id())], &MESSAGE)
+                        .unwrap()
+                        .to_xml();
+                    bob.decrypt("alice@bench", &EncryptedElement::from_xml(&enc).unwrap())
+                        .unwrap()
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
+
+    let (mut alice, mut bob) = established();
+    let to_bob = [Recipient::new("bob@bench", bob.device_id())];
+    c.bench_function(
+        "steady (encrypt 95 B + XML, peer parses and decrypts)",
+        |b| {
+            b.iter(|| {
+                let xml = alice.encrypt(&to_bob, &MESSAGE).unwrap().to_xml();
+                bob.decrypt("alice@bench", &EncryptedElement::from_xml(&xml).unwrap())
+                    .unwrap()
+            })
+        },
+    );
+
+    let mut sender = fresh("alice@bench");
+    let recipients: Vec<Recipient> = (0..100)
+        .map(|i| {
+            let jid = format!("peer{i}@bench");
+            let peer = fresh(&jid);
+            sender
+                .build_session(&jid, peer.device_id(), &peer.bundle().unwrap())
+                .unwrap();
+            Recipient::new(jid, peer.device_id())
+        })
+        .collect();
+    c.bench_function("fanout (encrypt 95 B for 100 devices + XML)", |b| {
+        b.iter(|| sender.encrypt(&recipients, &MESSAGE).unwrap().to_xml())
+    });
+}
+
+fn pieces(c: &mut Criterion) {
+    let a = KeyPair::generate().unwrap();
+    let b = KeyPair::generate().unwrap();
+    c.bench_function("x25519 agreement", |bn| {
+        bn.iter(|| a.private.agree(&b.public).unwrap())
+    });
+    c.bench_function("key pair generation", |bn| {
+        bn.iter(|| KeyPair::generate().unwrap())
+    });
+    let sig = a.private.sign(b"m").unwrap();
+    c.bench_function("xeddsa verify", |bn| {
+        bn.iter(|| a.public.verify("x", b"m", &sig).unwrap())
+    });
+    let (mut alice, bob) = established();
+    let enc = alice
+        .encrypt(&[Recipient::new("bob@bench", bob.device_id())], &MESSAGE)
+        .unwrap();
+    let xml = enc.to_xml();
+    c.bench_function("encrypted element to XML", |bn| bn.iter(|| enc.to_xml()));
+    c.bench_function("encrypted element from XML", |bn| {
+        bn.iter(|| EncryptedElement::from_xml(&xml).unwrap())
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = operations, pieces
+}
+criterion_main!(benches);

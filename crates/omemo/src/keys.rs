@@ -92,14 +92,20 @@ impl PublicKey {
         if !is_canonical_field_element(&self.0) {
             return Err(bad);
         }
-        // The Edwards form with sign bit 0, as the signer normalised it.
-        let a = MontgomeryPoint(self.0).to_edwards(0).ok_or(bad.clone())?;
-        if a.is_small_order() {
-            return Err(bad);
-        }
         let (r_bytes, s_bytes) = sig.split_at(32);
         let mut s_arr = [0u8; 32];
         s_arr.copy_from_slice(s_bytes);
+        // libsignal's curve25519 signatures (still made by python-oldmemo and older libsignal
+        // builds) carry the Edwards key's sign bit in the top bit of the last byte; XEdDSA
+        // signatures leave it 0 (s < ℓ < 2²⁵³). libsignal's verifier reads it, and so do we.
+        let sign = s_arr[31] >> 7;
+        s_arr[31] &= 0x7F;
+        let a = MontgomeryPoint(self.0)
+            .to_edwards(sign)
+            .ok_or(bad.clone())?;
+        if a.is_small_order() {
+            return Err(bad);
+        }
         let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_arr)).ok_or(bad.clone())?;
         let r_point = CompressedEdwardsY::from_slice(r_bytes).map_err(|_| bad.clone())?;
         let r_dec = r_point.decompress().ok_or(bad.clone())?;
@@ -386,6 +392,39 @@ mod tests {
         }
         sig[32..].copy_from_slice(&s);
         assert!(kp.public.verify("x", msg, &sig).is_err());
+    }
+
+    /// A libsignal-style curve25519 signature: plain Ed25519 with the key's sign bit carried in
+    /// the top bit of byte 63 (python-oldmemo signs this way). Made here from an Ed25519 key
+    /// whose public key has sign bit 1, so the bit matters.
+    #[test]
+    fn accepts_sign_bit_signatures_as_libsignal_does() {
+        for _ in 0..64 {
+            let kp = KeyPair::generate().unwrap();
+            let k = Scalar::from_bytes_mod_order(*kp.private.to_bytes());
+            let e = (&k * ED25519_BASEPOINT_TABLE).compress().to_bytes();
+            if e[31] & 0x80 == 0 {
+                continue;
+            }
+            // Ed25519-style signature with the un-normalised key (deterministic nonce is fine here).
+            let msg = b"signed prekey";
+            let r = hash_to_scalar(&[b"nonce", msg], None);
+            let r_point = (&r * ED25519_BASEPOINT_TABLE).compress().to_bytes();
+            let h = hash_to_scalar(&[&r_point, &e, msg], None);
+            let s = r + h * k;
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&r_point);
+            sig[32..].copy_from_slice(s.as_bytes());
+            sig[63] |= 0x80;
+            kp.public.verify("spk", msg, &sig).unwrap();
+            sig[63] &= 0x7F;
+            assert!(
+                kp.public.verify("spk", msg, &sig).is_err(),
+                "the sign bit must matter"
+            );
+            return;
+        }
+        panic!("no key with sign bit 1 in 64 tries");
     }
 
     /// Cross-check with the independent `xeddsa` crate in both directions.
