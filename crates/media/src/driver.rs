@@ -1,1 +1,276 @@
-//! tokio driver (todo)
+//! The thin tokio driver: UDP sockets, timers, the 20 ms audio clock and clean shutdown around
+//! a [`MediaSession`]. All protocol decisions stay in the session.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep_until;
+use tracing::debug;
+
+use crate::audio::sink::AudioSink;
+use crate::audio::source::AudioSource;
+use crate::audio::{AudioError, FRAME_DURATION, FRAME_SAMPLES};
+use crate::params::JingleRole;
+use crate::session::{
+    FailReason, MediaEvent, MediaSession, Phase, SessionConfig, SessionError, SessionOutput,
+};
+use crate::stats::CallStats;
+
+/// Largest datagram we read; larger ones are truncated by the OS and then fail to parse.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Default bound on ICE + DTLS before the call is given up.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Datagrams queued from the socket tasks to the session before the oldest are dropped.
+pub const RECV_QUEUE: usize = 256;
+
+/// If the audio clock falls this many frames behind (a stalled runtime), it skips ahead
+/// instead of bursting.
+pub const MAX_AUDIO_CATCH_UP: u32 = 5;
+
+/// Errors of the driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// A socket operation failed.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The session refused something.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// An audio source or sink failed.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// No local address was given.
+    #[error("no local address to bind")]
+    NoLocalAddress,
+}
+
+/// How long to run and whom to tell.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// Give up if DTLS is not verified by then.
+    pub connect_timeout: Duration,
+    /// Stop this long after media started (`None`: until stopped).
+    pub media_duration: Option<Duration>,
+    /// Events as they happen.
+    pub events: Option<mpsc::UnboundedSender<MediaEvent>>,
+    /// Resolve (or drop the sender) to hang up.
+    pub stop: Option<oneshot::Receiver<()>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            media_duration: None,
+            events: None,
+            stop: None,
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    /// Final statistics.
+    pub stats: CallStats,
+    /// Every event, in order.
+    pub events: Vec<MediaEvent>,
+    /// Why it ended, if not by stop or duration.
+    pub failure: Option<FailReason>,
+    /// Frames handed to the sink.
+    pub frames_to_sink: u64,
+    /// Frames taken from the source and sent.
+    pub frames_from_source: u64,
+}
+
+/// A session with its bound sockets, before and while it runs.
+pub struct MediaEndpoint {
+    session: MediaSession,
+    sockets: Vec<Arc<UdpSocket>>,
+}
+
+impl MediaEndpoint {
+    /// Binds one UDP socket per local IP (port chosen by the OS) and creates the session that
+    /// announces them as host candidates. Tests use `[127.0.0.1]`.
+    pub async fn bind(role: JingleRole, ips: &[IpAddr]) -> Result<Self, DriverError> {
+        if ips.is_empty() {
+            return Err(DriverError::NoLocalAddress);
+        }
+        let mut sockets = Vec::new();
+        for ip in ips {
+            sockets.push(Arc::new(UdpSocket::bind(SocketAddr::new(*ip, 0)).await?));
+        }
+        let local_addrs = sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+        let session = MediaSession::new(SessionConfig { role, local_addrs }, Instant::now())?;
+        Ok(Self { session, sockets })
+    }
+
+    /// The session, for `local_transport`, `local_description`, `set_remote` and candidates.
+    pub fn session(&mut self) -> &mut MediaSession {
+        &mut self.session
+    }
+
+    /// Runs the call until stop, the media duration, a failure or the connect timeout.
+    ///
+    /// The source is not read and the sink gets nothing until the peer is verified.
+    pub async fn run(
+        self,
+        mut source: Box<dyn AudioSource>,
+        mut sink: Box<dyn AudioSink>,
+        mut options: RunOptions,
+    ) -> Result<CallReport, DriverError> {
+        let Self {
+            mut session,
+            sockets,
+        } = self;
+        let (tx, mut rx) = mpsc::channel::<(Vec<u8>, SocketAddr, SocketAddr)>(RECV_QUEUE);
+        let mut readers = Vec::new();
+        for socket in &sockets {
+            readers.push(tokio::spawn(read_socket(socket.clone(), tx.clone())));
+        }
+        drop(tx);
+
+        let start = Instant::now();
+        let connect_deadline = start + options.connect_timeout;
+        let mut media_end: Option<Instant> = None;
+        let mut next_tick = start + FRAME_DURATION;
+        let mut frame = [0i16; FRAME_SAMPLES];
+        let mut report = CallReport {
+            stats: CallStats::default(),
+            events: Vec::new(),
+            failure: None,
+            frames_to_sink: 0,
+            frames_from_source: 0,
+        };
+        let mut stop = options.stop.take();
+
+        'call: loop {
+            // Drain the session.
+            let timeout = loop {
+                match session.poll_output() {
+                    SessionOutput::Transmit {
+                        source,
+                        destination,
+                        contents,
+                    } => {
+                        let socket = sockets
+                            .iter()
+                            .find(|s| s.local_addr().ok() == Some(source))
+                            .or(sockets.first());
+                        if let Some(s) = socket {
+                            // Loss on send is like loss on the wire; ICE and Opus cope.
+                            let _ = s.send_to(&contents, destination).await;
+                        }
+                    }
+                    SessionOutput::Event(e) => {
+                        debug!(?e, "media event");
+                        if let Some(ev) = &options.events {
+                            let _ = ev.send(e.clone());
+                        }
+                        report.events.push(e);
+                    }
+                    SessionOutput::Timeout(t) => break t,
+                }
+            };
+            let now = Instant::now();
+            if let Phase::Failed(reason) = session.phase() {
+                report.failure = Some(reason.clone());
+                break;
+            }
+            if session.is_verified() {
+                if media_end.is_none() {
+                    media_end = options.media_duration.map(|d| now + d);
+                    next_tick = now;
+                }
+            } else if now >= connect_deadline {
+                report.failure = Some(FailReason::Transport("connect timeout".into()));
+                break;
+            }
+            if media_end.is_some_and(|end| now >= end) {
+                break;
+            }
+
+            // Audio clock: one frame each way per 20 ms, only once verified.
+            if session.is_verified() && now >= next_tick {
+                if now.saturating_duration_since(next_tick) > FRAME_DURATION * MAX_AUDIO_CATCH_UP {
+                    next_tick = now;
+                }
+                source.next_frame(&mut frame)?;
+                if session.send_frame(now, &frame)? {
+                    report.frames_from_source += 1;
+                }
+                if session.play_frame(now, &mut frame) {
+                    sink.write_frame(&frame)?;
+                    report.frames_to_sink += 1;
+                }
+                next_tick += FRAME_DURATION;
+                continue 'call;
+            }
+
+            let mut wake = timeout.min(connect_deadline.max(now));
+            if session.is_verified() {
+                wake = wake.min(next_tick);
+            }
+            if let Some(end) = media_end {
+                wake = wake.min(end);
+            }
+            let stop_signal = async {
+                match stop.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                datagram = rx.recv() => match datagram {
+                    Some((data, from, to)) => session.handle_receive(Instant::now(), from, to, &data),
+                    None => break 'call,
+                },
+                _ = sleep_until(tokio::time::Instant::from_std(wake)) => {
+                    session.handle_timeout(Instant::now());
+                }
+                _ = stop_signal => break 'call,
+            }
+        }
+
+        session.close();
+        for r in readers {
+            r.abort();
+        }
+        sink.finish()?;
+        report.stats = session.stats();
+        Ok(report)
+    }
+}
+
+async fn read_socket(socket: Arc<UdpSocket>, tx: mpsc::Sender<(Vec<u8>, SocketAddr, SocketAddr)>) {
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                // Full queue: drop, as a congested network would.
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    tx.try_send((buf[..n].to_vec(), from, local))
+                {
+                    return;
+                }
+            }
+            // ICMP port unreachable and the like surface here on Linux: keep reading.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(_) => return,
+        }
+    }
+}

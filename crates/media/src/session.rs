@@ -36,6 +36,9 @@ pub const MAX_TOTAL_REMOTE_CANDIDATES: usize = 64;
 /// How often str0m reports statistics.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// RTCP sender/receiver report interval, short enough to give an RTT within a few seconds.
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The internal mid of the one audio content (not sent on the wire: we map no mid extension).
 const AUDIO_MID: &str = "audio";
 
@@ -649,7 +652,8 @@ fn build_rtc(
         .set_local_ice_credentials(creds.clone())
         .clear_codecs()
         .set_extension_map(exts)
-        .set_stats_interval(Some(STATS_INTERVAL));
+        .set_stats_interval(Some(STATS_INTERVAL))
+        .set_rtcp_report_interval_audio(RTCP_INTERVAL);
     if let Some(opus) = opus {
         config.codec_config().add_config(
             opus.payload_type.into(),
