@@ -1,6 +1,14 @@
 //! `cargo bench -p shieldcall-omemo`: the three interop-shim operations (setup, steady, fan-out)
 //! through the public API, plus the pieces they are made of, to see where time goes.
 
+#![allow(missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use shieldcall_omemo::keys::KeyPair;
 use shieldcall_omemo::xml::{Bundle, EncryptedElement};

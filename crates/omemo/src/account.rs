@@ -454,13 +454,13 @@ impl<S: Store> Account<S> {
         changes: &mut Changes,
     ) -> Result<(SessionRecord, Vec<u8>, bool), Error> {
         let mut record = record.unwrap_or_default();
-        if let Some(current) = record.current() {
-            if current.remote_identity() != &msg.identity_key {
-                return Err(Error::IdentityMismatch {
-                    jid: jid.to_owned(),
-                    device: sid,
-                });
-            }
+        if let Some(current) = record.current()
+            && current.remote_identity() != &msg.identity_key
+        {
+            return Err(Error::IdentityMismatch {
+                jid: jid.to_owned(),
+                device: sid,
+            });
         }
         if record.has_state_with_base_key(&msg.base_key) {
             // A repeat of a session we already built from this message: no second X3DH.

@@ -36,6 +36,16 @@ impl SessionRecord {
         self.current.as_ref()
     }
 
+    /// Skipped message keys held by the current state.
+    pub fn skipped_keys(&self) -> usize {
+        self.current.as_ref().map_or(0, |s| s.skipped.len())
+    }
+
+    /// Receiving chains held by the current state.
+    pub fn receiver_chains(&self) -> usize {
+        self.current.as_ref().map_or(0, |s| s.receiver_chains.len())
+    }
+
     /// Number of archived states.
     pub fn archived_len(&self) -> usize {
         self.previous.len()

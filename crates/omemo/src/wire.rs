@@ -95,7 +95,9 @@ fn mac(mac_key: &[u8; 32], sender: &PublicKey, receiver: &PublicKey, data: &[u8]
     m.update(data);
     let full = m.finalize().into_bytes();
     let mut out = [0u8; MAC_LEN];
-    out.copy_from_slice(&full[..MAC_LEN]);
+    for (o, f) in out.iter_mut().zip(full.iter()) {
+        *o = *f;
+    }
     out
 }
 
