@@ -400,6 +400,7 @@ struct Call {
     candidates_seen: BTreeMap<String, usize>,
     dtls_proven: bool,
     shield: Option<Shield>,
+    media_allowed: bool,
     peer_ringing: bool,
 }
 
@@ -423,6 +424,7 @@ impl Call {
             candidates_seen: BTreeMap::new(),
             dtls_proven: false,
             shield: None,
+            media_allowed: false,
             peer_ringing: false,
         }
     }
@@ -736,7 +738,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 if let Some(call) = self.calls.get_mut(sid) {
                     call.dtls_proven = true;
                 }
-                self.evaluate_shield(sid, true);
+                self.evaluate_shield(sid);
                 Ok(())
             }
             MediaEvent::Connected => {
@@ -849,7 +851,7 @@ impl<C: OmemoCrypto> Engine<C> {
             call.deadline = None;
         }
         self.send_iq_set(peer, sid, j);
-        self.evaluate_shield(sid, false);
+        self.evaluate_shield(sid);
     }
 
     // ----------------------------------------------------------------------------------------
@@ -860,7 +862,7 @@ impl<C: OmemoCrypto> Engine<C> {
     pub fn handle_trust_change(&mut self, _now: Instant) {
         let sids: Vec<String> = self.calls.keys().cloned().collect();
         for sid in sids {
-            self.evaluate_shield(&sid, false);
+            self.evaluate_shield(&sid);
         }
     }
 
@@ -1760,8 +1762,8 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     /// Recomputes the shield; reports changes; enforces `require_verified`; allows media once
-    /// DTLS is proven (`first_proof`).
-    fn evaluate_shield(&mut self, sid: &str, first_proof: bool) {
+    /// DTLS is proven and both directions are known.
+    fn evaluate_shield(&mut self, sid: &str) {
         let Some(call) = self.calls.get(sid) else {
             return;
         };
@@ -1777,12 +1779,14 @@ impl<C: OmemoCrypto> Engine<C> {
             call.dtls_proven && call.jmi,
         );
         let changed = call.shield != Some(shield);
+        let first = !call.media_allowed;
         if self.config.require_verified && shield != Shield::Verified {
             self.abort(sid, VerificationError::NotVerifiable.into());
             return;
         }
         if let Some(call) = self.calls.get_mut(sid) {
             call.shield = Some(shield);
+            call.media_allowed = true;
         }
         if changed {
             self.event(Event::Shield {
@@ -1790,7 +1794,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 shield,
             });
         }
-        if first_proof {
+        if first {
             self.event(Event::PlayMedia {
                 sid: sid.to_owned(),
             });
