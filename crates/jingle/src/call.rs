@@ -1302,9 +1302,14 @@ impl<C: OmemoCrypto> Engine<C> {
             Ok(j) => j,
             Err(e) => {
                 self.send_iq_error(&from, id, "modify", "bad-request", None);
-                // A malformed offer/answer from the real peer ends the call it belongs to.
+                // A malformed offer/answer from the real peer ends the call it belongs to (we
+                // cannot go on without it); other malformed actions only get the IQ error.
                 let is_peer = self.calls.get(&sid).is_some_and(|c| c.is_peer(&from));
-                if is_peer {
+                let vital = matches!(
+                    el.attr("action"),
+                    Some("session-initiate" | "session-accept")
+                );
+                if is_peer && vital {
                     self.abort(&sid, CallError::InvalidJingle(e));
                 }
                 return;
@@ -1429,9 +1434,12 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     fn pre_approved_initiate(&mut self, sid: &str, j: JingleEnvelope) {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.calls.get_mut(sid) else {
             return;
         };
+        // From here on a session exists: failures end it with session-terminate.
+        call.state = State::AwaitingLocalAnswer;
+        call.deadline = None;
         let proposed = call.media.clone();
         // protocol.md §5.2 step 7: pre-approval only covers exactly the proposed media.
         let media = match content_media(&j.contents) {

@@ -3,6 +3,7 @@
 use xmpp_parsers::jingle::{Reason, ReasonElement};
 
 use crate::jingle::JingleError;
+use crate::transport::TransportError;
 use crate::verification::VerificationError;
 
 /// Why the engine ends (or refuses) a call. [`CallError::reason`] is what the peer receives,
@@ -45,6 +46,11 @@ impl CallError {
             CallError::UnsupportedApplication => Reason::UnsupportedApplications,
             CallError::InvalidJingle(JingleError::UnsupportedTransport(_)) => {
                 Reason::UnsupportedTransports
+            }
+            // A fingerprint that cannot be read is a verification failure, not a format quirk
+            // (security-tests.md line 5: two <encrypted/>, text inside the draft element, …).
+            CallError::InvalidJingle(JingleError::Transport(TransportError::Fingerprint(_))) => {
+                Reason::SecurityError
             }
             CallError::InvalidJingle(_) => Reason::FailedApplication,
             CallError::MediaFailed(_) => Reason::ConnectivityError,

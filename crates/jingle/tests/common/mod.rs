@@ -110,7 +110,7 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -324,8 +324,8 @@ pub struct Net {
     pub wall: SystemTime,
     pub tamper: Tamper,
     pub log: Vec<Delivery>,
-    /// The certificate digest DTLS reports, if a MITM swapped certificates (else the peer's).
-    pub mitm_cert: Option<u8>,
+    /// Per node: the certificate a MITM presents to it in DTLS (else the peer's real one).
+    pub mitm: BTreeMap<String, u8>,
     /// Simulated media reports digests and Connected automatically.
     pub auto_media: bool,
     /// Per sid, the certificates nodes really hold (what DTLS would prove).
@@ -340,7 +340,7 @@ impl Net {
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             tamper: Box::new(|_, _| true),
             log: Vec::new(),
-            mitm_cert: None,
+            mitm: BTreeMap::new(),
             auto_media: true,
             certs: BTreeMap::new(),
         }
@@ -498,39 +498,46 @@ impl Net {
         }
     }
 
-    /// Simulated DTLS: once our local contents went out and the remote fingerprint is known,
-    /// media reports the certificate the peer node really holds (or a MITM's), then Connected.
-    fn try_dtls(&mut self, i: usize, sid: &str) {
+    /// Simulated DTLS: the handshake completes only when both parties of `sid` sent their
+    /// local contents and know the remote ones, and neither ended the call; then each side's
+    /// media reports the certificate the other really holds (or a MITM's), then Connected.
+    fn try_dtls(&mut self, _i: usize, sid: &str) {
         if !self.auto_media {
             return;
         }
-        let me = self.nodes[i].jid.clone();
-        let peer_cert = self
-            .certs
-            .get(sid)
-            .and_then(|v| v.iter().find(|(j, _)| *j != me).map(|(_, c)| *c));
-        let node = &mut self.nodes[i];
-        let (Some(peer_cert), true, true) = (
-            peer_cert,
-            node.remote.contains_key(sid),
-            node.local_sent.contains(sid),
-        ) else {
+        let Some(parties) = self.certs.get(sid).cloned() else {
             return;
         };
-        if !node.dtls_done.insert(sid.to_owned()) {
+        let [(a, ca), (b, cb)] = parties.as_slice() else {
+            return;
+        };
+        let ready = |n: &Node| {
+            n.remote.contains_key(sid)
+                && n.local_sent.contains(sid)
+                && !n.dtls_done.contains(sid)
+                && !n
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::Ended { sid: s, .. } if s == sid))
+        };
+        if !(ready(self.get(a.as_str())) && ready(self.get(b.as_str()))) {
             return;
         }
-        let seen = cert(self.mitm_cert.unwrap_or(peer_cert));
         let now = self.now;
-        let _ = node.engine.handle_media(
-            now,
-            sid,
-            MediaEvent::PeerDigest {
-                hash: Algo::Sha_256,
-                value: seen,
-            },
-        );
-        let _ = node.engine.handle_media(now, sid, MediaEvent::Connected);
+        for (me, peer_cert) in [(a.clone(), *cb), (b.clone(), *ca)] {
+            let seen = cert(self.mitm.get(me.as_str()).copied().unwrap_or(peer_cert));
+            let node = self.node(me.as_str());
+            node.dtls_done.insert(sid.to_owned());
+            let _ = node.engine.handle_media(
+                now,
+                sid,
+                MediaEvent::PeerDigest {
+                    hash: Algo::Sha_256,
+                    value: seen,
+                },
+            );
+            let _ = node.engine.handle_media(now, sid, MediaEvent::Connected);
+        }
     }
 
     /// Every stanza delivered to `to` whose first child has this name.
@@ -603,4 +610,97 @@ pub fn three_nodes(romeo_trust_in_juliet: Trust, juliet_trust_in_romeo: Trust) -
 
 pub fn ring_timeout() -> Duration {
     RING_TIMEOUT
+}
+
+/// A tamper that holds back (drops and records) every stanza to `to` whose `<jingle/>` has
+/// `action`; everything else passes.
+pub fn hold_back(
+    to: &'static str,
+    action: &'static str,
+) -> (Tamper, std::rc::Rc<std::cell::RefCell<Vec<Element>>>) {
+    let store = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let s2 = store.clone();
+    let t: Tamper = Box::new(move |dst, el| {
+        if dst.as_str() == to && jingle_action(el) == Some(action) {
+            s2.borrow_mut().push(el.clone());
+            return false;
+        }
+        true
+    });
+    (t, store)
+}
+
+pub fn jingle_action(el: &Element) -> Option<&str> {
+    el.get_child("jingle", "urn:xmpp:jingle:1")
+        .and_then(|j| j.attr("action"))
+}
+
+/// Rewrites the `<transport/>` of every content of `<jingle action=action>` going to `to`.
+pub fn rewrite_transport(
+    to: &'static str,
+    action: &'static str,
+    f: impl Fn(&mut Element) + 'static,
+) -> Tamper {
+    Box::new(move |dst, el| {
+        if dst.as_str() == to
+            && jingle_action(el) == Some(action)
+            && let Some(j) = el.get_child_mut("jingle", "urn:xmpp:jingle:1")
+        {
+            for c in j.children_mut() {
+                if let Some(t) =
+                    c.get_child_mut("transport", "urn:xmpp:jingle:transports:ice-udp:1")
+                {
+                    f(t);
+                }
+            }
+        }
+        true
+    })
+}
+
+/// The fingerprint child (either namespace) of a transport.
+pub fn fp_child(t: &mut Element) -> &mut Element {
+    t.children_mut()
+        .find(|c| c.name() == "fingerprint")
+        .unwrap()
+}
+
+pub const DRAFT: &str = "http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification";
+pub const DTLS: &str = "urn:xmpp:jingle:apps:dtls:0";
+
+pub fn plain_fp(setup: &str, b: u8) -> Element {
+    xml(&format!(
+        "<fingerprint xmlns='{DTLS}' hash='sha-256' setup='{setup}'>{}</fingerprint>",
+        cert(b)
+            .iter()
+            .map(|x| format!("{x:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    ))
+}
+
+/// Replaces all children of `t` named fingerprint by `new`.
+pub fn replace_fps(t: &mut Element, new: Vec<Element>) {
+    let kept: Vec<Element> = t
+        .children()
+        .filter(|c| c.name() != "fingerprint")
+        .cloned()
+        .collect();
+    let mut n = Element::bare("transport", "urn:xmpp:jingle:transports:ice-udp:1");
+    for (k, v) in t.attrs() {
+        let _ = (k, v);
+    }
+    if let Some(u) = t.attr("ufrag") {
+        set_attr(&mut n, "ufrag", u);
+    }
+    if let Some(p) = t.attr("pwd") {
+        set_attr(&mut n, "pwd", p);
+    }
+    for f in new {
+        n.append_child(f);
+    }
+    for k in kept {
+        n.append_child(k);
+    }
+    *t = n;
 }
