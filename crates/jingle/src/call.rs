@@ -1817,7 +1817,8 @@ impl<C: OmemoCrypto> Engine<C> {
         format!("sc{}", self.next_id)
     }
 
-    fn send(&mut self, el: Element) {
+    fn send(&mut self, mut el: Element) {
+        xml::strip_empty_lang(&mut el);
         self.outputs.push_back(Output::Send(el));
     }
 

@@ -174,7 +174,11 @@ impl Proceed {
         let Some(device) = self.children.iter().find(|c| c.name() == "device") else {
             return DeviceClaim::Absent;
         };
-        match device.attr("id").map(|s| s.trim().parse::<u32>()) {
+        // Digits only: no blanks or sign (Java's `Ints.tryParse` rejects blanks and `+` too).
+        let digits = device
+            .attr("id")
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+        match digits.map(str::parse::<u32>) {
             Some(Ok(id)) if (1..=MAX_DEVICE_ID).contains(&id) => DeviceClaim::Valid(id),
             _ => DeviceClaim::Invalid,
         }
