@@ -87,6 +87,8 @@ pub struct CallReport {
     pub frames_to_sink: u64,
     /// Frames taken from the source and sent.
     pub frames_from_source: u64,
+    /// Times the driver woke up (datagram, timer or audio tick): a measure of its overhead.
+    pub wakeups: u64,
 }
 
 /// A session with its bound sockets, before and while it runs.
@@ -150,10 +152,12 @@ impl MediaEndpoint {
             failure: None,
             frames_to_sink: 0,
             frames_from_source: 0,
+            wakeups: 0,
         };
         let mut stop = options.stop.take();
 
         'call: loop {
+            report.wakeups += 1;
             // Drain the session.
             let timeout = loop {
                 match session.poll_output() {

@@ -11,6 +11,10 @@ pub const MAX_OPUS_PACKET: usize = 1275;
 /// Bitrate for voice; wideband speech is transparent well below this.
 pub const VOICE_BITRATE: i32 = 32_000;
 
+/// Encoder complexity (0-10). 5 is what libwebrtc uses on mobile; 10 costs about twice the
+/// CPU for no audible gain on voice at 32 kbit/s.
+pub const ENCODER_COMPLEXITY: u8 = 5;
+
 /// Encodes 20 ms mono frames.
 pub struct OpusEncoder {
     inner: Encoder,
@@ -24,6 +28,7 @@ impl OpusEncoder {
         inner.set_bitrate(Bitrate::BitsPerSecond(VOICE_BITRATE))?;
         inner.set_inband_fec(true)?;
         inner.set_packet_loss_perc(5)?;
+        inner.set_complexity(ENCODER_COMPLEXITY)?;
         Ok(Self {
             inner,
             out: vec![0; MAX_OPUS_PACKET],
