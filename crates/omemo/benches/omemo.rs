@@ -105,6 +105,29 @@ fn pieces(c: &mut Criterion) {
     c.bench_function("key pair generation", |bn| {
         bn.iter(|| KeyPair::generate().unwrap())
     });
+    c.bench_function("HMAC-SHA256 of 1 byte", |bn| {
+        use hmac::{KeyInit, Mac};
+        bn.iter(|| {
+            let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[7u8; 32]).unwrap();
+            m.update(&[1]);
+            m.finalize().into_bytes()
+        })
+    });
+    c.bench_function("HKDF-SHA256 to 80 bytes", |bn| {
+        bn.iter(|| {
+            let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &[7u8; 32]);
+            let mut out = [0u8; 80];
+            hk.expand(b"WhisperMessageKeys", &mut out).unwrap();
+            out
+        })
+    });
+    c.bench_function("getrandom 16 bytes", |bn| {
+        bn.iter(|| {
+            let mut b = [0u8; 16];
+            getrandom::fill(&mut b).unwrap();
+            b
+        })
+    });
     let sig = a.private.sign(b"m").unwrap();
     c.bench_function("xeddsa verify", |bn| {
         bn.iter(|| a.public.verify("x", b"m", &sig).unwrap())
@@ -117,6 +140,26 @@ fn pieces(c: &mut Criterion) {
     c.bench_function("encrypted element to XML", |bn| bn.iter(|| enc.to_xml()));
     c.bench_function("encrypted element from XML", |bn| {
         bn.iter(|| EncryptedElement::from_xml(&xml).unwrap())
+    });
+    c.bench_function("rxml events only", |bn| {
+        bn.iter(|| {
+            use rxml::Parse;
+            let mut p = rxml::Parser::new();
+            let mut doc = xml.as_bytes();
+            let mut n = 0;
+            while let Ok(Some(_ev)) = p.parse(&mut doc, true) {
+                n += 1;
+            }
+            n
+        })
+    });
+    let el = enc.to_element();
+    c.bench_function("encrypted element from minidom Element", |bn| {
+        bn.iter(|| EncryptedElement::from_element(&el).unwrap())
+    });
+    let bundle_xml = bob.bundle().unwrap().to_xml();
+    c.bench_function("bundle (100 prekeys) from XML", |bn| {
+        bn.iter(|| Bundle::from_xml(&bundle_xml).unwrap())
     });
 }
 

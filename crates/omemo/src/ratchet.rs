@@ -210,18 +210,56 @@ impl SessionState {
         })
     }
 
-    /// Decrypts one message, mutating `self`; callers run this on a copy and keep it only on
-    /// success, so a forged message never changes a stored state.
+    /// Decrypts one message. Everything is computed into locals first and `self` changes only
+    /// after the MAC and the padding checked out, so a forged or replayed message leaves the state
+    /// exactly as it was (and no copy of the state is needed to try it).
     pub fn decrypt(&mut self, message: &SignalMessage) -> Result<Vec<u8>, Error> {
-        let chain_pos = match self
+        let existing = self
             .receiver_chains
             .iter()
-            .position(|c| c.ratchet_key == message.ratchet_key)
-        {
-            Some(pos) => pos,
-            None => self.ratchet_step(&message.ratchet_key)?,
+            .position(|c| c.ratchet_key == message.ratchet_key);
+        let step = match existing {
+            Some(_) => None,
+            None => Some(self.plan_ratchet_step(&message.ratchet_key)?),
         };
-        let keys = self.message_keys_for(chain_pos, &message.ratchet_key, message.counter)?;
+        let chain_key = match (&step, existing.and_then(|p| self.receiver_chains.get(p))) {
+            (Some(step), _) => &step.receiver_chain,
+            (None, Some(chain)) => &chain.chain_key,
+            (None, None) => return Err(Error::BadCiphertext),
+        };
+        let counter = message.counter;
+        let mut skipped_used = None;
+        let mut newly_skipped = Vec::new();
+        let mut next_chain = None;
+        let keys = if counter < chain_key.index {
+            let found = self
+                .skipped
+                .iter()
+                .position(|(k, mk)| *k == message.ratchet_key && mk.counter == counter);
+            let Some((i, (_, keys))) = found.and_then(|i| self.skipped.get(i).map(|e| (i, e)))
+            else {
+                return Err(Error::DuplicateMessage { counter });
+            };
+            skipped_used = Some(i);
+            keys.clone()
+        } else {
+            let gap = counter - chain_key.index;
+            if gap > MAX_MESSAGE_GAP {
+                return Err(Error::GapTooLarge {
+                    counter,
+                    gap,
+                    max: MAX_MESSAGE_GAP,
+                });
+            }
+            let mut ck = chain_key.clone();
+            while ck.index < counter {
+                newly_skipped.push(ck.message_keys());
+                ck = ck.next();
+            }
+            let keys = ck.message_keys();
+            next_chain = Some(ck.next());
+            keys
+        };
         message.verify_mac(
             keys.mac_key.expose(),
             &self.remote_identity,
@@ -231,22 +269,49 @@ impl SessionState {
             cbc::Decryptor::<Aes256>::new(keys.cipher_key.expose().into(), keys.iv.expose().into())
                 .decrypt_padded_vec::<Pkcs7>(&message.ciphertext)
                 .map_err(|_| Error::BadCiphertext)?;
+
+        // Authentic: commit.
+        if let Some(i) = skipped_used {
+            self.skipped.remove(i);
+        }
+        let pos = match step {
+            Some(step) => self.apply_ratchet_step(message.ratchet_key, step),
+            None => existing.unwrap_or(0),
+        };
+        if let (Some(next), Some(chain)) = (next_chain, self.receiver_chains.get_mut(pos)) {
+            chain.chain_key = next;
+        }
+        self.skipped
+            .extend(newly_skipped.into_iter().map(|k| (message.ratchet_key, k)));
+        while self.skipped.len() > MAX_SKIPPED_KEYS {
+            self.skipped.pop_front();
+        }
         // The peer has answered in this state: the session is acknowledged.
         self.pending_prekey = None;
         Ok(plaintext)
     }
 
-    /// DH ratchet step for a new peer ratchet key; returns the new receiving chain's position.
-    fn ratchet_step(&mut self, their_ratchet: &PublicKey) -> Result<usize, Error> {
+    /// The DH ratchet step a new peer ratchet key causes, computed without touching `self`.
+    fn plan_ratchet_step(&self, their_ratchet: &PublicKey) -> Result<RatchetStep, Error> {
         let (root, receiver_chain) = self
             .root_key
             .create_chain(their_ratchet, &self.sender_ratchet)?;
-        let new_ratchet = KeyPair::generate()?;
-        let (root, sender_chain) = root.create_chain(their_ratchet, &new_ratchet)?;
-        self.root_key = root;
+        let sender_ratchet = KeyPair::generate()?;
+        let (root_key, sender_chain) = root.create_chain(their_ratchet, &sender_ratchet)?;
+        Ok(RatchetStep {
+            root_key,
+            receiver_chain,
+            sender_ratchet,
+            sender_chain,
+        })
+    }
+
+    /// Applies a planned step; returns the new receiving chain's position.
+    fn apply_ratchet_step(&mut self, their_ratchet: PublicKey, step: RatchetStep) -> usize {
+        self.root_key = step.root_key;
         self.receiver_chains.push_back(ReceiverChain {
-            ratchet_key: *their_ratchet,
-            chain_key: receiver_chain,
+            ratchet_key: their_ratchet,
+            chain_key: step.receiver_chain,
         });
         while self.receiver_chains.len() > MAX_RECEIVER_CHAINS {
             if let Some(old) = self.receiver_chains.pop_front() {
@@ -254,51 +319,17 @@ impl SessionState {
             }
         }
         self.previous_counter = self.sender_chain.index.saturating_sub(1);
-        self.sender_ratchet = new_ratchet;
-        self.sender_chain = sender_chain;
-        Ok(self.receiver_chains.len() - 1)
+        self.sender_ratchet = step.sender_ratchet;
+        self.sender_chain = step.sender_chain;
+        self.receiver_chains.len() - 1
     }
+}
 
-    fn message_keys_for(
-        &mut self,
-        pos: usize,
-        ratchet_key: &PublicKey,
-        counter: u32,
-    ) -> Result<MessageKeys, Error> {
-        let Some(mut ck) = self.receiver_chains.get(pos).map(|c| c.chain_key.clone()) else {
-            return Err(Error::NoValidState(Box::new(Error::BadCiphertext)));
-        };
-        if counter < ck.index {
-            let found = self
-                .skipped
-                .iter()
-                .position(|(k, mk)| k == ratchet_key && mk.counter == counter);
-            return match found.and_then(|i| self.skipped.remove(i)) {
-                Some((_, keys)) => Ok(keys),
-                None => Err(Error::DuplicateMessage { counter }),
-            };
-        }
-        let gap = counter - ck.index;
-        if gap > MAX_MESSAGE_GAP {
-            return Err(Error::GapTooLarge {
-                counter,
-                gap,
-                max: MAX_MESSAGE_GAP,
-            });
-        }
-        while ck.index < counter {
-            self.skipped.push_back((*ratchet_key, ck.message_keys()));
-            ck = ck.next();
-        }
-        while self.skipped.len() > MAX_SKIPPED_KEYS {
-            self.skipped.pop_front();
-        }
-        let keys = ck.message_keys();
-        if let Some(chain) = self.receiver_chains.get_mut(pos) {
-            chain.chain_key = ck.next();
-        }
-        Ok(keys)
-    }
+struct RatchetStep {
+    root_key: RootKey,
+    receiver_chain: ChainKey,
+    sender_ratchet: KeyPair,
+    sender_chain: ChainKey,
 }
 
 #[cfg(test)]

@@ -19,10 +19,10 @@ impl<const N: usize> Secret<N> {
         Some(Self(arr))
     }
 
-    /// Fresh random bytes from the operating system.
+    /// Fresh random bytes (see [`random_bytes`]).
     pub fn random() -> Result<Self, crate::error::Error> {
         let mut s = Self([0u8; N]);
-        getrandom::fill(&mut s.0).map_err(|_| crate::error::Error::Rng)?;
+        fill(&mut s.0)?;
         Ok(s)
     }
 
@@ -45,10 +45,24 @@ impl<const N: usize> std::fmt::Debug for Secret<N> {
     }
 }
 
-/// Random bytes that are not secret (IVs, ids).
+/// Fills `buf` from the thread's CSPRNG (rand's `ThreadRng`: ChaCha seeded from the operating
+/// system and reseeded periodically), which costs no system call per message. The first use on a
+/// thread checks the operating system's generator, so a broken one is an error, not a panic.
+pub fn fill(buf: &mut [u8]) -> Result<(), crate::error::Error> {
+    thread_local! {
+        static OS_RNG_OK: bool = getrandom::fill(&mut [0u8; 1]).is_ok();
+    }
+    if !OS_RNG_OK.with(|ok| *ok) {
+        return Err(crate::error::Error::Rng);
+    }
+    rand::Rng::fill_bytes(&mut rand::rng(), buf);
+    Ok(())
+}
+
+/// Random bytes (IVs, ids, nonces).
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], crate::error::Error> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|_| crate::error::Error::Rng)?;
+    fill(&mut b)?;
     Ok(b)
 }
 

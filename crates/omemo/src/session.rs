@@ -83,29 +83,24 @@ impl SessionRecord {
     /// Decrypts with the current state, else with the archived ones (promoting the one that
     /// works). Nothing changes when every state refuses.
     pub fn decrypt(&mut self, message: &SignalMessage) -> Result<Vec<u8>, Error> {
-        let mut first_error = None;
-        if let Some(current) = &self.current {
-            let mut trial = current.clone();
-            match trial.decrypt(message) {
-                Ok(pt) => {
-                    self.current = Some(trial);
-                    return Ok(pt);
-                }
-                // A duplicate in the current chain is reported as such (libsignal does the same).
-                Err(e @ Error::DuplicateMessage { .. }) | Err(e @ Error::GapTooLarge { .. }) => {
-                    return Err(e);
-                }
-                Err(e) => first_error = Some(e),
+        // States change only on success (see `SessionState::decrypt`), so they are tried in place.
+        let first_error = match self.current.as_mut().map(|s| s.decrypt(message)) {
+            Some(Ok(pt)) => return Ok(pt),
+            // A duplicate in the current chain is reported as such (libsignal does the same).
+            Some(Err(e @ (Error::DuplicateMessage { .. } | Error::GapTooLarge { .. }))) => {
+                return Err(e);
             }
-        }
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
         for i in 0..self.previous.len() {
-            let Some(state) = self.previous.get(i) else {
+            let Some(state) = self.previous.get_mut(i) else {
                 break;
             };
-            let mut trial = state.clone();
-            if let Ok(pt) = trial.decrypt(message) {
-                self.previous.remove(i);
-                self.promote(trial);
+            if let Ok(pt) = state.decrypt(message) {
+                if let Some(state) = self.previous.remove(i) {
+                    self.promote(state);
+                }
                 return Ok(pt);
             }
         }

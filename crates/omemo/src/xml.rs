@@ -2,13 +2,21 @@
 //! §6.1). Parsed once at the edge into typed values; every malformed input names its element,
 //! attribute and rule.
 //!
-//! We parse with minidom directly rather than through xmpp-parsers' `legacy_omemo`: that module
-//! decodes keys as opaque bytes and reports generic errors, while peers' bundles need the
-//! 33-byte key checks and field-precise errors done here anyway.
+//! Two inputs, one set of rules: a `minidom::Element` (what the XMPP stream hands the client) and
+//! XML text (the interop shim, tests). Text is read with quick-xml into a small tree of
+//! [`TextNode`]s (about five times faster than building a minidom tree, which matters for the
+//! per-message cost); both trees go through the same generic validation. quick-xml checks less
+//! than the stream parser: on malformed XML it may accept what rxml refuses (a property test
+//! shows that whatever rxml accepts, the text reader reads to the same value). Only the shim and
+//! tests read text; the client's stanzas come from the stream parser.
+//! We do not use xmpp-parsers' `legacy_omemo`: it decodes keys as opaque bytes and reports
+//! generic errors, while peers' bundles need the 33-byte key checks and field-precise errors here.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use minidom::Element;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
 use rxml::xml_ncname;
 
 use crate::error::XmlError;
@@ -68,15 +76,217 @@ pub struct EncryptedElement {
     pub payload: Option<Vec<u8>>,
 }
 
-fn expect(el: &Element, name: &'static str) -> Result<(), XmlError> {
-    if el.is(name, AXOLOTL) {
+/// What validation needs from an element, implemented by minidom's tree and by [`TextNode`].
+pub trait XmlNode {
+    /// Children iterator.
+    type Children<'a>: Iterator<Item = &'a Self>
+    where
+        Self: 'a;
+    /// Local name.
+    fn local_name(&self) -> &str;
+    /// Namespace URI ("" when none).
+    fn namespace(&self) -> String;
+    /// True for `name` in the OMEMO namespace.
+    fn is_axolotl(&self, name: &str) -> bool;
+    /// An attribute without namespace.
+    fn attribute(&self, name: &str) -> Option<&str>;
+    /// The concatenated direct text content.
+    fn text_content(&self) -> String;
+    /// Child elements.
+    fn child_elements(&self) -> Self::Children<'_>;
+}
+
+impl XmlNode for Element {
+    type Children<'a> = minidom::element::Children<'a>;
+    fn local_name(&self) -> &str {
+        self.name()
+    }
+    fn namespace(&self) -> String {
+        self.ns()
+    }
+    fn is_axolotl(&self, name: &str) -> bool {
+        self.is(name, AXOLOTL)
+    }
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.attrs()
+            .iter()
+            .find(|((ns, k), _)| **ns == rxml::Namespace::NONE && k.as_str() == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn text_content(&self) -> String {
+        self.text()
+    }
+    fn child_elements(&self) -> Self::Children<'_> {
+        self.children()
+    }
+}
+
+/// A lightweight element read from XML text (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextNode {
+    name: String,
+    ns: String,
+    attrs: Vec<(String, String)>,
+    text: String,
+    children: Vec<TextNode>,
+}
+
+impl XmlNode for TextNode {
+    type Children<'a> = std::slice::Iter<'a, TextNode>;
+    fn local_name(&self) -> &str {
+        &self.name
+    }
+    fn namespace(&self) -> String {
+        self.ns.clone()
+    }
+    fn is_axolotl(&self, name: &str) -> bool {
+        self.name == name && self.ns == AXOLOTL
+    }
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn text_content(&self) -> String {
+        self.text.clone()
+    }
+    fn child_elements(&self) -> Self::Children<'_> {
+        self.children.iter()
+    }
+}
+
+/// Deepest nesting accepted in XML text (OMEMO elements are three levels deep).
+pub const MAX_TEXT_DEPTH: usize = 16;
+
+/// Reads XML text into a [`TextNode`] tree: one root element, namespaces resolved, the five
+/// predefined entities and character references expanded; comments, processing instructions and
+/// DTDs are refused, as the XMPP stream parser refuses them.
+pub fn parse_text(xml: &str) -> Result<TextNode, XmlError> {
+    let bad = |what: String| XmlError::NotWellFormed(what);
+    let mut reader = quick_xml::NsReader::from_str(xml);
+    reader.config_mut().check_end_names = true;
+    let mut stack: Vec<TextNode> = Vec::new();
+    let mut root: Option<TextNode> = None;
+    // Like minidom, stop at the end of the root element and ignore what follows.
+    while root.is_none() {
+        let (ns, event) = reader
+            .read_resolved_event()
+            .map_err(|e| bad(e.to_string()))?;
+        let ns = match ns {
+            ResolveResult::Bound(n) => std::str::from_utf8(n.as_ref())
+                .map_err(|e| bad(e.to_string()))?
+                .to_owned(),
+            ResolveResult::Unbound => String::new(),
+            ResolveResult::Unknown(p) => {
+                return Err(bad(format!(
+                    "unknown prefix '{}'",
+                    String::from_utf8_lossy(&p)
+                )));
+            }
+        };
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                if stack.len() >= MAX_TEXT_DEPTH {
+                    return Err(bad(format!("nested deeper than {MAX_TEXT_DEPTH}")));
+                }
+                let name = std::str::from_utf8(e.local_name().as_ref())
+                    .map_err(|e| bad(e.to_string()))?
+                    .to_owned();
+                let mut attrs = Vec::new();
+                for a in e.attributes() {
+                    let a = a.map_err(|e| bad(e.to_string()))?;
+                    let key = a.key.as_ref();
+                    // Namespace declarations and prefixed attributes are not OMEMO attributes.
+                    if key.starts_with(b"xmlns") || key.contains(&b':') {
+                        continue;
+                    }
+                    let k = std::str::from_utf8(key)
+                        .map_err(|e| bad(e.to_string()))?
+                        .to_owned();
+                    let v = a
+                        .unescape_value()
+                        .map_err(|e| bad(e.to_string()))?
+                        .into_owned();
+                    attrs.push((k, v));
+                }
+                let node = TextNode {
+                    name,
+                    ns,
+                    attrs,
+                    ..TextNode::default()
+                };
+                if matches!(event, Event::Start(_)) {
+                    stack.push(node);
+                } else {
+                    close(&mut stack, &mut root, node);
+                }
+            }
+            Event::End(_) => {
+                let node = stack
+                    .pop()
+                    .ok_or_else(|| bad("unbalanced end tag".into()))?;
+                close(&mut stack, &mut root, node);
+            }
+            Event::Text(t) => {
+                let raw = t.decode().map_err(|e| bad(e.to_string()))?;
+                push_text(&mut stack, &raw)?;
+            }
+            Event::CData(t) => {
+                let raw = t.decode().map_err(|e| bad(e.to_string()))?;
+                push_text(&mut stack, &raw)?;
+            }
+            Event::GeneralRef(r) => {
+                let expanded = match r.resolve_char_ref().map_err(|e| bad(e.to_string()))? {
+                    Some(c) => c.to_string(),
+                    None => {
+                        let name = r.decode().map_err(|e| bad(e.to_string()))?;
+                        quick_xml::escape::resolve_predefined_entity(&name)
+                            .ok_or_else(|| bad(format!("unknown entity '&{name};'")))?
+                            .to_owned()
+                    }
+                };
+                push_text(&mut stack, &expanded)?;
+            }
+            Event::Decl(_) => {}
+            Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {
+                return Err(bad(
+                    "comments, processing instructions and DTDs are not allowed".into(),
+                ));
+            }
+            Event::Eof => break,
+        }
+    }
+    if !stack.is_empty() {
+        return Err(bad("unclosed element at end of input".into()));
+    }
+    root.ok_or_else(|| bad("no element".into()))
+}
+
+fn close(stack: &mut [TextNode], root: &mut Option<TextNode>, node: TextNode) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(node),
+        None => *root = Some(node),
+    }
+}
+
+fn push_text(stack: &mut [TextNode], text: &str) -> Result<(), XmlError> {
+    // Text outside the root is ignored, as minidom ignores it.
+    if let Some(top) = stack.last_mut() {
+        top.text.push_str(text);
+    }
+    Ok(())
+}
+
+fn expect<N: XmlNode>(el: &N, name: &'static str) -> Result<(), XmlError> {
+    if el.is_axolotl(name) {
         Ok(())
     } else {
         Err(XmlError::WrongElement {
             expected: name,
             ns: AXOLOTL,
-            got: el.name().to_owned(),
-            got_ns: el.ns(),
+            got: el.local_name().to_owned(),
+            got_ns: el.namespace(),
         })
     }
 }
@@ -87,13 +297,13 @@ fn truncated(v: &str) -> String {
 
 /// A device id: decimal, 1..=2^31-1 per XEP-0384 v0.3 and libsignal's registration ids; we accept
 /// any u32 except 0 from peers since some clients use the full unsigned range.
-fn device_id_attr(
-    el: &Element,
+fn device_id_attr<N: XmlNode>(
+    el: &N,
     element: &'static str,
     attribute: &'static str,
 ) -> Result<u32, XmlError> {
     let v = el
-        .attr(attribute)
+        .attribute(attribute)
         .ok_or(XmlError::MissingAttribute { element, attribute })?;
     match v.trim().parse::<u32>() {
         Ok(0) => Err(XmlError::BadAttribute {
@@ -112,9 +322,13 @@ fn device_id_attr(
     }
 }
 
-fn id_attr(el: &Element, element: &'static str, attribute: &'static str) -> Result<u32, XmlError> {
+fn id_attr<N: XmlNode>(
+    el: &N,
+    element: &'static str,
+    attribute: &'static str,
+) -> Result<u32, XmlError> {
     let v = el
-        .attr(attribute)
+        .attribute(attribute)
         .ok_or(XmlError::MissingAttribute { element, attribute })?;
     v.trim().parse::<u32>().map_err(|_| XmlError::BadAttribute {
         element,
@@ -124,9 +338,9 @@ fn id_attr(el: &Element, element: &'static str, attribute: &'static str) -> Resu
     })
 }
 
-fn b64(el: &Element, element: &'static str) -> Result<Vec<u8>, XmlError> {
+fn b64<N: XmlNode>(el: &N, element: &'static str) -> Result<Vec<u8>, XmlError> {
     let text: String = el
-        .text()
+        .text_content()
         .chars()
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
@@ -134,12 +348,12 @@ fn b64(el: &Element, element: &'static str) -> Result<Vec<u8>, XmlError> {
         .map_err(|_| XmlError::Base64 { element })
 }
 
-fn single_child<'a>(
-    el: &'a Element,
+fn single_child<'a, N: XmlNode>(
+    el: &'a N,
     parent: &'static str,
     child: &'static str,
-) -> Result<&'a Element, XmlError> {
-    let mut it = el.children().filter(|c| c.is(child, AXOLOTL));
+) -> Result<&'a N, XmlError> {
+    let mut it = el.child_elements().filter(|c| c.is_axolotl(child));
     let first = it.next().ok_or(XmlError::MissingChild {
         element: parent,
         child,
@@ -174,7 +388,7 @@ pub fn to_string(el: &Element) -> String {
 
 impl Bundle {
     /// Parses `<bundle xmlns='eu.siacs.conversations.axolotl'>`.
-    pub fn from_element(el: &Element) -> Result<Self, XmlError> {
+    pub fn from_element<N: XmlNode>(el: &N) -> Result<Self, XmlError> {
         expect(el, "bundle")?;
         let spk = single_child(el, "bundle", "signedPreKeyPublic")?;
         let signed_pre_key_id = id_attr(spk, "signedPreKeyPublic", "signedPreKeyId")?;
@@ -199,8 +413,8 @@ impl Bundle {
         let prekeys_el = single_child(el, "bundle", "prekeys")?;
         let mut pre_keys = Vec::new();
         for pk in prekeys_el
-            .children()
-            .filter(|c| c.is("preKeyPublic", AXOLOTL))
+            .child_elements()
+            .filter(|c| c.is_axolotl("preKeyPublic"))
         {
             if pre_keys.len() == MAX_BUNDLE_PREKEYS {
                 return Err(XmlError::BadContent {
@@ -222,7 +436,7 @@ impl Bundle {
 
     /// Parses the XML text of a bundle.
     pub fn from_xml(xml: &str) -> Result<Self, XmlError> {
-        Self::from_element(&parse_element(xml)?)
+        Self::from_element(&parse_text(xml)?)
     }
 
     /// Builds the element in Conversations' shape.
@@ -265,10 +479,10 @@ impl Bundle {
 
 impl DeviceList {
     /// Parses `<list xmlns='eu.siacs.conversations.axolotl'>`; repeated ids count once.
-    pub fn from_element(el: &Element) -> Result<Self, XmlError> {
+    pub fn from_element<N: XmlNode>(el: &N) -> Result<Self, XmlError> {
         expect(el, "list")?;
         let mut devices = Vec::new();
-        for d in el.children().filter(|c| c.is("device", AXOLOTL)) {
+        for d in el.child_elements().filter(|c| c.is_axolotl("device")) {
             let id = device_id_attr(d, "device", "id")?;
             if !devices.contains(&id) {
                 if devices.len() == MAX_DEVICES {
@@ -285,7 +499,7 @@ impl DeviceList {
 
     /// Parses XML text.
     pub fn from_xml(xml: &str) -> Result<Self, XmlError> {
-        Self::from_element(&parse_element(xml)?)
+        Self::from_element(&parse_text(xml)?)
     }
 
     /// Builds the element.
@@ -302,20 +516,20 @@ impl DeviceList {
 
 impl EncryptedElement {
     /// Parses `<encrypted xmlns='eu.siacs.conversations.axolotl'>` (children in any order).
-    pub fn from_element(el: &Element) -> Result<Self, XmlError> {
+    pub fn from_element<N: XmlNode>(el: &N) -> Result<Self, XmlError> {
         expect(el, "encrypted")?;
         let header = single_child(el, "encrypted", "header")?;
         let sid = device_id_attr(header, "header", "sid")?;
         let iv = b64(single_child(header, "header", "iv")?, "iv")?;
         let mut keys = Vec::new();
-        for k in header.children().filter(|c| c.is("key", AXOLOTL)) {
+        for k in header.child_elements().filter(|c| c.is_axolotl("key")) {
             if keys.len() == MAX_KEYS {
                 return Err(XmlError::BadContent {
                     element: "header",
                     rule: format!("more than {MAX_KEYS} keys"),
                 });
             }
-            let prekey = match k.attr("prekey").map(str::trim) {
+            let prekey = match k.attribute("prekey").map(str::trim) {
                 None => false,
                 Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
                 Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
@@ -334,7 +548,7 @@ impl EncryptedElement {
                 data: b64(k, "key")?,
             });
         }
-        let mut payloads = el.children().filter(|c| c.is("payload", AXOLOTL));
+        let mut payloads = el.child_elements().filter(|c| c.is_axolotl("payload"));
         let payload = match payloads.next() {
             Some(p) => Some(b64(p, "payload")?),
             None => None,
@@ -355,7 +569,7 @@ impl EncryptedElement {
 
     /// Parses XML text.
     pub fn from_xml(xml: &str) -> Result<Self, XmlError> {
-        Self::from_element(&parse_element(xml)?)
+        Self::from_element(&parse_text(xml)?)
     }
 
     /// Builds the element: `<key/>`s, then `<iv/>`, as Conversations orders them.
@@ -381,9 +595,38 @@ impl EncryptedElement {
         b.build()
     }
 
-    /// XML text.
+    /// XML text, written directly (the same shape as [`Self::to_element`]; base64 and decimal
+    /// numbers need no escaping).
     pub fn to_xml(&self) -> String {
-        to_string(&self.to_element())
+        let mut out = String::with_capacity(
+            160 + self
+                .keys
+                .iter()
+                .map(|k| k.data.len() * 4 / 3 + 40)
+                .sum::<usize>(),
+        );
+        out.push_str("<encrypted xmlns='");
+        out.push_str(AXOLOTL);
+        out.push_str("'><header sid='");
+        out.push_str(&self.sid.to_string());
+        out.push_str("'>");
+        for k in &self.keys {
+            out.push_str("<key rid='");
+            out.push_str(&k.rid.to_string());
+            out.push_str(if k.prekey { "' prekey='true'>" } else { "'>" });
+            B64.encode_string(&k.data, &mut out);
+            out.push_str("</key>");
+        }
+        out.push_str("<iv>");
+        B64.encode_string(&self.iv, &mut out);
+        out.push_str("</iv></header>");
+        if let Some(p) = &self.payload {
+            out.push_str("<payload>");
+            B64.encode_string(p, &mut out);
+            out.push_str("</payload>");
+        }
+        out.push_str("</encrypted>");
+        out
     }
 }
 
