@@ -1,0 +1,1 @@
+//! shieldcall client: not built yet; see the project issues.
