@@ -116,6 +116,11 @@ impl MediaEndpoint {
         Ok(Self { session, sockets })
     }
 
+    /// Like [`MediaEndpoint::bind`] on every usable interface ([`usable_host_ips`]).
+    pub async fn bind_usable(role: JingleRole) -> Result<Self, DriverError> {
+        Self::bind(role, &usable_host_ips()?).await
+    }
+
     /// The session, for `local_transport`, `local_description`, `set_remote` and candidates.
     pub fn session(&mut self) -> &mut MediaSession {
         &mut self.session
@@ -257,6 +262,35 @@ impl MediaEndpoint {
     }
 }
 
+/// Host addresses worth announcing as candidates: up interfaces, not loopback, not
+/// link-local (Jingle peers are never on-link by IPv6 scope id), IPv4 and IPv6.
+pub fn usable_host_ips() -> Result<Vec<IpAddr>, DriverError> {
+    let ips = if_addrs::get_if_addrs()?
+        .into_iter()
+        .map(|i| i.ip())
+        .collect::<Vec<_>>();
+    Ok(filter_usable(ips))
+}
+
+fn filter_usable(ips: Vec<IpAddr>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for ip in ips {
+        let usable = match ip {
+            IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+            IpAddr::V6(v6) => {
+                !v6.is_loopback()
+                    && !v6.is_unspecified()
+                    && !v6.is_unicast_link_local()
+                    && !v6.is_multicast()
+            }
+        };
+        if usable && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 async fn read_socket(socket: Arc<UdpSocket>, tx: mpsc::Sender<(Vec<u8>, SocketAddr, SocketAddr)>) {
     let Ok(local) = socket.local_addr() else {
         return;
@@ -276,5 +310,44 @@ async fn read_socket(socket: Arc<UdpSocket>, tx: mpsc::Sender<(Vec<u8>, SocketAd
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usable_addresses_exclude_loopback_and_link_local() {
+        let ips = [
+            "127.0.0.1",
+            "169.254.1.1",
+            "192.0.2.7",
+            "::1",
+            "fe80::1",
+            "2001:db8::5",
+            "192.0.2.7",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let got = filter_usable(ips);
+        let want: Vec<IpAddr> = vec!["192.0.2.7".parse().unwrap(), "2001:db8::5".parse().unwrap()];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn enumerating_interfaces_works_here() {
+        // Whatever this machine has, the call succeeds and never yields loopback.
+        let ips = usable_host_ips().unwrap();
+        assert!(ips.iter().all(|ip| !ip.is_loopback()));
+    }
+
+    #[tokio::test]
+    async fn binding_nothing_is_an_error() {
+        assert!(matches!(
+            MediaEndpoint::bind(JingleRole::Initiator, &[]).await,
+            Err(DriverError::NoLocalAddress)
+        ));
     }
 }

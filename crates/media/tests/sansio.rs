@@ -61,8 +61,15 @@ fn peer(role: JingleRole, port: u16, freq: f64, now: Instant) -> Peer {
     }
 }
 
-/// Exchanges Jingle-shaped parameters as the call engine would, then runs `secs` of call.
+/// Runs `secs` of call after the exchange.
 fn run_call(wrong_fingerprint_at_initiator: bool, secs: u64) -> (Peer, Peer) {
+    let mut sim = setup(wrong_fingerprint_at_initiator);
+    sim.run_for(Duration::from_secs(secs));
+    (sim.a, sim.b)
+}
+
+/// Exchanges Jingle-shaped parameters as the call engine would.
+fn setup(wrong_fingerprint_at_initiator: bool) -> Sim {
     let t0 = Instant::now();
     let mut a = peer(JingleRole::Initiator, 10_000, 440.0, t0);
     let mut b = peer(JingleRole::Responder, 20_000, 880.0, t0);
@@ -103,36 +110,57 @@ fn run_call(wrong_fingerprint_at_initiator: bool, secs: u64) -> (Peer, Peer) {
     )
     .unwrap();
 
-    let mut now = t0;
-    let mut next_tick = t0;
-    let end = t0 + Duration::from_secs(secs);
-    let mut net = VecDeque::new();
-    let mut frame = [0i16; FRAME_SAMPLES];
-    while now < end {
-        drain(&mut a, &mut net);
-        drain(&mut b, &mut net);
-        while let Some((src, dst, data)) = net.pop_front() {
-            let to = if dst == a.addr { &mut a } else { &mut b };
-            to.s.handle_receive(now, src, dst, &data);
-            drain(&mut a, &mut net);
-            drain(&mut b, &mut net);
-        }
-        now = a.timeout.min(b.timeout).min(next_tick).max(now);
-        if now >= next_tick {
-            for p in [&mut a, &mut b] {
-                p.tone.next_frame(&mut frame).unwrap();
-                p.s.send_frame(now, &frame).unwrap();
-                if p.s.play_frame(now, &mut frame) {
-                    p.heard.extend_from_slice(&frame);
-                    p.played_frames += 1;
-                }
-            }
-            next_tick += FRAME_DURATION;
-        }
-        a.s.handle_timeout(now);
-        b.s.handle_timeout(now);
+    Sim {
+        a,
+        b,
+        now: t0,
+        next_tick: t0,
+        net: VecDeque::new(),
     }
-    (a, b)
+}
+
+struct Sim {
+    a: Peer,
+    b: Peer,
+    now: Instant,
+    next_tick: Instant,
+    net: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+impl Sim {
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        let (a, b, net) = (&mut self.a, &mut self.b, &mut self.net);
+        let mut now = self.now;
+        let mut next_tick = self.next_tick;
+        let mut frame = [0i16; FRAME_SAMPLES];
+        while now < end {
+            drain(a, net);
+            drain(b, net);
+            while let Some((src, dst, data)) = net.pop_front() {
+                let to = if dst == a.addr { &mut *a } else { &mut *b };
+                to.s.handle_receive(now, src, dst, &data);
+                drain(a, net);
+                drain(b, net);
+            }
+            now = a.timeout.min(b.timeout).min(next_tick).max(now);
+            if now >= next_tick {
+                for p in [&mut *a, &mut *b] {
+                    p.tone.next_frame(&mut frame).unwrap();
+                    p.s.send_frame(now, &frame).unwrap();
+                    if p.s.play_frame(now, &mut frame) {
+                        p.heard.extend_from_slice(&frame);
+                        p.played_frames += 1;
+                    }
+                }
+                next_tick += FRAME_DURATION;
+            }
+            a.s.handle_timeout(now);
+            b.s.handle_timeout(now);
+        }
+        self.now = now;
+        self.next_tick = next_tick;
+    }
 }
 
 #[test]
@@ -182,4 +210,37 @@ fn wrong_expected_fingerprint_blocks_all_media() {
     }
     // The side with the wrong expectation never sent a media packet.
     assert_eq!(a.s.stats().packets_sent, 0);
+}
+
+/// Peer input never panics, and unauthenticated RTP (right SSRC, no SRTP) is never played.
+#[test]
+fn forged_and_garbage_datagrams_are_harmless() {
+    use rand::{Rng, SeedableRng};
+    let mut sim = setup(false);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.a.s.is_verified());
+    let b_ssrc = sim.b.s.local_description().unwrap().sources[0].ssrc;
+    let before = sim.a.s.stats().packets_received;
+    let sent_before = sim.b.s.stats().packets_sent;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let (from, to) = (sim.b.addr, sim.a.addr);
+    for i in 0..500u32 {
+        // A plain RTP packet for b's SSRC with a payload of noise.
+        let mut rtp = vec![0x80, 111];
+        rtp.extend_from_slice(&(60_000u16.wrapping_add(i as u16)).to_be_bytes());
+        rtp.extend_from_slice(&(i * 960).to_be_bytes());
+        rtp.extend_from_slice(&b_ssrc.to_be_bytes());
+        rtp.extend((0..rng.random_range(0..200)).map(|_| rng.random::<u8>()));
+        sim.a.s.handle_receive(sim.now, from, to, &rtp);
+        // Random bytes of random length, first byte across all demux ranges.
+        let garbage: Vec<u8> = (0..rng.random_range(0..1600))
+            .map(|_| rng.random())
+            .collect();
+        sim.a.s.handle_receive(sim.now, from, to, &garbage);
+    }
+    sim.run_for(Duration::from_millis(500));
+    let genuine = sim.b.s.stats().packets_sent - sent_before;
+    let got = sim.a.s.stats().packets_received - before;
+    assert!(got <= genuine, "{got} received, {genuine} genuine sent");
+    assert!(sim.a.s.is_verified(), "{:?}", sim.a.s.phase());
 }
