@@ -200,6 +200,9 @@ impl PrivateKey {
     }
 }
 
+// Its only field is a `Secret`, which zeroizes itself on drop.
+impl zeroize::ZeroizeOnDrop for PrivateKey {}
+
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PrivateKey(redacted)")

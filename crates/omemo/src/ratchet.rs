@@ -44,15 +44,33 @@ pub(crate) fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Secr
     s
 }
 
-fn hmac_sha256(key: &[u8; 32], data: &[u8]) -> Secret<32> {
-    let Ok(mut m) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
-        // HMAC takes keys of any length; this branch cannot be reached.
-        return Secret::new([0u8; 32]);
-    };
-    m.update(data);
+fn finish(mut mac: Hmac<Sha256>, data: &[u8]) -> Secret<32> {
+    mac.update(data);
     let mut out = [0u8; 32];
-    out.copy_from_slice(&m.finalize().into_bytes());
-    Secret::new(out)
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    let s = Secret::new(out);
+    zeroize::Zeroize::zeroize(&mut out);
+    s
+}
+
+/// HKDF-SHA256 with the all-zero salt libsignal uses for message keys, to 80 bytes. The HMAC
+/// keyed with that constant salt is prepared once per thread.
+fn hkdf_zero_salt_80(ikm: &[u8], info: &[u8]) -> Secret<80> {
+    thread_local! {
+        static ZERO_SALT: Option<Hmac<Sha256>> = <Hmac<Sha256> as KeyInit>::new_from_slice(&[0u8; 32]).ok();
+    }
+    let prk = ZERO_SALT.with(|z| z.clone().map(|m| finish(m, ikm)));
+    let Some(prk) = prk else {
+        return hkdf::<80>(&[0u8; 32], ikm, info);
+    };
+    let mut okm = [0u8; 80];
+    // A 32-byte PRK is always valid and 80 bytes are far below the expand limit.
+    if let Ok(hk) = Hkdf::<Sha256>::from_prk(prk.expose()) {
+        let _ = hk.expand(info, &mut okm);
+    }
+    let s = Secret::new(okm);
+    zeroize::Zeroize::zeroize(&mut okm);
+    s
 }
 
 /// A root key.
@@ -89,33 +107,37 @@ pub struct ChainKey {
 impl ChainKey {
     /// The message keys at this index.
     pub fn message_keys(&self) -> MessageKeys {
-        let seed = hmac_sha256(self.key.expose(), &[0x01]);
-        let out = hkdf::<80>(&[0u8; 32], seed.expose(), INFO_MESSAGE_KEYS);
-        let b = out.expose();
-        let mut cipher = [0u8; 32];
-        let mut mac = [0u8; 32];
-        let mut iv = [0u8; 16];
-        cipher.copy_from_slice(&b[..32]);
-        mac.copy_from_slice(&b[32..64]);
-        iv.copy_from_slice(&b[64..]);
-        let keys = MessageKeys {
-            cipher_key: Secret::new(cipher),
-            mac_key: Secret::new(mac),
-            iv: Secret::new(iv),
-            counter: self.index,
-        };
-        zeroize::Zeroize::zeroize(&mut cipher);
-        zeroize::Zeroize::zeroize(&mut mac);
-        zeroize::Zeroize::zeroize(&mut iv);
-        keys
+        self.step().0
     }
 
     /// The next chain key.
     pub fn next(&self) -> ChainKey {
-        ChainKey {
-            key: hmac_sha256(self.key.expose(), &[0x02]),
+        self.step().1
+    }
+
+    /// This index's message keys and the next chain key, sharing one HMAC key set-up:
+    /// seed = HMAC(ck, 0x01), next = HMAC(ck, 0x02).
+    pub fn step(&self) -> (MessageKeys, ChainKey) {
+        let Ok(mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose()) else {
+            // HMAC takes keys of any length; this branch cannot be reached.
+            return (MessageKeys::zero(self.index), self.clone());
+        };
+        let seed = finish(mac.clone(), &[0x01]);
+        let next = ChainKey {
+            key: finish(mac, &[0x02]),
             index: self.index.saturating_add(1),
-        }
+        };
+        let out = hkdf_zero_salt_80(seed.expose(), INFO_MESSAGE_KEYS);
+        let b = out.expose();
+        let (cipher, rest) = b.split_at(32);
+        let (mac_key, iv) = rest.split_at(32);
+        let keys = MessageKeys {
+            cipher_key: Secret::from_slice(cipher).unwrap_or_else(|| Secret::new([0; 32])),
+            mac_key: Secret::from_slice(mac_key).unwrap_or_else(|| Secret::new([0; 32])),
+            iv: Secret::from_slice(iv).unwrap_or_else(|| Secret::new([0; 16])),
+            counter: self.index,
+        };
+        (keys, next)
     }
 }
 
@@ -126,6 +148,17 @@ pub struct MessageKeys {
     pub(crate) mac_key: Secret<32>,
     pub(crate) iv: Secret<16>,
     pub(crate) counter: u32,
+}
+
+impl MessageKeys {
+    fn zero(counter: u32) -> Self {
+        Self {
+            cipher_key: Secret::new([0; 32]),
+            mac_key: Secret::new([0; 32]),
+            iv: Secret::new([0; 16]),
+            counter,
+        }
+    }
 }
 
 /// A receiving chain: the peer's ratchet key and our chain key for it.
@@ -183,7 +216,7 @@ impl SessionState {
 
     /// Encrypts one message and advances the sending chain.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<CiphertextMessage, Error> {
-        let keys = self.sender_chain.message_keys();
+        let (keys, next_chain) = self.sender_chain.step();
         let ciphertext =
             cbc::Encryptor::<Aes256>::new(keys.cipher_key.expose().into(), keys.iv.expose().into())
                 .encrypt_padded_vec::<Pkcs7>(plaintext);
@@ -196,7 +229,7 @@ impl SessionState {
             &self.local_identity,
             &self.remote_identity,
         );
-        self.sender_chain = self.sender_chain.next();
+        self.sender_chain = next_chain;
         Ok(match &self.pending_prekey {
             Some(p) => CiphertextMessage::PreKey(PreKeySignalMessage {
                 registration_id: self.local_registration_id,
@@ -253,11 +286,12 @@ impl SessionState {
             }
             let mut ck = chain_key.clone();
             while ck.index < counter {
-                newly_skipped.push(ck.message_keys());
-                ck = ck.next();
+                let (keys, next) = ck.step();
+                newly_skipped.push(keys);
+                ck = next;
             }
-            let keys = ck.message_keys();
-            next_chain = Some(ck.next());
+            let (keys, next) = ck.step();
+            next_chain = Some(next);
             keys
         };
         message.verify_mac(
