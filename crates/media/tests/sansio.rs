@@ -244,3 +244,138 @@ fn forged_and_garbage_datagrams_are_harmless() {
     assert!(got <= genuine, "{got} received, {genuine} genuine sent");
     assert!(sim.a.s.is_verified(), "{:?}", sim.a.s.phase());
 }
+
+/// The parameters of Dino 0.4.2's session-initiate (shared/data/dino-0.4.2/
+/// caller-05-out-session-initiate.xml), as the call engine would hand them over.
+fn dino_initiate() -> RemoteParams {
+    use shieldcall_media::{
+        CandidateType, IceCandidate, IceUdpTransport, PayloadType, RtpDescription, Setup,
+    };
+    let pt = |id, name: &str, clockrate, channels, parameters: Vec<(String, String)>| PayloadType {
+        id,
+        name: name.into(),
+        clockrate,
+        channels,
+        parameters,
+    };
+    let cand = |foundation: &str, component, id: &str, ip: &str, port, priority| IceCandidate {
+        foundation: foundation.into(),
+        component,
+        protocol: "udp".into(),
+        priority,
+        ip: ip.parse().unwrap(),
+        port,
+        kind: CandidateType::Host,
+        generation: 0,
+        id: id.into(),
+        related: None,
+    };
+    RemoteParams {
+        description: RtpDescription {
+            media: "audio".into(),
+            payload_types: vec![
+                pt(111, "opus", 48000, 2, vec![("useinbandfec".into(), "1".into())]),
+                pt(112, "speex", 32000, 1, vec![]),
+                pt(113, "speex", 16000, 1, vec![]),
+                pt(114, "speex", 8000, 1, vec![]),
+                pt(0, "PCMU", 8000, 1, vec![]),
+                pt(8, "PCMA", 8000, 1, vec![]),
+            ],
+            rtcp_mux: true,
+            sources: vec![],
+            hdrexts: vec![],
+        },
+        transport: IceUdpTransport {
+            ufrag: "ngHQ".into(),
+            pwd: "7VWmh2Euosn+aj6/BNJlyb".into(),
+            candidates: vec![
+                cand("1", 1, "e82b89ab", "192.0.2.2", 41054, 2015363327),
+                cand("2", 1, "dbad1e7a", "fd00::2", 39264, 2015363583),
+                cand("1", 2, "c6d30cc5", "192.0.2.2", 55429, 2015363326),
+                cand("2", 2, "4ea1fdf7", "fd00::2", 57547, 2015363582),
+            ],
+            dtls: None,
+        },
+        expected: DtlsParams {
+            fingerprint: Fingerprint::parse(
+                "sha-256",
+                "3A:9F:0C:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:01:02:03:04:05:06:07:08:09:0A:0B:0C:C1",
+            )
+            .unwrap(),
+            setup: Setup::ActPass,
+        },
+    }
+}
+
+#[test]
+fn answering_dino_gives_what_dino_accepts() {
+    let now = Instant::now();
+    let mut s = MediaSession::new(
+        SessionConfig {
+            role: JingleRole::Responder,
+            local_addrs: vec!["127.0.0.1:40000".parse().unwrap()],
+        },
+        now,
+    )
+    .unwrap();
+    s.set_remote(dino_initiate(), now).unwrap();
+    let d = s.local_description().unwrap();
+    assert_eq!(d.payload_types.len(), 1);
+    assert_eq!(
+        (d.payload_types[0].id, d.payload_types[0].name.as_str()),
+        (111, "opus")
+    );
+    assert!(d.rtcp_mux);
+    let t = s.local_transport().unwrap();
+    let dtls = t.dtls.unwrap();
+    assert_eq!(dtls.setup.as_str(), "active");
+    assert_eq!(dtls.fingerprint.to_jingle_value().len(), 95);
+    assert_eq!(t.candidates.len(), 1);
+    assert!(t.ufrag.len() >= 4 && t.pwd.len() >= 22);
+    // It starts ICE towards Dino's RTP candidates right away.
+    let mut transmits = 0;
+    s.handle_timeout(now + Duration::from_millis(50));
+    loop {
+        match s.poll_output() {
+            SessionOutput::Transmit { destination, .. } => {
+                assert!(destination.port() == 41054 || destination.port() == 39264);
+                transmits += 1;
+            }
+            SessionOutput::Event(_) => {}
+            SessionOutput::Timeout(_) => break,
+        }
+    }
+    assert!(transmits > 0);
+    assert!(matches!(
+        s.set_remote(dino_initiate(), now),
+        Err(shieldcall_media::session::SessionError::RemoteAlreadySet)
+    ));
+}
+
+#[test]
+fn initiator_refuses_actpass_in_session_accept() {
+    let now = Instant::now();
+    let mut s = MediaSession::new(
+        SessionConfig {
+            role: JingleRole::Initiator,
+            local_addrs: vec!["127.0.0.1:40002".parse().unwrap()],
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        s.local_transport().unwrap().dtls.unwrap().setup.as_str(),
+        "actpass"
+    );
+    let err = s.set_remote(dino_initiate(), now).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            shieldcall_media::session::SessionError::Params(
+                shieldcall_media::ParamsError::SetupConflict { .. }
+            )
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.phase(), &Phase::New);
+}
