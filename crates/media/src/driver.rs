@@ -343,6 +343,56 @@ mod tests {
         assert!(ips.iter().all(|ip| !ip.is_loopback()));
     }
 
+    async fn lone_endpoint() -> MediaEndpoint {
+        MediaEndpoint::bind(JingleRole::Initiator, &[IpAddr::from([127, 0, 0, 1])])
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn stop_ends_the_run_promptly() {
+        use crate::audio::sink::NullSink;
+        use crate::audio::source::SilenceSource;
+        let (tx, rx) = oneshot::channel();
+        let t = Instant::now();
+        let run = tokio::spawn(lone_endpoint().await.run(
+            Box::new(SilenceSource),
+            Box::new(NullSink::default()),
+            RunOptions {
+                stop: Some(rx),
+                ..Default::default()
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(()).unwrap();
+        let report = run.await.unwrap().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(report.failure.is_none());
+        assert_eq!(report.frames_to_sink + report.frames_from_source, 0);
+    }
+
+    #[tokio::test]
+    async fn no_peer_ends_at_the_connect_timeout() {
+        use crate::audio::sink::NullSink;
+        use crate::audio::source::SilenceSource;
+        let report = lone_endpoint()
+            .await
+            .run(
+                Box::new(SilenceSource),
+                Box::new(NullSink::default()),
+                RunOptions {
+                    connect_timeout: Duration::from_millis(200),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            report.failure,
+            Some(FailReason::Transport("connect timeout".into()))
+        );
+    }
+
     #[tokio::test]
     async fn binding_nothing_is_an_error() {
         assert!(matches!(

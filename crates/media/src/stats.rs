@@ -36,6 +36,11 @@ pub struct CallStats {
 }
 
 impl CallStats {
+    /// Interarrival jitter in milliseconds (RTP clock of Opus: 48 kHz).
+    pub fn jitter_ms(&self) -> Option<f64> {
+        self.jitter.map(|j| f64::from(j) / 48.0)
+    }
+
     /// Share of playout ticks filled by real packets (1.0 when nothing was concealed).
     pub fn arrival_ratio(&self) -> f64 {
         let total = self.frames_played + self.frames_concealed;
@@ -59,5 +64,10 @@ mod tests {
         };
         assert!((s.arrival_ratio() - 0.9).abs() < 1e-9);
         assert_eq!(CallStats::default().arrival_ratio(), 0.0);
+        let j = CallStats {
+            jitter: Some(480),
+            ..Default::default()
+        };
+        assert_eq!(j.jitter_ms(), Some(10.0));
     }
 }

@@ -70,6 +70,15 @@ fn run_call(wrong_fingerprint_at_initiator: bool, secs: u64) -> (Peer, Peer) {
 
 /// Exchanges Jingle-shaped parameters as the call engine would.
 fn setup(wrong_fingerprint_at_initiator: bool) -> Sim {
+    setup_with(wrong_fingerprint_at_initiator, None)
+}
+
+/// `initiator_setup_seen_by_responder`: overrides the initiator's `actpass` as the responder
+/// sees it (to drive the responder into `passive`).
+fn setup_with(
+    wrong_fingerprint_at_initiator: bool,
+    initiator_setup_seen_by_responder: Option<shieldcall_media::Setup>,
+) -> Sim {
     let t0 = Instant::now();
     let mut a = peer(JingleRole::Initiator, 10_000, 440.0, t0);
     let mut b = peer(JingleRole::Responder, 20_000, 880.0, t0);
@@ -77,7 +86,10 @@ fn setup(wrong_fingerprint_at_initiator: bool) -> Sim {
     // session-initiate: a's description and transport go to b.
     let a_desc = a.s.local_description().unwrap();
     let a_tr = a.s.local_transport().unwrap();
-    let a_dtls = a_tr.dtls.unwrap();
+    let mut a_dtls = a_tr.dtls.unwrap();
+    if let Some(setup) = initiator_setup_seen_by_responder {
+        a_dtls.setup = setup;
+    }
     b.s.set_remote(
         RemoteParams {
             description: a_desc,
@@ -91,7 +103,12 @@ fn setup(wrong_fingerprint_at_initiator: bool) -> Sim {
     let b_desc = b.s.local_description().unwrap();
     let b_tr = b.s.local_transport().unwrap();
     let mut b_dtls = b_tr.dtls.unwrap();
-    assert_eq!(b_dtls.setup.as_str(), "active");
+    let want = if initiator_setup_seen_by_responder.is_some() {
+        "passive"
+    } else {
+        "active"
+    };
+    assert_eq!(b_dtls.setup.as_str(), want);
     if wrong_fingerprint_at_initiator {
         let mut bytes = *b_dtls.fingerprint.as_bytes();
         bytes[0] ^= 0x01;
@@ -378,4 +395,15 @@ fn initiator_refuses_actpass_in_session_accept() {
         "{err:?}"
     );
     assert_eq!(s.phase(), &Phase::New);
+}
+
+/// A responder answering `passive` is accepted: the initiator then is the DTLS client.
+#[test]
+fn passive_responder_is_accepted() {
+    let mut sim = setup_with(false, Some(shieldcall_media::Setup::Active));
+    sim.run_for(Duration::from_secs(1));
+    for p in [&sim.a, &sim.b] {
+        assert!(p.s.is_verified(), "{:?}", p.s.phase());
+        assert!(p.played_frames > 20);
+    }
 }
