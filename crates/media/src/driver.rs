@@ -191,9 +191,14 @@ impl MediaEndpoint {
                 }
             };
             let now = Instant::now();
-            if let Phase::Failed(reason) = session.phase() {
-                report.failure = Some(reason.clone());
-                break;
+            match session.phase() {
+                Phase::Failed(reason) => {
+                    report.failure = Some(reason.clone());
+                    break;
+                }
+                // The peer closed DTLS (close_notify): the call is over.
+                Phase::Closed => break,
+                _ => {}
             }
             if session.is_verified() {
                 if media_end.is_none() {

@@ -600,6 +600,33 @@ mod tests {
         );
     }
 
+    /// Property: any input parses or errs without panicking; any digest round-trips.
+    #[test]
+    fn fingerprint_parsing_never_panics_and_round_trips() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"0123456789abcdefABCDEF:: xZ\xc3\xa9";
+        for _ in 0..2000 {
+            let len = (next() % 120) as usize;
+            let s: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let _ = Fingerprint::parse("sha-256", &String::from_utf8_lossy(&s));
+            let bytes: Vec<u8> = (0..32).map(|_| next() as u8).collect();
+            let f = Fingerprint::from_bytes(&bytes).unwrap();
+            assert_eq!(Fingerprint::parse("sha-256", &f.to_jingle_value()), Ok(f));
+            assert_eq!(
+                Fingerprint::parse("sha-256", &f.to_jingle_value().to_lowercase()),
+                Ok(f)
+            );
+        }
+    }
+
     #[test]
     fn dtls_roles_follow_conversations_and_dino() {
         use JingleRole::*;
