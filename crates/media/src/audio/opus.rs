@@ -11,8 +11,8 @@ pub const MAX_OPUS_PACKET: usize = 1275;
 /// Bitrate for voice; wideband speech is transparent well below this.
 pub const VOICE_BITRATE: i32 = 32_000;
 
-/// Encoder complexity (0-10). 5 is what libwebrtc uses on mobile; 10 costs about twice the
-/// CPU for no audible gain on voice at 32 kbit/s.
+/// Encoder complexity (0-10). 5 is libwebrtc's setting on mobile: cheaper than libopus'
+/// default 10, with no audible difference for voice at 32 kbit/s.
 pub const ENCODER_COMPLEXITY: u8 = 5;
 
 /// Encodes 20 ms mono frames.
