@@ -139,6 +139,7 @@ impl MediaEndpoint {
             mut session,
             sockets,
         } = self;
+        let local_addrs = session.local_addrs().to_vec();
         let (tx, mut rx) = mpsc::channel::<(Vec<u8>, SocketAddr, SocketAddr)>(RECV_QUEUE);
         let mut readers = Vec::new();
         for socket in &sockets {
@@ -171,9 +172,10 @@ impl MediaEndpoint {
                         destination,
                         contents,
                     } => {
-                        let socket = sockets
+                        let socket = local_addrs
                             .iter()
-                            .find(|s| s.local_addr().ok() == Some(source))
+                            .position(|a| *a == source)
+                            .and_then(|i| sockets.get(i))
                             .or(sockets.first());
                         if let Some(s) = socket {
                             // Loss on send is like loss on the wire; ICE and Opus cope.

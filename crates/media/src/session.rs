@@ -172,6 +172,7 @@ pub struct MediaSession {
     remote: Option<RemoteParams>,
     opus: Option<OpusSettings>,
     remote_candidates: usize,
+    early_candidates: Vec<IceCandidate>,
     remote_ssrcs: Vec<u32>,
     playing_ssrc: Option<u32>,
     fingerprint_checked: bool,
@@ -227,6 +228,7 @@ impl MediaSession {
             remote: None,
             opus: None,
             remote_candidates: 0,
+            early_candidates: Vec::new(),
             remote_ssrcs: Vec::new(),
             playing_ssrc: None,
             fingerprint_checked: false,
@@ -329,19 +331,26 @@ impl MediaSession {
         }
         api.start_dtls(active)?;
 
-        for c in &remote.transport.candidates {
+        self.opus = Some(opus);
+        self.phase = Phase::Connecting;
+        let early = std::mem::take(&mut self.early_candidates);
+        for c in remote.transport.candidates.iter().chain(early.iter()) {
             self.add_remote_candidate(c);
         }
-        self.opus = Some(opus);
         self.remote = Some(remote);
-        self.phase = Phase::Connecting;
         debug!(?self.role, active, "media session started");
         Ok(())
     }
 
     /// Adds a trickled candidate (transport-info). Unusable or excess candidates are ignored.
     pub fn add_remote_candidate(&mut self, c: &IceCandidate) {
-        if self.remote_candidates >= MAX_TOTAL_REMOTE_CANDIDATES {
+        if self.remote_candidates + self.early_candidates.len() >= MAX_TOTAL_REMOTE_CANDIDATES {
+            return;
+        }
+        if self.phase == Phase::New {
+            // A transport-info that overtook session-accept: kept for `set_remote`, which
+            // builds the `Rtc` that will use it.
+            self.early_candidates.push(c.clone());
             return;
         }
         if let Some(c) = c.to_str0m_remote() {

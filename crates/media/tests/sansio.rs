@@ -407,3 +407,35 @@ fn passive_responder_is_accepted() {
         assert!(p.played_frames > 20);
     }
 }
+
+/// A transport-info that overtakes session-accept is not lost.
+#[test]
+fn candidates_before_set_remote_are_kept() {
+    let now = Instant::now();
+    let mut s = MediaSession::new(
+        SessionConfig {
+            role: JingleRole::Responder,
+            local_addrs: vec!["127.0.0.1:40004".parse().unwrap()],
+        },
+        now,
+    )
+    .unwrap();
+    let mut remote = dino_initiate();
+    let late = remote.transport.candidates.remove(0); // 192.0.2.2:41054
+    remote.transport.candidates.retain(|c| c.component == 2); // only unusable ones left
+    s.add_remote_candidate(&late);
+    s.set_remote(remote, now).unwrap();
+    s.handle_timeout(now + Duration::from_millis(50));
+    let mut to_late = 0;
+    loop {
+        match s.poll_output() {
+            SessionOutput::Transmit { destination, .. } => {
+                assert_eq!(destination, late.addr());
+                to_late += 1;
+            }
+            SessionOutput::Event(_) => {}
+            SessionOutput::Timeout(_) => break,
+        }
+    }
+    assert!(to_late > 0);
+}
