@@ -176,7 +176,6 @@ pub struct MediaSession {
     remote_ssrcs: Vec<u32>,
     playing_ssrc: Option<u32>,
     fingerprint_checked: bool,
-    dtls_connected: bool,
     events: VecDeque<MediaEvent>,
     encoder: OpusEncoder,
     decoder: OpusDecoder,
@@ -232,7 +231,6 @@ impl MediaSession {
             remote_ssrcs: Vec::new(),
             playing_ssrc: None,
             fingerprint_checked: false,
-            dtls_connected: false,
             events: VecDeque::new(),
             encoder: OpusEncoder::new()?,
             decoder: OpusDecoder::new()?,
@@ -321,7 +319,7 @@ impl MediaSession {
             pass: remote.transport.pwd.clone(),
         });
         // str0m insists on a remote fingerprint before DTLS even with its check off; ours is
-        // the one that decides, after the handshake (see `check_fingerprint`).
+        // the one that decides, as soon as the peer certificate is seen (`check_fingerprint`).
         api.set_remote_fingerprint(remote.expected.fingerprint.to_str0m());
         api.declare_media(mid, MediaKind::Audio);
         api.declare_stream_tx(Ssrc::from(self.local_ssrc), None, mid, None);
@@ -578,7 +576,6 @@ impl MediaSession {
                 _ => {}
             },
             Event::Connected => {
-                self.dtls_connected = true;
                 if !self.fingerprint_checked {
                     self.check_fingerprint();
                 }
