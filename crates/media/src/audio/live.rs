@@ -171,3 +171,25 @@ impl AudioSink for PlaybackSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Headless machines (CI) have no device: opening must fail cleanly, not panic or hang;
+    /// where a device exists it opens and yields frames.
+    #[test]
+    fn default_devices_open_or_fail_cleanly() {
+        match CaptureSource::open_default() {
+            Ok(mut c) => {
+                let mut f = [0i16; FRAME_SAMPLES];
+                assert!(c.next_frame(&mut f).unwrap());
+            }
+            Err(e) => assert!(matches!(e, AudioError::Device(_)), "{e}"),
+        }
+        match PlaybackSink::open_default() {
+            Ok(mut p) => p.write_frame(&[0i16; FRAME_SAMPLES]).unwrap(),
+            Err(e) => assert!(matches!(e, AudioError::Device(_)), "{e}"),
+        }
+    }
+}
