@@ -742,6 +742,9 @@ impl<C: OmemoCrypto> Engine<C> {
                 Ok(())
             }
             MediaEvent::Connected => {
+                if call.remote.is_empty() {
+                    return Err(ApiError::WrongState);
+                }
                 if !call.dtls_proven {
                     self.abort(sid, VerificationError::DigestMissing.into());
                 }
