@@ -135,6 +135,11 @@ pub enum UserAction {
         /// Session id.
         sid: String,
     },
+    /// Decline the peer's `content-add` (answered with `content-reject`).
+    RejectContent {
+        /// Session id.
+        sid: String,
+    },
     /// End or cancel a call in any state.
     HangUp {
         /// Session id.
@@ -187,6 +192,10 @@ pub struct RemoteContent {
 pub enum MediaEvent {
     /// Answer to [`Event::MediaNeeded`]: our descriptions, transports and fingerprint.
     LocalContents(Vec<LocalContent>),
+    /// Add contents to a running call (`content-add`, protocol.md §2.4: full transports,
+    /// encrypted like the offer when the session is verified). The fingerprint must be the one
+    /// of the running DTLS association (BUNDLE).
+    AddContents(Vec<LocalContent>),
     /// A new local candidate to trickle (sent as `transport-info`, never with a fingerprint).
     LocalCandidate {
         /// Content name.
@@ -284,6 +293,26 @@ pub enum Event {
         content: String,
         /// Candidates.
         candidates: Vec<Candidate>,
+    },
+    /// The peer wants to add contents; answer with [`MediaEvent::LocalContents`] (accept) or
+    /// [`UserAction::RejectContent`].
+    ContentAdd {
+        /// Session id.
+        sid: String,
+        /// The checked remote contents.
+        contents: Vec<RemoteContent>,
+    },
+    /// The peer accepted our [`MediaEvent::AddContents`].
+    ContentAccepted {
+        /// Session id.
+        sid: String,
+        /// The peer's side of the added contents.
+        contents: Vec<RemoteContent>,
+    },
+    /// The peer rejected our [`MediaEvent::AddContents`].
+    ContentRejected {
+        /// Session id.
+        sid: String,
     },
     /// DTLS presented the expected certificate (and policy allows): media may now be played.
     PlayMedia {
@@ -402,6 +431,12 @@ struct Call {
     shield: Option<Shield>,
     media_allowed: bool,
     peer_ringing: bool,
+    /// A `content-add` from the peer awaiting our answer: its contents as received.
+    incoming_add: Option<Vec<RtpContent>>,
+    /// Remote contents of that `content-add`, already checked.
+    incoming_add_remote: Vec<RemoteContent>,
+    /// Our `content-add` awaiting the peer's answer.
+    outgoing_add: Option<Vec<LocalContent>>,
 }
 
 impl Call {
@@ -426,6 +461,9 @@ impl Call {
             shield: None,
             media_allowed: false,
             peer_ringing: false,
+            incoming_add: None,
+            incoming_add_remote: Vec::new(),
+            outgoing_add: None,
         }
     }
 
@@ -540,6 +578,19 @@ impl<C: OmemoCrypto> Engine<C> {
                     return Err(ApiError::WrongState);
                 }
                 self.end(&sid, None, CallEnd::LocalReject);
+                Ok(())
+            }
+            UserAction::RejectContent { sid } => {
+                let call = self.calls.get_mut(&sid).ok_or(ApiError::UnknownSession)?;
+                let (Some(contents), Some(peer)) = (call.incoming_add.take(), call.peer.clone())
+                else {
+                    return Err(ApiError::WrongState);
+                };
+                call.incoming_add_remote.clear();
+                let mut reject = JingleEnvelope::new(Action::ContentReject, &sid);
+                reject.contents = strip(contents);
+                reject.reason = Some(reason_element(Reason::Decline, None));
+                self.send_iq_set(peer, &sid, reject);
                 Ok(())
             }
             UserAction::HangUp { sid } => {
@@ -679,7 +730,7 @@ impl<C: OmemoCrypto> Engine<C> {
     ) -> Result<(), ApiError> {
         let call = self.calls.get(sid).ok_or(ApiError::UnknownSession)?;
         match event {
-            MediaEvent::LocalContents(contents) => {
+            MediaEvent::LocalContents(contents) if call.state != State::Active => {
                 validate_local(&contents, call.role)?;
                 match (call.role, call.state) {
                     (Role::Initiator, State::AwaitingLocalOffer) => {
@@ -692,6 +743,20 @@ impl<C: OmemoCrypto> Engine<C> {
                     }
                     _ => Err(ApiError::WrongState),
                 }
+            }
+            MediaEvent::LocalContents(contents) if call.incoming_add.is_some() => {
+                validate_added(call, &contents)?;
+                self.send_content_accept(sid, contents);
+                Ok(())
+            }
+            MediaEvent::LocalContents(_) => Err(ApiError::WrongState),
+            MediaEvent::AddContents(contents) => {
+                if call.state != State::Active || call.outgoing_add.is_some() {
+                    return Err(ApiError::WrongState);
+                }
+                validate_added(call, &contents)?;
+                self.send_content_add(sid, contents);
+                Ok(())
             }
             MediaEvent::LocalCandidate { content, candidate } => {
                 if !matches!(call.state, State::Initiated | State::Active) {
@@ -1374,6 +1439,17 @@ impl<C: OmemoCrypto> Engine<C> {
                 self.send_iq_result(&from, id);
                 self.content_add(&sid, envelope);
             }
+            (Action::ContentAccept, _, State::Active) if call.outgoing_add.is_some() => {
+                self.send_iq_result(&from, id);
+                self.content_accept(&sid, envelope);
+            }
+            (Action::ContentReject, _, State::Active) if call.outgoing_add.is_some() => {
+                self.send_iq_result(&from, id);
+                if let Some(call) = self.calls.get_mut(&sid) {
+                    call.outgoing_add = None;
+                }
+                self.event(Event::ContentRejected { sid });
+            }
             (Action::TransportReplace, _, _) => {
                 // security-tests.md line 4: a transport (and its fingerprint) is never replaced.
                 self.send_iq_error(&from, id, "cancel", "feature-not-implemented", None);
@@ -1618,16 +1694,99 @@ impl<C: OmemoCrypto> Engine<C> {
         }
     }
 
-    /// content-add: only audio calls are supported, so every addition is rejected; but a
-    /// content-add whose transport tries to bring another fingerprint (or the right one the
-    /// wrong way) ends the call (security-tests.md line 4, protocol.md §2.4).
-    /// NOT DONE YET: accepting a content-add / sending content-accept (video upgrade).
+    /// The peer's `content-add`: full transports are checked like an answer of this session
+    /// (encrypted by the same device and identity when the session is verified, protocol.md
+    /// §2.4 column S), stub transports ride on the BUNDLE transport, and no fingerprint may
+    /// differ from the running association (security-tests.md line 4).
     fn content_add(&mut self, sid: &str, j: JingleEnvelope) {
-        let Some(call) = self.calls.get(sid) else {
+        let pending = self
+            .calls
+            .get(sid)
+            .is_some_and(|c| c.incoming_add.is_some() || c.outgoing_add.is_some());
+        if pending {
+            // One modification at a time: a crossing content-add is refused.
+            if let Some(peer) = self.calls.get(sid).and_then(|c| c.peer.clone()) {
+                let mut reject = JingleEnvelope::new(Action::ContentReject, sid);
+                reject.contents = strip(j.contents);
+                reject.reason = Some(reason_element(Reason::FailedApplication, None));
+                self.send_iq_set(peer, sid, reject);
+            }
+            return;
+        }
+        match self.check_added(sid, &j.contents) {
+            Err(e) => self.abort(sid, e),
+            Ok(remote) => {
+                if let Some(call) = self.calls.get_mut(sid) {
+                    call.incoming_add = Some(j.contents);
+                    call.incoming_add_remote = remote.clone();
+                }
+                self.event(Event::ContentAdd {
+                    sid: sid.to_owned(),
+                    contents: remote,
+                });
+            }
+        }
+    }
+
+    /// The peer's `content-accept` of our `content-add`, checked the same way.
+    fn content_accept(&mut self, sid: &str, j: JingleEnvelope) {
+        let Some(ours) = self.calls.get(sid).and_then(|c| c.outgoing_add.clone()) else {
             return;
         };
-        let with_fp: Vec<RtpContent> = j
-            .contents
+        let mut names: Vec<&str> = j.contents.iter().map(|c| c.name.as_str()).collect();
+        let mut wanted: Vec<&str> = ours.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        wanted.sort_unstable();
+        if names != wanted {
+            self.abort(sid, CallError::UnsupportedApplication);
+            return;
+        }
+        match self.check_added(sid, &j.contents) {
+            Err(e) => self.abort(sid, e),
+            Ok(remote) => {
+                if let Some(call) = self.calls.get_mut(sid) {
+                    call.outgoing_add = None;
+                    for c in &remote {
+                        call.candidates_seen
+                            .insert(c.name.clone(), c.candidates.len());
+                    }
+                    call.remote.extend(remote.iter().cloned());
+                    call.local.extend(ours);
+                }
+                self.event(Event::ContentAccepted {
+                    sid: sid.to_owned(),
+                    contents: remote,
+                });
+            }
+        }
+    }
+
+    /// Applies the draft to contents added mid-call; returns them with the fingerprint media
+    /// must see (the running association's).
+    fn check_added(
+        &mut self,
+        sid: &str,
+        contents: &[RtpContent],
+    ) -> Result<Vec<RemoteContent>, CallError> {
+        let Some(call) = self.calls.get(sid) else {
+            return Ok(Vec::new());
+        };
+        content_media(contents)?;
+        let Some(established) = call.remote.first().map(|r| r.fingerprint.clone()) else {
+            return Err(CallError::UnsupportedApplication);
+        };
+        let session_mode = match (call.offer, call.answer) {
+            (Some(Mode::Encrypted), Some(Mode::Encrypted)) => Mode::Encrypted,
+            _ => Mode::Plain,
+        };
+        let expect = match (session_mode, call.target_device, call.identity) {
+            (Mode::Encrypted, Some(device), Some(identity)) => {
+                Expectation::EncryptedAnswer { device, identity }
+            }
+            _ => Expectation::PlainAnswer,
+        };
+        let peer_bare = call.peer_bare.clone();
+        let with_fp: Vec<RtpContent> = contents
             .iter()
             .filter(|c| {
                 c.transport
@@ -1636,48 +1795,130 @@ impl<C: OmemoCrypto> Engine<C> {
             })
             .cloned()
             .collect();
-        if !with_fp.is_empty() {
-            let peer_bare = call.peer_bare.clone();
-            let expect = match (call.role, call.target_device, call.identity, call.offer) {
-                (_, Some(device), Some(identity), Some(Mode::Encrypted)) => {
-                    Expectation::EncryptedAnswer { device, identity }
-                }
-                _ => Expectation::PlainAnswer,
+        let mut read = if with_fp.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            let r = verification::read_remote_any_setup(
+                &mut self.crypto,
+                &peer_bare,
+                &with_fp,
+                expect,
+            )?;
+            if r.fingerprints.iter().any(|f| f.value != established.value) {
+                return Err(VerificationError::FingerprintChanged.into());
+            }
+            r.fingerprints.into_iter()
+        };
+        let mut out = Vec::with_capacity(contents.len());
+        for c in contents {
+            let t = c.transport.clone().unwrap_or_default();
+            let fingerprint = if t.fingerprints.is_empty() {
+                established.clone()
+            } else {
+                read.next().unwrap_or_else(|| established.clone())
             };
-            let known: Vec<Vec<u8>> = call
-                .remote
-                .iter()
-                .map(|r| r.fingerprint.value.clone())
-                .collect();
-            let result =
-                verification::read_remote_any_setup(&mut self.crypto, &peer_bare, &with_fp, expect);
-            match result {
-                Err(e) => {
-                    self.abort(sid, e.into());
-                    return;
+            out.push(RemoteContent {
+                name: c.name.clone(),
+                description: c.description.clone(),
+                ufrag: t.ufrag,
+                pwd: t.pwd,
+                candidates: t.candidates,
+                fingerprint,
+                mode: session_mode,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Our fingerprints for contents added mid-call, encrypted like the session (never
+    /// downgraded: a verified session whose encryption fails ends with security-error).
+    fn added_contents(
+        &mut self,
+        sid: &str,
+        local: &[LocalContent],
+    ) -> Result<Vec<RtpContent>, CallError> {
+        let Some(call) = self.calls.get(sid) else {
+            return Ok(Vec::new());
+        };
+        let encrypted = call.offer == Some(Mode::Encrypted) && call.answer == Some(Mode::Encrypted);
+        let (peer_bare, device, identity) =
+            (call.peer_bare.clone(), call.target_device, call.identity);
+        let creator = match call.role {
+            Role::Initiator => Creator::Initiator,
+            Role::Responder => Creator::Responder,
+        };
+        let fps = match (encrypted, device, identity) {
+            (true, Some(device), Some(identity)) => {
+                let plain: Vec<Fingerprint> = local.iter().map(|l| l.fingerprint.clone()).collect();
+                let (fps, id) =
+                    verification::encrypt_local(&mut self.crypto, &peer_bare, device, &plain)
+                        .map_err(VerificationError::Encryption)?;
+                if id != identity {
+                    return Err(VerificationError::IdentityMismatch.into());
                 }
-                Ok(r) if r.fingerprints.iter().any(|f| !known.contains(&f.value)) => {
-                    self.abort(sid, VerificationError::FingerprintChanged.into());
-                    return;
-                }
-                Ok(_) => {}
+                Some(fps)
+            }
+            _ => None,
+        };
+        let mut contents = build_contents(local, fps.as_deref());
+        for c in &mut contents {
+            c.creator = creator.clone();
+        }
+        Ok(contents)
+    }
+
+    fn send_content_add(&mut self, sid: &str, local: Vec<LocalContent>) {
+        let contents = match self.added_contents(sid, &local) {
+            Ok(c) => c,
+            Err(e) => {
+                self.abort(sid, e);
+                return;
+            }
+        };
+        let Some(peer) = self.calls.get(sid).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        let mut j = JingleEnvelope::new(Action::ContentAdd, sid);
+        j.contents = contents;
+        if let Some(call) = self.calls.get_mut(sid) {
+            call.outgoing_add = Some(local);
+        }
+        self.send_iq_set(peer, sid, j);
+    }
+
+    fn send_content_accept(&mut self, sid: &str, local: Vec<LocalContent>) {
+        let Some(theirs) = self.calls.get(sid).and_then(|c| c.incoming_add.clone()) else {
+            return;
+        };
+        let mut contents = match self.added_contents(sid, &local) {
+            Ok(c) => c,
+            Err(e) => {
+                self.abort(sid, e);
+                return;
+            }
+        };
+        // The answer keeps the creator of each added content.
+        for c in &mut contents {
+            if let Some(t) = theirs.iter().find(|t| t.name == c.name) {
+                c.creator = t.creator.clone();
             }
         }
         let Some(peer) = self.calls.get(sid).and_then(|c| c.peer.clone()) else {
             return;
         };
-        let mut reject = JingleEnvelope::new(Action::ContentReject, sid);
-        reject.contents = j
-            .contents
-            .into_iter()
-            .map(|c| RtpContent {
-                description: None,
-                transport: None,
-                ..c
-            })
-            .collect();
-        reject.reason = Some(reason_element(Reason::FailedApplication, None));
-        self.send_iq_set(peer, sid, reject);
+        let mut j = JingleEnvelope::new(Action::ContentAccept, sid);
+        j.contents = contents;
+        if let Some(call) = self.calls.get_mut(sid) {
+            call.incoming_add = None;
+            let remote = core::mem::take(&mut call.incoming_add_remote);
+            for c in &remote {
+                call.candidates_seen
+                    .insert(c.name.clone(), c.candidates.len());
+            }
+            call.remote.extend(remote);
+            call.local.extend(local);
+        }
+        self.send_iq_set(peer, sid, j);
     }
 
     // ----------------------------------------------------------------------------------------
@@ -2015,6 +2256,47 @@ fn validate_local(contents: &[LocalContent], role: Role) -> Result<(), ApiError>
         };
         if !ok {
             return Err(ApiError::InvalidLocal("setup inconsistent with role"));
+        }
+    }
+    Ok(())
+}
+
+/// Contents without description and transport, for `content-reject`.
+fn strip(contents: Vec<RtpContent>) -> Vec<RtpContent> {
+    contents
+        .into_iter()
+        .map(|c| RtpContent {
+            description: None,
+            transport: None,
+            ..c
+        })
+        .collect()
+}
+
+/// Local contents added mid-call: names must match a pending `content-add` if any, be new
+/// otherwise, and the fingerprint must be our running DTLS certificate's (BUNDLE).
+fn validate_added(call: &Call, contents: &[LocalContent]) -> Result<(), ApiError> {
+    if contents.is_empty() {
+        return Err(ApiError::InvalidLocal("no contents"));
+    }
+    let ours = call.local.first().map(|l| l.fingerprint.value.clone());
+    for c in contents {
+        if c.fingerprint.hash != Algo::Sha_256 || Some(&c.fingerprint.value) != ours.as_ref() {
+            return Err(ApiError::InvalidLocal(
+                "fingerprint must be the running certificate's",
+            ));
+        }
+        if call.local.iter().any(|l| l.name == c.name) {
+            return Err(ApiError::InvalidLocal("content name already in use"));
+        }
+    }
+    if let Some(pending) = &call.incoming_add {
+        let mut a: Vec<&str> = pending.iter().map(|c| c.name.as_str()).collect();
+        let mut b: Vec<&str> = contents.iter().map(|c| c.name.as_str()).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        if a != b {
+            return Err(ApiError::InvalidLocal("names differ from the content-add"));
         }
     }
     Ok(())

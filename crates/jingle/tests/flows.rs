@@ -318,3 +318,191 @@ fn api_misuse_is_reported_not_panicked() {
     );
     assert_eq!(e.call_count(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// content-add / content-accept (protocol.md §2.4: full transports, encrypted like the session)
+
+fn video(role: shieldcall_jingle::Role, cert_byte: u8) -> shieldcall_jingle::LocalContent {
+    let mut c = local_audio("1", role, cert_byte);
+    c.description.media = "video".into();
+    c
+}
+
+fn add_video_from_romeo(net: &mut Net) {
+    let now = net.now;
+    net.node(ROMEO)
+        .engine
+        .handle_media(
+            now,
+            SID,
+            shieldcall_jingle::MediaEvent::AddContents(vec![video(
+                shieldcall_jingle::Role::Initiator,
+                0xA1,
+            )]),
+        )
+        .unwrap();
+    net.run();
+}
+
+fn juliet_accepts_video(net: &mut Net) {
+    let now = net.now;
+    let r = net.node(JULIET).engine.handle_media(
+        now,
+        SID,
+        shieldcall_jingle::MediaEvent::LocalContents(vec![video(
+            shieldcall_jingle::Role::Responder,
+            0xB1,
+        )]),
+    );
+    assert_eq!(r, Ok(()));
+    net.run();
+}
+
+#[test]
+fn verified_content_add_is_encrypted_both_ways() {
+    let mut net = verified_net();
+    net.call(ROMEO, "juliet@capulet.example");
+    add_video_from_romeo(&mut net);
+    let add = net
+        .log
+        .iter()
+        .find(|d| jingle_action(&d.stanza) == Some("content-add"))
+        .unwrap();
+    let s = String::from(&add.stanza);
+    assert!(
+        s.contains(DRAFT) && s.contains(&format!("rid='{JULIET_DEV}'")),
+        "{s}"
+    );
+    assert!(!s.contains(DTLS), "{s}");
+    let Some(Event::ContentAdd { contents, .. }) = net
+        .get(JULIET)
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::ContentAdd { .. }))
+        .cloned()
+    else {
+        panic!()
+    };
+    assert_eq!(contents[0].fingerprint.value, cert(0xA1));
+    juliet_accepts_video(&mut net);
+    let accept = net
+        .log
+        .iter()
+        .find(|d| jingle_action(&d.stanza) == Some("content-accept"))
+        .unwrap();
+    let s = String::from(&accept.stanza);
+    assert!(
+        s.contains(DRAFT) && s.contains(&format!("rid='{ROMEO_DEV}'")),
+        "{s}"
+    );
+    let Some(Event::ContentAccepted { contents, .. }) = net
+        .get(ROMEO)
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::ContentAccepted { .. }))
+        .cloned()
+    else {
+        panic!("{:?}", net.get(ROMEO).events)
+    };
+    assert_eq!(contents[0].fingerprint.value, cert(0xB1));
+    for n in [ROMEO, JULIET] {
+        assert_eq!(net.get(n).ended(), None);
+        assert_eq!(net.get(n).engine.shield(SID), Some(Shield::Verified));
+    }
+}
+
+#[test]
+fn plain_content_accept_in_a_verified_session_aborts() {
+    let mut net = verified_net();
+    net.call(ROMEO, "juliet@capulet.example");
+    add_video_from_romeo(&mut net);
+    net.tamper = rewrite_transport(ROMEO, "content-accept", |t| {
+        replace_fps(t, vec![plain_fp("active", 0xB1)]);
+    });
+    juliet_accepts_video(&mut net);
+    assert_eq!(
+        net.get(ROMEO).ended(),
+        Some(&CallEnd::Failed(CallError::Verification(
+            shieldcall_jingle::VerificationError::UnexpectedlyPlain
+        )))
+    );
+}
+
+#[test]
+fn content_accept_encryption_failure_aborts_instead_of_downgrading() {
+    let mut net = verified_net();
+    net.call(ROMEO, "juliet@capulet.example");
+    add_video_from_romeo(&mut net);
+    net.node(JULIET).engine.crypto_mut().fail_encrypt = true;
+    juliet_accepts_video(&mut net);
+    assert!(
+        !net.log
+            .iter()
+            .any(|d| jingle_action(&d.stanza) == Some("content-accept"))
+    );
+    assert_eq!(net.terminate_reasons(JULIET), vec!["security-error"]);
+}
+
+#[test]
+fn encrypted_content_add_in_a_plain_session_fails_like_conversations() {
+    let mut net = verified_net();
+    net.node(JULIET).engine.crypto_mut().own_device = None; // plain session
+    net.call(ROMEO, "juliet@capulet.example");
+    assert_eq!(net.get(JULIET).engine.shield(SID), Some(Shield::None));
+    // The server swaps in an encrypted fingerprint: never trusted in a plain session.
+    let mut omemo = FakeOmemo::new(Some(ROMEO_DEV)).with_session(
+        "juliet@capulet.example",
+        JULIET_DEV,
+        juliet_id(),
+        Trust::Verified,
+    );
+    use shieldcall_jingle::OmemoCrypto;
+    let enc = omemo
+        .encrypt(&bare("juliet@capulet.example"), JULIET_DEV, b"AA")
+        .unwrap();
+    let mut fp = xml(&format!(
+        "<fingerprint xmlns='{DRAFT}' hash='sha-256' setup='actpass'/>"
+    ));
+    fp.append_child(enc.element);
+    net.tamper = rewrite_transport(JULIET, "content-add", move |t| {
+        replace_fps(t, vec![fp.clone()]);
+    });
+    add_video_from_romeo(&mut net);
+    assert_eq!(
+        net.get(JULIET).ended(),
+        Some(&CallEnd::Failed(CallError::Verification(
+            shieldcall_jingle::VerificationError::UnexpectedlyEncrypted
+        )))
+    );
+    assert_eq!(net.terminate_reasons(JULIET), vec!["failed-application"]);
+}
+
+#[test]
+fn rejected_content_add_is_reported() {
+    let mut net = verified_net();
+    net.call(ROMEO, "juliet@capulet.example");
+    add_video_from_romeo(&mut net);
+    net.user(JULIET, UserAction::RejectContent { sid: SID.into() });
+    assert!(
+        net.get(ROMEO)
+            .events
+            .contains(&Event::ContentRejected { sid: SID.into() })
+    );
+    assert_eq!(net.get(ROMEO).ended(), None);
+    // Adding with another certificate than the running one is refused locally.
+    let now = net.now;
+    let r = net.node(ROMEO).engine.handle_media(
+        now,
+        SID,
+        shieldcall_jingle::MediaEvent::AddContents(vec![video(
+            shieldcall_jingle::Role::Initiator,
+            0x01,
+        )]),
+    );
+    assert_eq!(
+        r,
+        Err(ApiError::InvalidLocal(
+            "fingerprint must be the running certificate's"
+        ))
+    );
+}

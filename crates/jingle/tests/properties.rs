@@ -294,6 +294,7 @@ enum Step {
     },
     User(usize),
     Local,
+    AddVideo,
     Digest(u8),
     Connected,
     Fail,
@@ -308,7 +309,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
             from,
             device
         }),
-        (0..6usize, 0..5usize, 0..7usize, 0..3usize, 0..3u8).prop_map(
+        (0..8usize, 0..5usize, 0..7usize, 0..3usize, 0..3u8).prop_map(
             |(action, from, fp, setup, cert)| Step::Jingle {
                 action,
                 from,
@@ -319,6 +320,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
         ),
         (0..4usize).prop_map(Step::User),
         Just(Step::Local),
+        Just(Step::AddVideo),
         (0..3u8).prop_map(Step::Digest),
         Just(Step::Connected),
         Just(Step::Fail),
@@ -464,6 +466,8 @@ impl Run {
                     "session-terminate",
                     "content-add",
                     "transport-replace",
+                    "content-accept",
+                    "content-reject",
                 ][action];
                 let setup = ["actpass", "active", "passive"][setup];
                 let peer_cert = PEER_CERTS[usize::from(c)];
@@ -513,6 +517,18 @@ impl Run {
                     SID,
                     MediaEvent::LocalContents(vec![local_audio("0", role, 0x10)]),
                 );
+            }
+            Step::AddVideo => {
+                let role = if self.caller {
+                    Role::Initiator
+                } else {
+                    Role::Responder
+                };
+                let mut c = local_audio("1", role, 0x10);
+                c.description.media = "video".into();
+                let _ = self
+                    .e
+                    .handle_media(self.now, SID, MediaEvent::AddContents(vec![c]));
             }
             Step::Digest(c) => {
                 let v = cert(PEER_CERTS[usize::from(c)]);
