@@ -2,6 +2,10 @@
 //! can pair it with any other implementation speaking the same protocol (in the spirit of
 //! rustls' BoGo shim). One request per line, one reply per line, flushed. Errors answer
 //! `{"ok":false,"error":"…"}` and the shim keeps running. The shim trusts every key.
+//!
+//! Extensions beyond the shared protocol (other peers need not have them): `init` takes an optional
+//! `"db":"PATH"` to keep the identity and sessions in SQLite instead of memory, and
+//! `{"op":"open","db":"PATH"}` reopens such an identity (crash-safety tests kill and restart the shim).
 
 use std::io::{BufRead, Write};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shieldcall_omemo::xml::{Bundle, EncryptedElement};
-use shieldcall_omemo::{Account, MemoryStore, Recipient};
+use shieldcall_omemo::{Account, MemoryStore, Recipient, SqliteStore, Store};
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -19,6 +23,10 @@ enum Request {
     Init {
         jid: String,
         device_id: Option<u32>,
+        db: Option<String>,
+    },
+    Open {
+        db: String,
     },
     Bundle,
     Encrypt {
@@ -51,13 +59,13 @@ fn now() -> u64 {
 }
 
 struct Shim {
-    account: Option<Account<MemoryStore>>,
+    account: Option<Account<Box<dyn Store>>>,
 }
 
 type Reply = Result<Value, String>;
 
 impl Shim {
-    fn account(&mut self) -> Result<&mut Account<MemoryStore>, String> {
+    fn account(&mut self) -> Result<&mut Account<Box<dyn Store>>, String> {
         self.account
             .as_mut()
             .ok_or_else(|| "no identity: send init first".to_owned())
@@ -65,9 +73,27 @@ impl Shim {
 
     fn handle(&mut self, req: Request) -> Reply {
         match req {
-            Request::Init { jid, device_id } => {
-                let a = Account::create(MemoryStore::new(), &jid, device_id, now())
-                    .map_err(|e| e.to_string())?;
+            Request::Init { jid, device_id, db } => {
+                let store: Box<dyn Store> = match db {
+                    Some(path) => {
+                        // `init` starts a new identity: discard the old database and its WAL.
+                        for suffix in ["", "-wal", "-shm"] {
+                            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                        }
+                        Box::new(SqliteStore::open(&path).map_err(|e| e.to_string())?)
+                    }
+                    None => Box::new(MemoryStore::new()),
+                };
+                let a =
+                    Account::create(store, &jid, device_id, now()).map_err(|e| e.to_string())?;
+                let id = a.device_id();
+                self.account = Some(a);
+                Ok(json!({"device_id": id}))
+            }
+            Request::Open { db } => {
+                let store: Box<dyn Store> =
+                    Box::new(SqliteStore::open(&db).map_err(|e| e.to_string())?);
+                let a = Account::open(store).map_err(|e| e.to_string())?;
                 let id = a.device_id();
                 self.account = Some(a);
                 Ok(json!({"device_id": id}))

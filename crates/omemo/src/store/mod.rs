@@ -107,3 +107,34 @@ pub trait Store {
     /// Applies a batch atomically: all of it or, on error, none of it.
     fn apply(&mut self, changes: Changes) -> Result<(), StoreError>;
 }
+
+/// A boxed store is a store, so one engine type can run over a store chosen at run time.
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn own(&self) -> Result<Option<OwnIdentity>, StoreError> {
+        (**self).own()
+    }
+    fn session(&self, jid: &str, device: u32) -> Result<Option<SessionRecord>, StoreError> {
+        (**self).session(jid, device)
+    }
+    fn session_devices(&self, jid: &str) -> Result<Vec<u32>, StoreError> {
+        (**self).session_devices(jid)
+    }
+    fn pre_key(&self, id: u32) -> Result<Option<PreKeyRecord>, StoreError> {
+        (**self).pre_key(id)
+    }
+    fn pre_keys(&self) -> Result<Vec<PreKeyRecord>, StoreError> {
+        (**self).pre_keys()
+    }
+    fn signed_pre_keys(&self) -> Result<Vec<SignedPreKeyRecord>, StoreError> {
+        (**self).signed_pre_keys()
+    }
+    fn identities(&self, jid: &str) -> Result<Vec<(PublicKey, TrustLevel)>, StoreError> {
+        (**self).identities(jid)
+    }
+    fn device_list(&self, jid: &str) -> Result<Option<Vec<u32>>, StoreError> {
+        (**self).device_list(jid)
+    }
+    fn apply(&mut self, changes: Changes) -> Result<(), StoreError> {
+        (**self).apply(changes)
+    }
+}
