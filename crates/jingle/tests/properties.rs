@@ -181,14 +181,28 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn parsers_never_panic(el in arb_element(), text in ".{0,200}") {
-        let _ = JingleMessage::parse(&el);
+    fn parsers_never_panic_and_round_trip(el in arb_element(), text in ".{0,200}") {
+        // Whatever parses, writes back to something that parses to the same value.
+        if let Ok(m) = JingleMessage::parse(&el) {
+            prop_assert_eq!(JingleMessage::parse(&m.to_element()), Ok(m));
+        }
         let _ = JingleMessage::from_message(&el);
-        let _ = IceUdpTransport::parse(&el);
-        let _ = EncryptedFingerprint::parse(&el).map(|e| e.header_sid());
-        let _ = parse_plain(&el);
-        let _ = JingleEnvelope::parse(&el).map(|j| j.to_element());
-        let _ = parse_hex(&text, &Algo::Sha_256);
+        if let Ok(t) = IceUdpTransport::parse(&el) {
+            prop_assert_eq!(IceUdpTransport::parse(&t.to_element()), Ok(t));
+        }
+        if let Ok(e) = EncryptedFingerprint::parse(&el) {
+            let _ = e.header_sid();
+            prop_assert_eq!(EncryptedFingerprint::parse(&e.to_element()), Ok(e));
+        }
+        if let Ok(p) = parse_plain(&el) {
+            prop_assert!(p.hash != Algo::Sha_256 || p.value.len() == 32);
+        }
+        if let Ok(j) = JingleEnvelope::parse(&el) {
+            prop_assert_eq!(JingleEnvelope::parse(&j.to_element()), Ok(j));
+        }
+        if let Ok(v) = parse_hex(&text, &Algo::Sha_256) {
+            prop_assert_eq!(v.len(), 32);
+        }
         let _ = parse_hex(&text, &Algo::Sha_1);
     }
 
@@ -202,7 +216,12 @@ proptest! {
             }
             for el in &els {
                 e.handle_stanza(now, SystemTime::now(), el);
-                while e.poll_output().is_some() {}
+                while let Some(out) = e.poll_output() {
+                    // Random elements never carry a decryptable fingerprint: never verified.
+                    let verified = matches!(out, Output::Event(Event::Shield { shield: Shield::Verified, .. }));
+                    prop_assert!(!verified);
+                }
+                prop_assert!(e.call_count() <= shieldcall_jingle::call::MAX_CALLS);
             }
         }
     }
