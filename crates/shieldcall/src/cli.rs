@@ -1,0 +1,393 @@
+//! The command line: `shieldcall [global options] <command>`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use shieldcall_omemo::fingerprint::VerificationUri;
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::stanza::Stanza;
+
+use crate::connection::{self, ConnectOptions, Incoming};
+use crate::error::ClientError;
+use crate::omemo_service::{self, OmemoService, Received, contact_jid, fingerprint, open_account};
+use crate::output::Output;
+use crate::presence;
+
+/// XMPP client with OMEMO encryption, compatible with Conversations, Dino and Monal.
+///
+/// The password is read from the SHIELDCALL_PASSWORD environment variable or from
+/// --password-file; it is never taken from the command line and never printed.
+/// Keys, sessions and trust decisions live in one SQLite file per account under the data dir.
+#[derive(Debug, Parser)]
+#[command(name = "shieldcall", version, about, long_about)]
+pub struct Cli {
+    /// Your account, e.g. alice@example.org (or set SHIELDCALL_ACCOUNT).
+    #[arg(long, global = true, env = "SHIELDCALL_ACCOUNT")]
+    pub account: Option<String>,
+    /// Connect to HOST:PORT instead of looking up the domain's SRV records.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Allow an unencrypted connection, only to a loopback --server (tests, local servers).
+    #[arg(long, global = true)]
+    pub insecure_loopback: bool,
+    /// Use direct TLS (XEP-0368, usually port 5223) instead of STARTTLS.
+    #[arg(long, global = true)]
+    pub direct_tls: bool,
+    /// Where account databases live [default: $XDG_DATA_HOME/shieldcall or ~/.local/share/shieldcall].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// File whose first line is the password (instead of SHIELDCALL_PASSWORD).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Print every result and event as one JSON object per line.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show this device's id, its fingerprint, the xmpp: verification URI and its QR code
+    /// (scan it with Conversations or Dino to verify this device). Works offline.
+    Fingerprint,
+    /// Mark the fingerprints of a verification URI (xmpp:JID?omemo-sid-N=HEX…, as Conversations
+    /// and Dino show in their QR codes) as verified. Works offline.
+    Trust {
+        /// The URI.
+        #[arg(required_unless_present = "qr")]
+        uri: Option<String>,
+        /// A PNG image with the QR code instead of the URI.
+        #[arg(long, value_name = "FILE.png", conflicts_with = "uri")]
+        qr: Option<PathBuf>,
+    },
+    /// List the OMEMO devices of a contact (or of your own account) with fingerprints and trust.
+    Devices {
+        /// The contact's JID, or your own.
+        jid: String,
+    },
+    /// Send an OMEMO-encrypted message to all trusted devices of a contact and your other devices.
+    Send {
+        /// The contact's JID.
+        jid: String,
+        /// The message.
+        text: String,
+    },
+    /// Stay online and print incoming messages until Ctrl-C.
+    Listen,
+}
+
+/// Default data directory (XDG base directory spec).
+pub fn default_data_dir() -> Result<PathBuf, ClientError> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("shieldcall"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/shieldcall")),
+        None => Err(ClientError::Usage(
+            "neither XDG_DATA_HOME nor HOME is set: give --data-dir".into(),
+        )),
+    }
+}
+
+fn read_password(cli: &Cli) -> Result<String, ClientError> {
+    if let Some(f) = &cli.password_file {
+        let s = std::fs::read_to_string(f).map_err(|e| {
+            ClientError::Io(format!("cannot read password file {}: {e}", f.display()))
+        })?;
+        return Ok(s.lines().next().unwrap_or("").to_owned());
+    }
+    std::env::var("SHIELDCALL_PASSWORD").map_err(|_| {
+        ClientError::Usage("no password: set SHIELDCALL_PASSWORD or give --password-file".into())
+    })
+}
+
+fn account_jid(cli: &Cli) -> Result<BareJid, ClientError> {
+    let a = cli
+        .account
+        .as_deref()
+        .ok_or_else(|| ClientError::Usage("no account: give --account user@example.org".into()))?;
+    contact_jid(a)
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let out = Output { json: cli.json };
+    match dispatch(&cli, out).await {
+        Ok(()) => 0,
+        Err(e) => {
+            out.error(&e.to_string());
+            match e {
+                ClientError::Usage(_) => 2,
+                _ => 1,
+            }
+        }
+    }
+}
+
+async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
+    let jid = account_jid(cli)?;
+    let data_dir = match &cli.data_dir {
+        Some(d) => d.clone(),
+        None => default_data_dir()?,
+    };
+    match &cli.command {
+        Command::Fingerprint => cmd_fingerprint(&data_dir, &jid, out),
+        Command::Trust { uri, qr } => {
+            let text = match (uri, qr) {
+                (Some(u), _) => u.clone(),
+                (None, Some(png)) => decode_qr(png)?,
+                (None, None) => {
+                    return Err(ClientError::Usage("give a URI or --qr FILE.png".into()));
+                }
+            };
+            cmd_trust(&data_dir, &jid, &text, out)
+        }
+        Command::Devices { jid: contact } => {
+            let contact = contact_jid(contact)?;
+            let mut svc = online(cli, &data_dir, &jid).await?.0;
+            let res = cmd_devices(&mut svc, &contact, out).await;
+            svc.xmpp().close().await;
+            res
+        }
+        Command::Send { jid: contact, text } => {
+            let contact = contact_jid(contact)?;
+            let mut svc = online(cli, &data_dir, &jid).await?.0;
+            let res = cmd_send(&mut svc, &contact, text, out).await;
+            svc.xmpp().close().await;
+            res
+        }
+        Command::Listen => {
+            let (svc, incoming) = online(cli, &data_dir, &jid).await?;
+            cmd_listen(svc, incoming, out).await
+        }
+    }
+}
+
+fn cmd_fingerprint(data_dir: &Path, jid: &BareJid, out: Output) -> Result<(), ClientError> {
+    let account = open_account(data_dir, jid)?;
+    let uri = account.verification_uri().to_string();
+    let fp = fingerprint(&account.identity_key());
+    let qr = qr_text(&uri);
+    out.event(
+        "fingerprint",
+        json!({ "device_id": account.device_id(), "fingerprint": fp, "uri": uri }),
+        || {
+            format!(
+                "device {}\nfingerprint {fp}\n{uri}\n{qr}",
+                account.device_id()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn qr_text(uri: &str) -> String {
+    match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build(),
+        Err(e) => format!("(no QR code: {e})"),
+    }
+}
+
+/// Reads a QR code from a PNG file.
+pub fn decode_qr(path: &Path) -> Result<String, ClientError> {
+    let bad = |why: String| ClientError::Io(format!("{}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| bad(format!("not a PNG image: {e}")))?;
+    let mut buf = vec![
+        0;
+        reader
+            .output_buffer_size()
+            .ok_or_else(|| bad("image too large".into()))?
+    ];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(format!("not a PNG image: {e}")))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = info.color_type.samples();
+    let stride = info.line_size;
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+        let i = y * stride + x * channels;
+        let px = buf.get(i..i + channels.min(3)).unwrap_or(&[255]);
+        (px.iter().map(|&v| u32::from(v)).sum::<u32>() / px.len().max(1) as u32) as u8
+    });
+    let grids = img.detect_grids();
+    let grid = grids
+        .first()
+        .ok_or_else(|| bad("no QR code found in the image".into()))?;
+    let (_, content) = grid
+        .decode()
+        .map_err(|e| bad(format!("QR code does not decode: {e}")))?;
+    Ok(content)
+}
+
+fn cmd_trust(data_dir: &Path, jid: &BareJid, uri: &str, out: Output) -> Result<(), ClientError> {
+    let parsed = VerificationUri::parse(uri)?;
+    let mut account = open_account(data_dir, jid)?;
+    let before = account.apply_verification_uri(&parsed)?;
+    for (device, key, prev) in before {
+        let fp = fingerprint(&key);
+        out.event(
+            "trusted",
+            json!({ "jid": parsed.jid, "device": device, "fingerprint": fp, "previous": prev.as_str() }),
+            || format!("{} device {device}: {fp} is now verified (was {})", parsed.jid, prev.as_str()),
+        );
+    }
+    Ok(())
+}
+
+async fn online(
+    cli: &Cli,
+    data_dir: &Path,
+    jid: &BareJid,
+) -> Result<(OmemoService, tokio::sync::mpsc::UnboundedReceiver<Incoming>), ClientError> {
+    let password = read_password(cli)?;
+    let account = open_account(data_dir, jid)?;
+    let opts = ConnectOptions {
+        jid: Jid::from(jid.clone()),
+        password,
+        server: cli.server.clone(),
+        insecure_loopback: cli.insecure_loopback,
+        direct_tls: cli.direct_tls,
+    };
+    let (xmpp, mut incoming) = connection::connect(&opts).await?;
+    // Answer IQs (disco, ping) while we do our set-up.
+    let answerer = xmpp.clone();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(ev) = incoming.recv().await {
+            if let Incoming::Stanza(st) = &ev
+                && let Stanza::Iq(iq) = st.as_ref()
+                && let Some(answer) = presence::answer_iq(iq)
+            {
+                let _ = answerer.send(answer);
+                continue;
+            }
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+    });
+    let mut svc = OmemoService::new(xmpp, account, data_dir)?;
+    if svc.account_mut().maintain(omemo_service::now())? {
+        // New prekeys or a rotated signed prekey: publish_own below publishes the bundle.
+    }
+    svc.publish_own().await?;
+    Ok((svc, rx))
+}
+
+async fn cmd_devices(
+    svc: &mut OmemoService,
+    contact: &BareJid,
+    out: Output,
+) -> Result<(), ClientError> {
+    let devices = svc.devices(contact).await?;
+    if devices.is_empty() && !out.json {
+        println!("{contact} has no OMEMO devices");
+    }
+    for d in devices {
+        let fp = d.identity.as_ref().map(fingerprint);
+        let trust = d.trust.map(|t| t.as_str());
+        out.event(
+            "device",
+            json!({ "jid": contact.to_string(), "device": d.device, "fingerprint": fp, "trust": trust, "problem": d.problem }),
+            || match (&fp, &d.problem) {
+                (Some(fp), _) => format!("{contact} device {}: {fp} ({})", d.device, trust.unwrap_or("unknown")),
+                (None, Some(p)) => format!("{contact} device {}: unusable: {p}", d.device),
+                (None, None) => format!("{contact} device {}", d.device),
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn cmd_send(
+    svc: &mut OmemoService,
+    contact: &BareJid,
+    text: &str,
+    out: Output,
+) -> Result<(), ClientError> {
+    let (devices, warnings) = svc.send_message(contact, text).await?;
+    for w in warnings {
+        out.warning(&w);
+    }
+    // A ping round trip: the server has processed the message when it answers.
+    let ping = minidom::Element::builder("ping", presence::PING).build();
+    let _ = svc.xmpp().iq(None, false, ping).await?;
+    out.event(
+        "sent",
+        json!({ "to": contact.to_string(), "devices": devices }),
+        || format!("sent to {contact} (devices {devices:?})"),
+    );
+    Ok(())
+}
+
+async fn cmd_listen(
+    mut svc: OmemoService,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+    out: Output,
+) -> Result<(), ClientError> {
+    presence::go_online(svc.xmpp()).await?;
+    out.event(
+        "online",
+        json!({ "jid": svc.xmpp().jid.to_string() }),
+        || format!("online as {}", svc.xmpp().jid),
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            ev = incoming.recv() => match ev {
+                Some(Incoming::Stanza(st)) if matches!(*st, Stanza::Message(_)) => {
+                    let Stanza::Message(m) = *st else { continue };
+                    for r in svc.handle_message(m).await {
+                        report(out, r);
+                    }
+                }
+                Some(Incoming::Online(jid)) => {
+                    // Reconnected without stream resumption: everything is new to the server.
+                    if let Err(e) = presence::go_online(svc.xmpp()).await {
+                        out.error(&e.to_string());
+                    }
+                    out.event("online", json!({ "jid": jid.to_string() }), || format!("online again as {jid}"));
+                }
+                Some(Incoming::Closed(why)) => return Err(ClientError::Connect(why)),
+                Some(Incoming::Stanza(_)) => {}
+                None => return Err(ClientError::Disconnected),
+            }
+        }
+    }
+    let unavailable =
+        xmpp_parsers::presence::Presence::new(xmpp_parsers::presence::Type::Unavailable);
+    let _ = svc.xmpp().send(unavailable);
+    svc.xmpp().close().await;
+    Ok(())
+}
+
+fn report(out: Output, r: Received) {
+    match r {
+        Received::Message { from, to, device, body, trust } => out.event(
+            "message",
+            json!({ "from": from, "to": to, "device": device, "body": body, "trust": trust.as_str() }),
+            || match &to {
+                Some(to) => format!("[{}] {from} (device {device}, to {to}): {body}", trust.as_str()),
+                None => format!("[{}] {from} (device {device}): {body}", trust.as_str()),
+            },
+        ),
+        Received::Undecryptable { from, reason } => out.error(&format!("message from {from}: {reason}")),
+        Received::DeviceList { jid, devices } => out.event(
+            "devicelist",
+            json!({ "jid": jid, "devices": devices }),
+            || format!("{jid} now has devices {devices:?}"),
+        ),
+    }
+}

@@ -1,0 +1,534 @@
+//! The OMEMO service: our device list and bundle on PEP, contacts' device lists and bundles,
+//! sessions, and OMEMO chat messages in and out (legacy OMEMO, protocol.md §6).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use minidom::Element;
+use shieldcall_omemo::fingerprint::conversations_display;
+use shieldcall_omemo::ns::{AXOLOTL, DEVICELIST_NODE, bundle_node};
+use shieldcall_omemo::store::Changes;
+use shieldcall_omemo::xml::{Bundle, DeviceList, EncryptedElement};
+use shieldcall_omemo::{Account, PublicKey, Recipient, SqliteStore, Store, TrustLevel};
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::message::{Message, MessageType};
+
+use crate::connection::Xmpp;
+use crate::error::ClientError;
+use crate::pep::{self, Fetched};
+
+/// XEP-0380 explicit message encryption.
+pub const EME: &str = "urn:xmpp:eme:0";
+/// XEP-0334 message processing hints.
+pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0297 forwarding (inside carbons).
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// The body other clients show instead of the encrypted message (Conversations' wording).
+pub const FALLBACK_BODY: &str =
+    "I sent you an OMEMO encrypted message but your client doesn\u{2019}t seem to support that.";
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The account database path for `jid` under `data_dir`.
+pub fn database_path(data_dir: &Path, jid: &BareJid) -> PathBuf {
+    data_dir.join(format!("{jid}.sqlite"))
+}
+
+/// Opens the account's OMEMO identity, creating one (new device id, keys) the first time.
+pub fn open_account(data_dir: &Path, jid: &BareJid) -> Result<Account<SqliteStore>, ClientError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| ClientError::Io(format!("cannot create {}: {e}", data_dir.display())))?;
+    let path = database_path(data_dir, jid);
+    let store = SqliteStore::open(&path)?;
+    if store.own()?.is_some() {
+        let account = Account::open(store)?;
+        if account.jid() != jid.as_str() {
+            return Err(ClientError::Storage(format!(
+                "{} belongs to {}, not {jid}",
+                path.display(),
+                account.jid()
+            )));
+        }
+        Ok(account)
+    } else {
+        Ok(Account::create(store, jid.as_str(), None, now())?)
+    }
+}
+
+/// One device of a contact (or of us) as `devices` shows it.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// Device id.
+    pub device: u32,
+    /// Identity key, when known (from a session or the bundle).
+    pub identity: Option<PublicKey>,
+    /// Trust of that key.
+    pub trust: Option<TrustLevel>,
+    /// Why the key is unknown (bundle missing or malformed).
+    pub problem: Option<String>,
+}
+
+/// A decrypted (or undecryptable) incoming chat message.
+#[derive(Debug)]
+pub enum Received {
+    /// A message we could read.
+    Message {
+        /// Sender bare JID (our own for messages from our other devices).
+        from: String,
+        /// Recipient bare JID, for messages we sent from another device (sent carbons).
+        to: Option<String>,
+        /// Sender device.
+        device: u32,
+        /// Plaintext.
+        body: String,
+        /// Trust of the sender's key.
+        trust: TrustLevel,
+    },
+    /// An OMEMO message we cannot read; never dropped silently.
+    Undecryptable {
+        /// Sender.
+        from: String,
+        /// Why.
+        reason: String,
+    },
+    /// A device list changed.
+    DeviceList {
+        /// Whose.
+        jid: String,
+        /// The devices.
+        devices: Vec<u32>,
+    },
+}
+
+/// The OMEMO service of one account on a live connection.
+#[derive(Debug)]
+pub struct OmemoService {
+    xmpp: Xmpp,
+    account: Account<SqliteStore>,
+    /// A second connection to the same database, for the device-list cache (the engine's store
+    /// is read-only from outside).
+    cache: SqliteStore,
+    own: BareJid,
+}
+
+fn parse_bare(jid: &str) -> Result<BareJid, ClientError> {
+    let j: Jid = jid
+        .parse()
+        .map_err(|e| ClientError::Usage(format!("'{jid}' is not a valid JID: {e}")))?;
+    if j.node().is_none() {
+        return Err(ClientError::Usage(format!(
+            "'{jid}' is not a user JID (user@domain)"
+        )));
+    }
+    Ok(j.to_bare())
+}
+
+/// Parses a contact JID given on the command line.
+pub fn contact_jid(jid: &str) -> Result<BareJid, ClientError> {
+    parse_bare(jid)
+}
+
+impl OmemoService {
+    /// Wraps an opened account on a connection.
+    pub fn new(
+        xmpp: Xmpp,
+        account: Account<SqliteStore>,
+        data_dir: &Path,
+    ) -> Result<Self, ClientError> {
+        let own = xmpp.bare();
+        let cache = SqliteStore::open(database_path(data_dir, &own))?;
+        Ok(Self {
+            xmpp,
+            account,
+            cache,
+            own,
+        })
+    }
+
+    /// The engine.
+    pub fn account(&self) -> &Account<SqliteStore> {
+        &self.account
+    }
+
+    /// The engine, mutable.
+    pub fn account_mut(&mut self) -> &mut Account<SqliteStore> {
+        &mut self.account
+    }
+
+    /// The connection.
+    pub fn xmpp(&self) -> &Xmpp {
+        &self.xmpp
+    }
+
+    fn cache_device_list(&mut self, jid: &str, devices: &[u32]) {
+        let _ = self.cache.apply(Changes {
+            device_lists: vec![(jid.to_owned(), devices.to_vec())],
+            ..Changes::default()
+        });
+    }
+
+    /// Fetches a device list explicitly (servers differ in what they push). A missing node is an
+    /// empty list; a malformed one is an error naming the JID. Caches what it got.
+    pub async fn fetch_device_list(&mut self, jid: &BareJid) -> Result<Vec<u32>, ClientError> {
+        let target = (jid != &self.own).then(|| Jid::from(jid.clone()));
+        match pep::fetch(&self.xmpp, target, DEVICELIST_NODE).await? {
+            Fetched::Item(el) => {
+                let list = DeviceList::from_element(&el).map_err(|e| {
+                    ClientError::Protocol(format!("device list of {jid} is malformed: {e}"))
+                })?;
+                self.cache_device_list(jid.as_str(), &list.devices);
+                Ok(list.devices)
+            }
+            Fetched::Missing(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Publishes our device list (keeping the other devices already there) and our bundle, both
+    /// with an open access model.
+    pub async fn publish_own(&mut self) -> Result<(), ClientError> {
+        let own = self.own.clone();
+        let mut devices = match self.fetch_device_list(&own).await {
+            Ok(d) => d,
+            // Our own list is malformed: replace it rather than stay invisible.
+            Err(ClientError::Protocol(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let me = self.account.device_id();
+        // Bundle first: a peer that sees our id in the list should find the bundle.
+        self.publish_bundle().await?;
+        if !devices.contains(&me) {
+            devices.push(me);
+            self.publish_device_list(&devices).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_device_list(&mut self, devices: &[u32]) -> Result<(), ClientError> {
+        let el = DeviceList {
+            devices: devices.to_vec(),
+        }
+        .to_element();
+        pep::publish(&self.xmpp, DEVICELIST_NODE, "current", el).await?;
+        let own = self.own.to_string();
+        self.cache_device_list(&own, devices);
+        Ok(())
+    }
+
+    /// Publishes our current bundle.
+    pub async fn publish_bundle(&mut self) -> Result<(), ClientError> {
+        let bundle = self.account.bundle()?.to_element();
+        pep::publish(
+            &self.xmpp,
+            &bundle_node(self.account.device_id()),
+            "current",
+            bundle,
+        )
+        .await
+    }
+
+    /// Fetches and parses a device's bundle.
+    pub async fn fetch_bundle(&self, jid: &BareJid, device: u32) -> Result<Bundle, ClientError> {
+        let target = (jid != &self.own).then(|| Jid::from(jid.clone()));
+        match pep::fetch(&self.xmpp, target, &bundle_node(device)).await? {
+            Fetched::Item(el) => Bundle::from_element(&el).map_err(|e| {
+                ClientError::Protocol(format!("bundle of {jid} device {device} is malformed: {e}"))
+            }),
+            Fetched::Missing(why) => Err(ClientError::Protocol(format!(
+                "{jid} device {device} has no bundle ({why})"
+            ))),
+        }
+    }
+
+    /// Makes sure a session exists with each device; returns the devices that have one and the
+    /// problems with the others.
+    pub async fn ensure_sessions(
+        &mut self,
+        jid: &BareJid,
+        devices: &[u32],
+    ) -> (Vec<u32>, Vec<String>) {
+        let mut ok = Vec::new();
+        let mut problems = Vec::new();
+        for &d in devices {
+            if jid == &self.own && d == self.account.device_id() {
+                continue;
+            }
+            match self.account.has_session(jid.as_str(), d) {
+                Ok(true) => {
+                    ok.push(d);
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            }
+            let built = match self.fetch_bundle(jid, d).await {
+                Ok(bundle) => self
+                    .account
+                    .build_session(jid.as_str(), d, &bundle)
+                    .map(|_| ())
+                    .map_err(|e| ClientError::Protocol(format!("{jid} device {d}: {e}"))),
+                Err(e) => Err(e),
+            };
+            match built {
+                Ok(()) => ok.push(d),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        (ok, problems)
+    }
+
+    /// Encrypts `text` for every usable device of `to` and our own other devices and sends it.
+    /// Returns the devices of `to` it was encrypted for and warnings about skipped devices.
+    pub async fn send_message(
+        &mut self,
+        to: &BareJid,
+        text: &str,
+    ) -> Result<(Vec<u32>, Vec<String>), ClientError> {
+        let their = self.fetch_device_list(to).await?;
+        if their.is_empty() {
+            return Err(ClientError::Protocol(format!(
+                "{to} has no OMEMO devices (no device list published, or not visible to us)"
+            )));
+        }
+        let (their_ok, mut warnings) = self.ensure_sessions(to, &their).await;
+        let own = self.own.clone();
+        let own_devices = if to == &own {
+            Vec::new()
+        } else {
+            match self.fetch_device_list(&own).await {
+                Ok(d) => d,
+                Err(e) => {
+                    warnings.push(e.to_string());
+                    Vec::new()
+                }
+            }
+        };
+        let (own_ok, own_problems) = self.ensure_sessions(&own, &own_devices).await;
+        warnings.extend(own_problems);
+        let mut recipients = Vec::new();
+        let mut for_them = Vec::new();
+        for (jid, devices) in [(to, &their_ok), (&own, &own_ok)] {
+            for &d in devices {
+                let trust = match self.account.session_identity(jid.as_str(), d)? {
+                    Some(k) => self.account.trust(jid.as_str(), &k)?,
+                    None => continue,
+                };
+                if trust.is_trusted() {
+                    recipients.push(Recipient::new(jid.as_str(), d));
+                    if jid == to {
+                        for_them.push(d);
+                    }
+                } else {
+                    warnings.push(format!(
+                        "not encrypting for {jid} device {d}: its key is {}",
+                        trust.as_str()
+                    ));
+                }
+            }
+        }
+        if for_them.is_empty() {
+            let detail = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", warnings.join("; "))
+            };
+            return Err(ClientError::Protocol(format!(
+                "no trusted device of {to} to encrypt for{detail}"
+            )));
+        }
+        let encrypted = self.account.encrypt(&recipients, text.as_bytes())?;
+        self.xmpp.send(omemo_message(to, &encrypted))?;
+        Ok((for_them, warnings))
+    }
+
+    /// Handles an incoming message stanza: device-list notifications, OMEMO messages (direct,
+    /// carbon copies, offline). Returns what the user should see.
+    pub async fn handle_message(&mut self, msg: Message) -> Vec<Received> {
+        let mut out = Vec::new();
+        let from_bare = msg.from.as_ref().map(|f| f.to_bare());
+        let from_self = from_bare.as_ref().is_none_or(|f| f == &self.own);
+        // Carbons are only valid from our own bare JID (XEP-0280 §11, CVE-2017-5589).
+        if from_self {
+            for p in &msg.payloads {
+                let sent = p.is("sent", crate::presence::CARBONS);
+                if (sent || p.is("received", crate::presence::CARBONS))
+                    && let Some(inner) = p
+                        .get_child("forwarded", FORWARD)
+                        .and_then(|f| f.children().find(|c| c.name() == "message"))
+                    && let Ok(inner) = Message::try_from(inner.clone())
+                {
+                    let to = sent
+                        .then(|| inner.to.as_ref().map(|t| t.to_bare().to_string()))
+                        .flatten();
+                    let sender = inner
+                        .from
+                        .as_ref()
+                        .map(|f| f.to_bare())
+                        .unwrap_or_else(|| self.own.clone());
+                    self.decrypt_into(&inner, &sender, to, &mut out).await;
+                }
+            }
+        }
+        for p in &msg.payloads {
+            if let Some((node, payload)) = pep::event_item(p)
+                && node == DEVICELIST_NODE
+            {
+                let jid = from_bare.clone().unwrap_or_else(|| self.own.clone());
+                match DeviceList::from_element(&payload) {
+                    Ok(list) => {
+                        self.cache_device_list(jid.as_str(), &list.devices);
+                        if jid == self.own && !list.devices.contains(&self.account.device_id()) {
+                            // Another client dropped us from the list: put ourselves back.
+                            let mut devices = list.devices.clone();
+                            devices.push(self.account.device_id());
+                            if let Err(e) = self.publish_device_list(&devices).await {
+                                out.push(Received::Undecryptable {
+                                    from: jid.to_string(),
+                                    reason: format!("republishing our device list: {e}"),
+                                });
+                            }
+                        }
+                        out.push(Received::DeviceList {
+                            jid: jid.to_string(),
+                            devices: list.devices,
+                        });
+                    }
+                    Err(e) => out.push(Received::Undecryptable {
+                        from: jid.to_string(),
+                        reason: format!("malformed device list ignored: {e}"),
+                    }),
+                }
+            }
+        }
+        if let Some(sender) = from_bare {
+            self.decrypt_into(&msg, &sender, None, &mut out).await;
+        }
+        out
+    }
+
+    async fn decrypt_into(
+        &mut self,
+        msg: &Message,
+        sender: &BareJid,
+        to: Option<String>,
+        out: &mut Vec<Received>,
+    ) {
+        let Some(el) = msg.payloads.iter().find(|p| p.is("encrypted", AXOLOTL)) else {
+            return;
+        };
+        let enc = match EncryptedElement::from_element(el) {
+            Ok(e) => e,
+            Err(e) => {
+                out.push(Received::Undecryptable {
+                    from: sender.to_string(),
+                    reason: format!("malformed OMEMO element: {e}"),
+                });
+                return;
+            }
+        };
+        if sender == &self.own && enc.sid == self.account.device_id() {
+            return; // our own message reflected back
+        }
+        match self.account.decrypt(sender.as_str(), &enc) {
+            Ok(d) => {
+                if d.bundle_changed {
+                    let _ = self.publish_bundle().await;
+                }
+                if let Some(pt) = d.plaintext {
+                    out.push(Received::Message {
+                        from: sender.to_string(),
+                        to,
+                        device: d.sender_device,
+                        body: String::from_utf8_lossy(&pt).into_owned(),
+                        trust: d.trust,
+                    });
+                }
+            }
+            Err(e) => out.push(Received::Undecryptable {
+                from: sender.to_string(),
+                reason: format!("cannot decrypt message from device {}: {e}", enc.sid),
+            }),
+        }
+    }
+
+    /// Devices of `jid` with fingerprints and trust (for our own JID, includes this device).
+    pub async fn devices(&mut self, jid: &BareJid) -> Result<Vec<DeviceInfo>, ClientError> {
+        let list = match self.fetch_device_list(jid).await {
+            Ok(l) => l,
+            Err(e) => {
+                // Fall back to what we cached, but say so.
+                match self.cache.device_list(jid.as_str())? {
+                    Some(l) => l,
+                    None => return Err(e),
+                }
+            }
+        };
+        let mut out = Vec::new();
+        for d in list {
+            if jid == &self.own && d == self.account.device_id() {
+                let k = self.account.identity_key();
+                out.push(DeviceInfo {
+                    device: d,
+                    identity: Some(k),
+                    trust: Some(TrustLevel::Verified),
+                    problem: None,
+                });
+                continue;
+            }
+            let (identity, problem) = match self.account.session_identity(jid.as_str(), d)? {
+                Some(k) => (Some(k), None),
+                None => match self.fetch_bundle(jid, d).await {
+                    Ok(b) => match shieldcall_omemo::account::verify_bundle(&b) {
+                        Ok(()) => (Some(b.identity_key), None),
+                        Err(e) => (None, Some(format!("bundle signature invalid: {e}"))),
+                    },
+                    Err(e) => (None, Some(e.to_string())),
+                },
+            };
+            let trust = match &identity {
+                Some(k) => Some(self.account.trust(jid.as_str(), k)?),
+                None => None,
+            };
+            out.push(DeviceInfo {
+                device: d,
+                identity,
+                trust,
+                problem,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The OMEMO chat message as Conversations sends it: `<encrypted/>`, the EME hint, the store hint
+/// and the fallback body.
+pub fn omemo_message(to: &BareJid, encrypted: &EncryptedElement) -> Message {
+    let mut m = Message::new(Some(Jid::from(to.clone())));
+    m.type_ = MessageType::Chat;
+    m.bodies.insert(
+        xmpp_parsers::message::Lang(String::new()),
+        FALLBACK_BODY.to_owned(),
+    );
+    m.payloads.push(encrypted.to_element());
+    m.payloads.push(
+        Element::builder("encryption", EME)
+            .attr(nc!("namespace"), AXOLOTL)
+            .attr(nc!("name"), "OMEMO")
+            .build(),
+    );
+    m.payloads.push(Element::builder("store", HINTS).build());
+    m
+}
+
+/// Fingerprint text as Conversations shows it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    conversations_display(key)
+}

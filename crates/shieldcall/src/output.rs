@@ -1,0 +1,48 @@
+//! What the CLI prints: one JSON object per line with `--json`, short human lines otherwise.
+//! Everything goes to stdout except human-mode errors and warnings, which go to stderr.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+/// The printer.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// One JSON object per line.
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints an event: `human` in text mode, `{"event": name, ...fields}` in JSON mode.
+    pub fn event(&self, name: &str, fields: Value, human: impl FnOnce() -> String) {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            let mut obj = json!({ "event": name });
+            if let (Some(o), Value::Object(f)) = (obj.as_object_mut(), fields) {
+                o.extend(f);
+            }
+            let _ = writeln!(out, "{obj}");
+        } else {
+            let _ = writeln!(out, "{}", human());
+        }
+        let _ = out.flush();
+    }
+
+    /// Prints an error (the command may go on, e.g. `listen` after an undecryptable message).
+    pub fn error(&self, message: &str) {
+        if self.json {
+            self.event("error", json!({ "message": message }), String::new);
+        } else {
+            let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+        }
+    }
+
+    /// Prints a warning (something skipped, the command goes on).
+    pub fn warning(&self, message: &str) {
+        if self.json {
+            self.event("warning", json!({ "message": message }), String::new);
+        } else {
+            let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
+        }
+    }
+}

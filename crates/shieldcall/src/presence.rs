@@ -1,0 +1,118 @@
+//! Being online: initial presence with entity capabilities (XEP-0115, so PEP sends us the
+//! `+notify` nodes), carbons (XEP-0280), roster fetch, and answers to disco#info (XEP-0030) and
+//! ping (XEP-0199).
+
+use minidom::Element;
+use xmpp_parsers::caps::{Caps, compute_disco, hash_caps};
+use xmpp_parsers::disco::{DiscoInfoResult, Identity};
+use xmpp_parsers::hashes::Algo;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use crate::connection::Xmpp;
+use crate::error::ClientError;
+
+/// XEP-0030 disco#info.
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+/// XEP-0199 ping.
+pub const PING: &str = "urn:xmpp:ping";
+/// XEP-0280 carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// RFC 6121 roster.
+pub const ROSTER: &str = "jabber:iq:roster";
+/// Our caps node.
+pub const CAPS_NODE: &str = "https://shieldcall.invalid/caps";
+
+/// What we advertise.
+pub fn disco_info(node: Option<String>) -> DiscoInfoResult {
+    let features = [
+        DISCO_INFO,
+        PING,
+        CARBONS,
+        "eu.siacs.conversations.axolotl.devicelist",
+        "eu.siacs.conversations.axolotl.devicelist+notify",
+        "urn:xmpp:eme:0",
+        "urn:xmpp:hints",
+    ];
+    DiscoInfoResult {
+        node,
+        identities: vec![Identity::new("client", "pc", "en", "shieldcall")],
+        features: features.iter().map(|f| (*f).to_owned()).collect(),
+        extensions: vec![],
+    }
+}
+
+/// The caps `ver` of [`disco_info`].
+pub fn caps_ver() -> Option<xmpp_parsers::hashes::Hash> {
+    hash_caps(&compute_disco(&disco_info(None)), Algo::Sha_1).ok()
+}
+
+/// Initial presence with caps.
+pub fn initial_presence() -> Presence {
+    let p = Presence::new(PresenceType::None);
+    match caps_ver() {
+        Some(h) => p.with_payload(Caps::new(CAPS_NODE, h)),
+        None => p,
+    }
+}
+
+/// Goes online: carbons, roster, presence (in this order, so carbons are on before any message
+/// can arrive).
+pub async fn go_online(xmpp: &Xmpp) -> Result<(), ClientError> {
+    let enable = Element::builder("enable", CARBONS).build();
+    if let Err(e) = xmpp.iq(None, true, enable).await? {
+        return Err(ClientError::Protocol(format!(
+            "server refused carbons: {:?}",
+            e.defined_condition
+        )));
+    }
+    // The roster is not used yet, but asking for it is what makes the server send us our
+    // contacts' presence (and with it their PEP notifications).
+    let _ = xmpp
+        .iq(None, false, Element::builder("query", ROSTER).build())
+        .await?;
+    xmpp.send(initial_presence())
+}
+
+/// Answers an IQ get/set addressed to us; returns the response to send.
+pub fn answer_iq(iq: &Iq) -> Option<Iq> {
+    let (from, id, payload, is_get) = match iq {
+        Iq::Get {
+            from, id, payload, ..
+        } => (from, id, payload, true),
+        Iq::Set {
+            from, id, payload, ..
+        } => (from, id, payload, false),
+        _ => return None,
+    };
+    let result = |payload: Option<Element>| Iq::Result {
+        from: None,
+        to: from.clone(),
+        id: id.clone(),
+        payload,
+    };
+    if is_get && payload.is("query", DISCO_INFO) {
+        let node = payload.attr("node").map(str::to_owned);
+        let info: Element = disco_info(node).into();
+        return Some(result(Some(info)));
+    }
+    if !is_get && payload.is("query", ROSTER) {
+        return Some(result(None)); // roster push: acknowledged, the roster is not kept yet
+    }
+    if is_get && payload.is("ping", PING) {
+        return Some(result(None));
+    }
+    Some(Iq::Error {
+        from: None,
+        to: from.clone(),
+        id: id.clone(),
+        error: StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "en",
+            "not supported by shieldcall",
+        ),
+        payload: None,
+    })
+}

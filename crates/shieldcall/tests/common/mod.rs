@@ -1,0 +1,331 @@
+//! Test fixtures: a Prosody 0.12 (Debian) in a temp dir on a free loopback port, and helpers to
+//! run the `shieldcall` binary with timeouts.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The shieldcall binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_shieldcall");
+/// The domain every test account lives on.
+pub const DOMAIN: &str = "localhost";
+
+/// A running Prosody, stopped (by pid) when dropped, also when the test panics.
+pub struct Prosody {
+    child: Child,
+    /// Its directory (config, data, log).
+    pub dir: tempfile::TempDir,
+    /// The c2s port on 127.0.0.1.
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require(tool: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{tool} is not installed; these tests need Prosody 0.12 from Debian: \
+         apt-get install -y prosody (or run scripts/test, which installs scripts/lib/packages.txt)"
+    );
+}
+
+impl Prosody {
+    /// Starts Prosody and registers `users` (`name` → `name@localhost`, password `pw-name`).
+    pub fn start(users: &[&str]) -> Prosody {
+        let prosody = require("prosody");
+        require("prosodyctl");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        std::fs::create_dir_all(d.join("certs")).unwrap();
+        let port = free_port();
+        let root = if is_root() {
+            "run_as_root = true\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            r#"{root}daemonize = false
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/data"
+certificates = "{d}/certs"
+log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{d}/prosody.log" }} }}
+c2s_ports = {{ {port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+c2s_direct_tls_ports = {{ }}
+legacy_ssl_ports = {{ }}
+s2s_ports = {{ }}
+s2s_interfaces = {{ }}
+modules_enabled = {{ "roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix" }}
+modules_disabled = {{ "s2s" }}
+allow_unencrypted_plain_auth = true
+c2s_require_encryption = false
+authentication = "internal_hashed"
+storage = "internal"
+VirtualHost "{DOMAIN}"
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("prosody.cfg.lua"), config).unwrap();
+        let mut p = Prosody {
+            child: Command::new(prosody)
+                .arg("--config")
+                .arg(d.join("prosody.cfg.lua"))
+                .arg("-F")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            dir,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("prosody exited ({status}); log:\n{}", p.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prosody did not listen on {port}; log:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for u in users {
+            p.register(u);
+        }
+        p
+    }
+
+    /// Registers `name@localhost` with password `pw-name`.
+    pub fn register(&mut self, name: &str) {
+        let out = Command::new("prosodyctl")
+            .arg("--config")
+            .arg(self.dir.path().join("prosody.cfg.lua"))
+            .args(["register", name, DOMAIN, &password(name)])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "prosodyctl register {name}: {out:?}");
+    }
+
+    /// `--server` value.
+    pub fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Prosody's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
+    }
+
+    /// All files of Prosody's data dir, concatenated (what the server stored).
+    pub fn stored_data(&self) -> String {
+        fn walk(p: &Path, out: &mut String) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path, out);
+                    } else if let Ok(bytes) = std::fs::read(&path) {
+                        out.push_str(&String::from_utf8_lossy(&bytes));
+                    }
+                }
+            }
+        }
+        let mut s = String::new();
+        walk(&self.dir.path().join("data"), &mut s);
+        s
+    }
+}
+
+fn is_root() -> bool {
+    // uid 0 in /proc/self/status (no libc call needed).
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        // Child::kill signals exactly this pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Password of a test user.
+pub fn password(name: &str) -> String {
+    format!("pw-{name}")
+}
+
+/// One user's shieldcall installation (account + data dir) against a Prosody.
+pub struct User {
+    /// Bare JID.
+    pub jid: String,
+    /// Password used.
+    pub password: String,
+    /// Data dir.
+    pub data: PathBuf,
+    /// --server.
+    pub server: String,
+}
+
+impl User {
+    /// A user with its own data dir under `base`.
+    pub fn new(p: &Prosody, name: &str, data: PathBuf) -> User {
+        User {
+            jid: format!("{name}@{DOMAIN}"),
+            password: password(name),
+            data,
+            server: p.server(),
+        }
+    }
+
+    /// The command with account, server and data dir set, in JSON mode.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args([
+            "--json",
+            "--insecure-loopback",
+            "--server",
+            &self.server,
+            "--account",
+            &self.jid,
+            "--data-dir",
+        ])
+        .arg(&self.data)
+        .args(args)
+        .env("SHIELDCALL_PASSWORD", &self.password)
+        .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command to its end (at most 30 s).
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_with_timeout(self.cmd(args), Duration::from_secs(30))
+    }
+
+    /// Starts `listen` and waits for its `online` event.
+    pub fn listen(&self) -> Listener {
+        let mut c = self.cmd(&["listen"]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut l = Listener {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        };
+        l.wait_for(|v| v["event"] == "online", Duration::from_secs(30));
+        l
+    }
+}
+
+/// Runs a command, killing it after `limit`.
+pub fn run_with_timeout(mut c: Command, limit: Duration) -> Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("command timed out after {limit:?}: {c:?}");
+        }
+    }
+}
+
+/// A running `shieldcall listen`, killed when dropped.
+pub struct Listener {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every JSON event seen so far.
+    pub seen: Vec<serde_json::Value>,
+}
+
+impl Listener {
+    /// Waits for an event matching `pred` and returns it.
+    pub fn wait_for(
+        &mut self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        limit: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: serde_json::Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("listen printed a non-JSON line {line:?}: {e}"));
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no matching event within {limit:?}; seen: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Stops it (SIGINT, like Ctrl-C) and waits for it to exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The JSON lines of a command's stdout.
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("non-JSON line {l:?}: {e}")))
+        .collect()
+}

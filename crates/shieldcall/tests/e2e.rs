@@ -1,0 +1,180 @@
+//! End-to-end tests of the CLI against a real Prosody (started by the test).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Prosody, User, json_lines};
+
+const WAIT: Duration = Duration::from_secs(30);
+const FALLBACK_START: &str = "I sent you an OMEMO encrypted message but your client doesn";
+
+fn fingerprint_event(u: &User) -> serde_json::Value {
+    let out = u.run(&["fingerprint"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines[0].clone()
+}
+
+/// Must-show 1: two accounts publish device list and bundle with access_model=open (a third
+/// account without any roster relation fetches them) and exchange OMEMO messages both ways
+/// through the CLI; what the server stores carries no plaintext but the fallback text.
+#[test]
+fn two_accounts_exchange_omemo_messages_both_ways() {
+    let p = Prosody::start(&["alice", "bob", "carol"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let bob = User::new(&p, "bob", tmp.path().join("bob"));
+    let carol = User::new(&p, "carol", tmp.path().join("carol"));
+    let fa = fingerprint_event(&alice);
+    let fb = fingerprint_event(&bob);
+    assert!(
+        fa["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("xmpp:alice@localhost?omemo-sid-")
+    );
+
+    let mut bob_listen = bob.listen();
+    let out = alice.run(&["send", "bob@localhost", "hello bob, secret one"]);
+    assert!(out.status.success(), "{out:?}");
+    let m = bob_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["from"], "alice@localhost");
+    assert_eq!(m["body"], "hello bob, secret one");
+    assert_eq!(m["device"], fa["device_id"]);
+    assert_eq!(m["trust"], "trusted");
+
+    let mut alice_listen = alice.listen();
+    let out = bob.run(&["send", "alice@localhost", "hi alice, secret two"]);
+    assert!(out.status.success(), "{out:?}");
+    let m = alice_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["from"], "bob@localhost");
+    assert_eq!(m["body"], "hi alice, secret two");
+    assert_eq!(m["device"], fb["device_id"]);
+
+    // Carol is in nobody's roster, yet sees both devices and their bundles (access model open).
+    for (who, f) in [("alice@localhost", &fa), ("bob@localhost", &fb)] {
+        let out = carol.run(&["devices", who]);
+        assert!(out.status.success(), "{out:?}");
+        let devs = json_lines(&out);
+        assert_eq!(devs.len(), 1, "{devs:?}");
+        assert_eq!(devs[0]["device"], f["device_id"]);
+        assert_eq!(
+            devs[0]["fingerprint"], f["fingerprint"],
+            "bundle of {who} fetched by a stranger"
+        );
+        assert!(devs[0]["problem"].is_null());
+    }
+
+    // What the server stores for an offline recipient: OMEMO and the fallback, no plaintext.
+    bob_listen.stop();
+    let out = alice.run(&["send", "bob@localhost", "offline secret three"]);
+    assert!(out.status.success(), "{out:?}");
+    let stored = p.stored_data();
+    assert!(
+        stored.contains("eu.siacs.conversations.axolotl"),
+        "no OMEMO message stored"
+    );
+    assert!(stored.contains(FALLBACK_START), "no fallback body stored");
+    assert!(stored.contains("urn:xmpp:eme:0"));
+    for secret in ["secret one", "secret two", "secret three"] {
+        assert!(
+            !stored.contains(secret),
+            "plaintext '{secret}' reached the server"
+        );
+    }
+    let mut bob_listen = bob.listen();
+    let m = bob_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["body"], "offline secret three");
+    alice_listen.stop();
+    bob_listen.stop();
+}
+
+/// Must-show 4 (part): a wrong password, an unreachable server and a malformed URI each give
+/// one JSON error line and a non-zero exit, and leave the stored identity alone.
+#[test]
+fn bad_input_gives_one_error_line() {
+    let p = Prosody::start(&["alice"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let before = fingerprint_event(&alice);
+
+    alice.password = "wrong".into();
+    let out = alice.run(&["send", "bob@localhost", "x"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event"], "error");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong password"),
+        "{lines:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{out:?}"
+    );
+
+    alice.password = common::password("alice");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    alice.server = format!("127.0.0.1:{closed}");
+    let out = alice.run(&["devices", "alice@localhost"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot connect"),
+        "{lines:?}"
+    );
+
+    for bad in [
+        "mailto:x@y",
+        "xmpp:bob@localhost?omemo-sid-1=abcd",
+        "xmpp:bob@localhost",
+    ] {
+        let out = alice.run(&["trust", bad]);
+        assert_ne!(out.status.code(), Some(0), "{out:?}");
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["event"], "error");
+    }
+    assert_eq!(fingerprint_event(&alice), before, "stored identity changed");
+
+    // Plaintext only to loopback.
+    alice.server = "192.0.2.1:5222".into();
+    let out = alice.run(&["devices", "alice@localhost"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// `trust URI` marks a contact's key verified, and `devices` then shows it so.
+#[test]
+fn trust_uri_then_devices_shows_verified() {
+    let p = Prosody::start(&["alice", "bob"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let bob = User::new(&p, "bob", tmp.path().join("bob"));
+    let fb = fingerprint_event(&bob);
+    let out = bob.run(&["devices", "bob@localhost"]); // publishes bob's device
+    assert!(out.status.success(), "{out:?}");
+    let out = alice.run(&["trust", fb["uri"].as_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let t = json_lines(&out);
+    assert_eq!(t[0]["event"], "trusted");
+    assert_eq!(t[0]["jid"], "bob@localhost");
+    assert_eq!(t[0]["device"], fb["device_id"]);
+    assert_eq!(t[0]["fingerprint"], fb["fingerprint"]);
+    let out = alice.run(&["devices", "bob@localhost"]);
+    let d = json_lines(&out);
+    assert_eq!(d[0]["trust"], "verified", "{d:?}");
+}
