@@ -178,3 +178,69 @@ fn trust_uri_then_devices_shows_verified() {
     let d = json_lines(&out);
     assert_eq!(d[0]["trust"], "verified", "{d:?}");
 }
+
+/// Must-show 2: one account on two devices. A message sent from device 1 is readable on device 2
+/// (sent carbon, encrypted for our own other device); a contact sees the new device through the
+/// device-list notification and in `devices`.
+#[test]
+fn one_account_two_devices() {
+    let p = Prosody::start(&["alice", "bob"]);
+    p.befriend("alice", "bob");
+    let tmp = tempfile::tempdir().unwrap();
+    let a1 = User::new(&p, "alice", tmp.path().join("alice-1"));
+    let a2 = User::new(&p, "alice", tmp.path().join("alice-2"));
+    let bob = User::new(&p, "bob", tmp.path().join("bob"));
+    let f1 = fingerprint_event(&a1);
+    let f2 = fingerprint_event(&a2);
+    assert_ne!(f1["device_id"], f2["device_id"]);
+    let out = a1.run(&["devices", "alice@localhost"]); // publishes device 1
+    assert!(out.status.success(), "{out:?}");
+
+    let mut bob_listen = bob.listen();
+    let mut a2_listen = a2.listen(); // publishes device 2 next to device 1
+    let n = bob_listen.wait_for(
+        |v| {
+            v["event"] == "devicelist"
+                && v["jid"] == "alice@localhost"
+                && v["devices"]
+                    .as_array()
+                    .is_some_and(|d| d.contains(&f2["device_id"]))
+        },
+        WAIT,
+    );
+    assert!(
+        n["devices"].as_array().unwrap().contains(&f1["device_id"]),
+        "{n}"
+    );
+    let out = bob.run(&["devices", "alice@localhost"]);
+    let ids: Vec<_> = json_lines(&out)
+        .iter()
+        .map(|d| d["device"].clone())
+        .collect();
+    assert!(
+        ids.contains(&f1["device_id"]) && ids.contains(&f2["device_id"]),
+        "{ids:?}"
+    );
+
+    let out = a1.run(&["send", "bob@localhost", "from device one"]);
+    assert!(out.status.success(), "{out:?}");
+    let m = bob_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["body"], "from device one");
+    assert_eq!(m["device"], f1["device_id"]);
+    let c = a2_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(c["from"], "alice@localhost");
+    assert_eq!(c["to"], "bob@localhost");
+    assert_eq!(c["device"], f1["device_id"]);
+    assert_eq!(c["body"], "from device one");
+
+    // Bob's reply reaches device 2 (device 1 is offline).
+    let out = bob.run(&["send", "alice@localhost", "reply to both"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = a2_listen.wait_for(
+        |v| v["event"] == "message" && v["from"] == "bob@localhost",
+        WAIT,
+    );
+    assert_eq!(r["body"], "reply to both");
+    bob_listen.stop();
+    a2_listen.stop();
+}

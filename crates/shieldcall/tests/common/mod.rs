@@ -125,6 +125,27 @@ VirtualHost "{DOMAIN}"
         assert!(out.status.success(), "prosodyctl register {name}: {out:?}");
     }
 
+    /// Makes `a` and `b` mutual contacts (subscription both) by writing Prosody's roster files;
+    /// call before either logs in.
+    pub fn befriend(&self, a: &str, b: &str) {
+        for (owner, contact) in [(a, b), (b, a)] {
+            let dir = self.dir.path().join("data").join(DOMAIN).join("roster");
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("{owner}.dat"));
+            let mut items = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| {
+                    s.split_once("return {\n")
+                        .map(|(_, r)| r.trim_end_matches("};\n").to_owned())
+                })
+                .unwrap_or_else(|| "\t[false] = { [\"version\"] = 1; };\n".to_owned());
+            items.push_str(&format!(
+                "\t[\"{contact}@{DOMAIN}\"] = {{ [\"subscription\"] = \"both\"; [\"groups\"] = {{}}; }};\n"
+            ));
+            std::fs::write(&path, format!("return {{\n{items}}};\n")).unwrap();
+        }
+    }
+
     /// `--server` value.
     pub fn server(&self) -> String {
         format!("127.0.0.1:{}", self.port)
