@@ -1,0 +1,154 @@
+//! Must-show 3: interop over a real Prosody with an OMEMO client nobody here wrote — a
+//! python-oldmemo peer on a raw XMPP stream (`tests/python/oldmemo_xmpp_peer.py`, test-time only).
+//! Needs the interpreter named by `SHIELDCALL_PYTHON` (scripts/test sets it up) or the workspace's
+//! `.venv`; fails, never skips, without it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Prosody, User, json_lines, password};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHIELDCALL_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.venv/bin/python"
+    ));
+    if venv.exists() {
+        return venv;
+    }
+    panic!(
+        "no Python with python-oldmemo: run scripts/test (it creates .venv from tests/python/requirements.txt \
+         and sets SHIELDCALL_PYTHON), or set SHIELDCALL_PYTHON to such an interpreter"
+    );
+}
+
+struct PyPeer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl PyPeer {
+    fn start(p: &Prosody, name: &str) -> PyPeer {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/python/oldmemo_xmpp_peer.py"
+        );
+        let mut child = Command::new(python())
+            .arg(script)
+            .args([
+                "--jid",
+                &format!("{name}@localhost"),
+                "--password",
+                &password(name),
+                "--server",
+                &p.server(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        PyPeer {
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn wait_for(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("python peer: no matching event; seen {:?}", self.seen));
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            self.seen.push(v.clone());
+            assert_ne!(v["event"], "error", "python peer reported {v}");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: serde_json::Value) {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+}
+
+impl Drop for PyPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn python_oldmemo_peer_reads_our_message_and_we_read_its_reply() {
+    let p = Prosody::start(&["alice", "pybob"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let fa = json_lines(&alice.run(&["fingerprint"]))[0].clone();
+    let out = alice.run(&["devices", "alice@localhost"]); // publishes alice's device and bundle
+    assert!(out.status.success(), "{out:?}");
+
+    let mut py = PyPeer::start(&p, "pybob");
+    let ready = py.wait_for(|v| v["event"] == "ready");
+
+    let out = alice.run(&["send", "pybob@localhost", "hello python-oldmemo"]);
+    assert!(out.status.success(), "{out:?}");
+    let sent = json_lines(&out);
+    assert_eq!(
+        sent.last().unwrap()["devices"],
+        serde_json::json!([ready["device_id"]])
+    );
+    let m = py.wait_for(|v| v["event"] == "message");
+    assert_eq!(m["from"], "alice@localhost");
+    assert_eq!(m["device"], fa["device_id"]);
+    assert_eq!(m["body"], "hello python-oldmemo");
+
+    let mut listen = alice.listen();
+    py.command(
+        serde_json::json!({"op": "send", "to": "alice@localhost", "text": "hello shieldcall"}),
+    );
+    py.wait_for(|v| v["event"] == "sent");
+    let r = listen.wait_for(
+        |v| v["event"] == "message" && v["body"] == "hello shieldcall",
+        WAIT,
+    );
+    assert_eq!(r["from"], "pybob@localhost");
+    assert_eq!(r["device"], ready["device_id"]);
+    assert_eq!(r["trust"], "trusted");
+    assert!(
+        !listen.seen.iter().any(|v| v["event"] == "error"),
+        "errors while listening: {:?}",
+        listen.seen
+    );
+    listen.stop();
+}
