@@ -13,7 +13,10 @@ presence, and prints {"event":"ready","device_id":N}. Then, one JSON object per 
                  {"event":"error","message":M}            (undecryptable message, failed command)
                  {"event":"sent","to":J,"devices":[N…]}
   stdin commands: {"op":"send","to":J,"text":T}            (fetches J's device list and bundles from PEP)
+                  {"op":"publish_raw","node":N,"xml":X}    (publish any payload, e.g. a malformed one)
+                  {"op":"send_raw","to":J,"xml":X}         (send a message with this payload and the fallback)
                   {"op":"quit"}
+  Each publish_raw/send_raw answers {"event":"done","op":…}.
 """
 
 from __future__ import annotations
@@ -235,6 +238,12 @@ class XmppPeer:
                     return
                 if cmd.get("op") == "send":
                     await self.send_text(cmd["to"], cmd["text"])
+                elif cmd.get("op") == "publish_raw":
+                    await self.publish(cmd["node"], cmd["xml"])
+                    emit({"event": "done", "op": "publish_raw"})
+                elif cmd.get("op") == "send_raw":
+                    self.send_encrypted(cmd["to"], cmd["xml"])
+                    emit({"event": "done", "op": "send_raw"})
                 else:
                     emit({"event": "error", "message": f"unknown op {cmd.get('op')!r}"})
             except Exception as e:

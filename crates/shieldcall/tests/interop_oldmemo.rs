@@ -152,3 +152,84 @@ fn python_oldmemo_peer_reads_our_message_and_we_read_its_reply() {
     );
     listen.stop();
 }
+
+/// Must-show 4 (peer input): a peer's malformed device list or bundle makes `send` fail with one
+/// error line and no stored change; a message not encrypted for us and a malformed `<encrypted/>`
+/// are reported by `listen`, which keeps going and still reads the next good message.
+#[test]
+fn malformed_peer_input_is_reported_not_fatal() {
+    let p = Prosody::start(&["alice", "pybob"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let before = json_lines(&alice.run(&["fingerprint"]))[0].clone();
+    assert!(alice.run(&["devices", "alice@localhost"]).status.success());
+    let mut py = PyPeer::start(&p, "pybob");
+    let ready = py.wait_for(|v| v["event"] == "ready");
+    let dev = ready["device_id"].as_u64().unwrap();
+    let ax = "eu.siacs.conversations.axolotl";
+
+    // Message not encrypted for us, then a malformed one, then a good one.
+    let mut listen = alice.listen();
+    let not_for_us = format!(
+        "<encrypted xmlns='{ax}'><header sid='{dev}'><key rid='12345'>AAAA</key><iv>AAAAAAAAAAAAAAAA</iv></header><payload>AAAA</payload></encrypted>"
+    );
+    py.command(serde_json::json!({"op": "send_raw", "to": "alice@localhost", "xml": not_for_us}));
+    let e = listen.wait_for(|v| v["event"] == "error", WAIT);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("not encrypted for this device"),
+        "{e}"
+    );
+    let malformed = format!("<encrypted xmlns='{ax}'><header sid='x'/></encrypted>");
+    py.command(serde_json::json!({"op": "send_raw", "to": "alice@localhost", "xml": malformed}));
+    let e = listen.wait_for(|v| v["event"] == "error", WAIT);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed OMEMO element"),
+        "{e}"
+    );
+    py.command(serde_json::json!({"op": "send", "to": "alice@localhost", "text": "still fine"}));
+    let m = listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["body"], "still fine");
+    listen.stop();
+
+    // Malformed bundle: send finds no usable device.
+    let bundle_node = format!("{ax}.bundles:{dev}");
+    py.command(serde_json::json!({"op": "publish_raw", "node": bundle_node, "xml": format!("<bundle xmlns='{ax}'><identityKey>!!</identityKey></bundle>")}));
+    py.wait_for(|v| v["event"] == "done");
+    // (alice already has a session with pybob's device from the good message: use a new account.)
+    let mut p = p;
+    p.register("carol");
+    let carol = User::new(&p, "carol", tmp.path().join("carol"));
+    let out = carol.run(&["send", "pybob@localhost", "x"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = json_lines(&out);
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "error");
+    assert!(
+        last["message"].as_str().unwrap().contains("malformed"),
+        "{lines:?}"
+    );
+
+    // Malformed device list: one error line, exit 1.
+    py.command(serde_json::json!({"op": "publish_raw", "node": format!("{ax}.devicelist"), "xml": format!("<list xmlns='{ax}'><device id='-5'/></list>")}));
+    py.wait_for(|v| v["event"] == "done");
+    let out = alice.run(&["send", "pybob@localhost", "x"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("device list of pybob@localhost is malformed"),
+        "{lines:?}"
+    );
+
+    let after = json_lines(&alice.run(&["fingerprint"]))[0].clone();
+    assert_eq!(before, after, "stored identity changed");
+}
