@@ -53,7 +53,11 @@ pub struct Cli {
 pub enum Command {
     /// Show this device's id, its fingerprint, the xmpp: verification URI and its QR code
     /// (scan it with Conversations or Dino to verify this device). Works offline.
-    Fingerprint,
+    Fingerprint {
+        /// Also write the QR code as a PNG image to this file.
+        #[arg(long, value_name = "FILE.png")]
+        png: Option<PathBuf>,
+    },
     /// Mark the fingerprints of a verification URI (xmpp:JID?omemo-sid-N=HEX…, as Conversations
     /// and Dino show in their QR codes) as verified. Works offline.
     Trust {
@@ -135,7 +139,7 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
         None => default_data_dir()?,
     };
     match &cli.command {
-        Command::Fingerprint => cmd_fingerprint(&data_dir, &jid, out),
+        Command::Fingerprint { png } => cmd_fingerprint(&data_dir, &jid, png.as_deref(), out),
         Command::Trust { uri, qr } => {
             let text = match (uri, qr) {
                 (Some(u), _) => u.clone(),
@@ -167,9 +171,17 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
     }
 }
 
-fn cmd_fingerprint(data_dir: &Path, jid: &BareJid, out: Output) -> Result<(), ClientError> {
+fn cmd_fingerprint(
+    data_dir: &Path,
+    jid: &BareJid,
+    png: Option<&Path>,
+    out: Output,
+) -> Result<(), ClientError> {
     let account = open_account(data_dir, jid)?;
     let uri = account.verification_uri().to_string();
+    if let Some(png) = png {
+        write_qr_png(&uri, png)?;
+    }
     let fp = fingerprint(&account.identity_key());
     let qr = qr_text(&uri);
     out.event(
@@ -193,6 +205,39 @@ fn qr_text(uri: &str) -> String {
             .build(),
         Err(e) => format!("(no QR code: {e})"),
     }
+}
+
+/// Writes `text` as a QR code PNG (4 pixels per module, 4 modules of quiet zone).
+pub fn write_qr_png(text: &str, path: &Path) -> Result<(), ClientError> {
+    const SCALE: usize = 4;
+    const QUIET: usize = 4;
+    let io = |e: String| ClientError::Io(format!("{}: {e}", path.display()));
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| io(e.to_string()))?;
+    let w = code.width();
+    let colors = code.to_colors();
+    let size = (w + 2 * QUIET) * SCALE;
+    let mut pixels = vec![255u8; size * size];
+    for (i, c) in colors.iter().enumerate() {
+        if *c == qrcode::Color::Dark {
+            let (mx, my) = (i % w + QUIET, i / w + QUIET);
+            for dy in 0..SCALE {
+                let row = (my * SCALE + dy) * size;
+                if let Some(px) = pixels.get_mut(row + mx * SCALE..row + (mx + 1) * SCALE) {
+                    px.fill(0);
+                }
+            }
+        }
+    }
+    let file = std::fs::File::create(path).map_err(|e| io(e.to_string()))?;
+    let side = u32::try_from(size).map_err(|e| io(e.to_string()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), side, side);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header().map_err(|e| io(e.to_string()))?;
+    writer
+        .write_image_data(&pixels)
+        .map_err(|e| io(e.to_string()))?;
+    writer.finish().map_err(|e| io(e.to_string()))
 }
 
 /// Reads a QR code from a PNG file.
@@ -389,5 +434,54 @@ fn report(out: Output, r: Received) {
             json!({ "jid": jid, "devices": devices }),
             || format!("{jid} now has devices {devices:?}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qr_png_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qr.png");
+        let uri = format!("xmpp:bob@example.org?omemo-sid-1234={}", "ab".repeat(32));
+        write_qr_png(&uri, &path).unwrap();
+        assert_eq!(decode_qr(&path).unwrap(), uri);
+    }
+
+    #[test]
+    fn qr_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not.png");
+        std::fs::write(&path, b"hello").unwrap();
+        let e = decode_qr(&path).unwrap_err().to_string();
+        assert!(e.contains("not.png") && e.contains("not a PNG"), "{e}");
+        let blank = dir.path().join("blank.png");
+        let file = std::fs::File::create(&blank).unwrap();
+        let mut enc = png::Encoder::new(file, 8, 8);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&[255; 64])
+            .unwrap();
+        let e = decode_qr(&blank).unwrap_err().to_string();
+        assert!(e.contains("no QR code"), "{e}");
+    }
+
+    #[test]
+    fn help_mentions_every_command() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for c in [
+            "fingerprint",
+            "trust",
+            "devices",
+            "send",
+            "listen",
+            "SHIELDCALL_PASSWORD",
+        ] {
+            assert!(help.contains(c), "{c} missing from --help");
+        }
     }
 }

@@ -177,6 +177,20 @@ fn trust_uri_then_devices_shows_verified() {
     let out = alice.run(&["devices", "bob@localhost"]);
     let d = json_lines(&out);
     assert_eq!(d[0]["trust"], "verified", "{d:?}");
+
+    // The same through a QR code image, for a second account.
+    let png = tmp.path().join("bob.png");
+    let out = bob.run(&["fingerprint", "--png", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let carol_dir = tmp.path().join("carol");
+    let mut p = p;
+    p.register("carol");
+    let carol = User::new(&p, "carol", carol_dir);
+    let out = carol.run(&["trust", "--qr", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let t = json_lines(&out);
+    assert_eq!(t[0]["fingerprint"], fb["fingerprint"]);
+    assert_eq!(t[0]["previous"], "undecided");
 }
 
 /// Must-show 2: one account on two devices. A message sent from device 1 is readable on device 2
