@@ -387,8 +387,7 @@ async fn run(
         next_id: Arc::new(AtomicU64::new(1)),
         jid: bound.clone(),
     };
-    let own = bound.clone();
-    let _ = in_tx.send(Incoming::Online(bound));
+    let own = bound;
     tokio::spawn(async move {
         loop {
             tokio::select! {

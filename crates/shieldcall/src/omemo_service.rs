@@ -175,8 +175,17 @@ impl OmemoService {
 
     /// Fetches a device list explicitly (servers differ in what they push). A missing node is an
     /// empty list; a malformed one is an error naming the JID. Caches what it got.
+    ///
+    /// The first time we see a contact's list we also subscribe to it, so that a contact outside
+    /// our roster (no presence subscription, no `+notify`) still tells us about new devices.
     pub async fn fetch_device_list(&mut self, jid: &BareJid) -> Result<Vec<u32>, ClientError> {
         let target = (jid != &self.own).then(|| Jid::from(jid.clone()));
+        if let Some(t) = &target
+            && self.cache.device_list(jid.as_str())?.is_none()
+        {
+            // Best effort: servers may refuse subscriptions from strangers.
+            let _ = pep::subscribe(&self.xmpp, t.clone(), DEVICELIST_NODE).await;
+        }
         match pep::fetch(&self.xmpp, target, DEVICELIST_NODE).await? {
             Fetched::Item(el) => {
                 let list = DeviceList::from_element(&el).map_err(|e| {

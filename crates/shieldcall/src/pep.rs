@@ -190,6 +190,26 @@ pub async fn configure(xmpp: &Xmpp, node: &str) -> Result<(), ClientError> {
     }
 }
 
+/// Subscribes our bare JID to `node` at `jid` (for contacts outside the roster, whom `+notify`
+/// does not cover). Returns the server's refusal as an error.
+pub async fn subscribe(xmpp: &Xmpp, jid: Jid, node: &str) -> Result<(), ClientError> {
+    let el = Element::builder("pubsub", PUBSUB)
+        .append(
+            Element::builder("subscribe", PUBSUB)
+                .attr(nc!("node"), node)
+                .attr(nc!("jid"), xmpp.bare().to_string())
+                .build(),
+        )
+        .build();
+    match xmpp.iq(Some(jid), true, el).await? {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ClientError::Protocol(format!(
+            "subscribing to {node}: {}",
+            describe(&e)
+        ))),
+    }
+}
+
 /// Fetches the newest item of `node` at `jid` (our own account when `None`).
 pub async fn fetch(xmpp: &Xmpp, jid: Option<Jid>, node: &str) -> Result<Fetched, ClientError> {
     let el = Element::builder("pubsub", PUBSUB)

@@ -45,6 +45,16 @@ fn two_accounts_exchange_omemo_messages_both_ways() {
     assert_eq!(m["body"], "hello bob, secret one");
     assert_eq!(m["device"], fa["device_id"]);
     assert_eq!(m["trust"], "trusted");
+    let onlines = bob_listen
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "online")
+        .count();
+    assert_eq!(
+        onlines, 1,
+        "one online event per session: {:?}",
+        bob_listen.seen
+    );
 
     let mut alice_listen = alice.listen();
     let out = bob.run(&["send", "alice@localhost", "hi alice, secret two"]);
@@ -257,4 +267,33 @@ fn one_account_two_devices() {
     assert_eq!(r["body"], "reply to both");
     bob_listen.stop();
     a2_listen.stop();
+}
+
+/// A contact outside the roster: after the first message to it we are subscribed to its device
+/// list, so its new device reaches our `listen` as a notification.
+#[test]
+fn stranger_new_device_is_notified_after_first_contact() {
+    let p = Prosody::start(&["alice", "carol"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let a1 = User::new(&p, "alice", tmp.path().join("alice-1"));
+    let a2 = User::new(&p, "alice", tmp.path().join("alice-2"));
+    let carol = User::new(&p, "carol", tmp.path().join("carol"));
+    assert!(a1.run(&["devices", "alice@localhost"]).status.success());
+    let out = carol.run(&["send", "alice@localhost", "hello stranger"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut carol_listen = carol.listen();
+    let f2 = fingerprint_event(&a2);
+    let a2_listen = a2.listen();
+    carol_listen.wait_for(
+        |v| {
+            v["event"] == "devicelist"
+                && v["jid"] == "alice@localhost"
+                && v["devices"]
+                    .as_array()
+                    .is_some_and(|d| d.contains(&f2["device_id"]))
+        },
+        WAIT,
+    );
+    a2_listen.stop();
+    carol_listen.stop();
 }
