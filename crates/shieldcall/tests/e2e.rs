@@ -98,7 +98,11 @@ fn two_accounts_exchange_omemo_messages_both_ways() {
     let mut bob_listen = bob.listen();
     let m = bob_listen.wait_for(|v| v["event"] == "message", WAIT);
     assert_eq!(m["body"], "offline secret three");
-    alice_listen.stop();
+    // Ctrl-C: clean shutdown, exit status 0.
+    assert!(
+        alice_listen.stop().is_some_and(|s| s.success()),
+        "listen did not exit cleanly on SIGINT"
+    );
     bob_listen.stop();
 }
 
@@ -296,4 +300,23 @@ fn stranger_new_device_is_notified_after_first_contact() {
     );
     a2_listen.stop();
     carol_listen.stop();
+}
+
+/// The server goes away and comes back: `listen` reconnects with backoff, goes online again
+/// (presence, carbons) and keeps receiving.
+#[test]
+fn listen_reconnects_after_server_restart() {
+    let mut p = Prosody::start(&["alice", "bob"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let bob = User::new(&p, "bob", tmp.path().join("bob"));
+    assert!(alice.run(&["devices", "alice@localhost"]).status.success());
+    let mut bob_listen = bob.listen();
+    p.restart();
+    bob_listen.wait_for(|v| v["event"] == "online", WAIT);
+    let out = alice.run(&["send", "bob@localhost", "after the restart"]);
+    assert!(out.status.success(), "{out:?}");
+    let m = bob_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["body"], "after the restart");
+    bob_listen.stop();
 }

@@ -83,34 +83,40 @@ VirtualHost "{DOMAIN}"
         );
         std::fs::write(d.join("prosody.cfg.lua"), config).unwrap();
         let mut p = Prosody {
-            child: Command::new(prosody)
-                .arg("--config")
-                .arg(d.join("prosody.cfg.lua"))
-                .arg("-F")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+            child: spawn_prosody(&prosody, d),
             dir,
             port,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("prosody exited ({status}); log:\n{}", p.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prosody did not listen on {port}; log:\n{}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        p.wait_listening();
         for u in users {
             p.register(u);
         }
         p
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("prosody exited ({status}); log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prosody did not listen on {}; log:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops Prosody (by pid) and starts it again on the same port with the same data, so that
+    /// clients see their connection break and come back.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_prosody(&require("prosody"), self.dir.path());
+        self.wait_listening();
     }
 
     /// Registers `name@localhost` with password `pw-name`.
@@ -174,6 +180,18 @@ VirtualHost "{DOMAIN}"
         walk(&self.dir.path().join("data"), &mut s);
         s
     }
+}
+
+fn spawn_prosody(prosody: &Path, d: &Path) -> Child {
+    Command::new(prosody)
+        .arg("--config")
+        .arg(d.join("prosody.cfg.lua"))
+        .arg("-F")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn is_root() -> bool {
@@ -337,19 +355,20 @@ impl Listener {
             .unwrap_or(0)
     }
 
-    /// Stops it (SIGINT, like Ctrl-C) and waits for it to exit.
-    pub fn stop(mut self) {
+    /// Stops it (SIGINT, like Ctrl-C) and waits for it to exit; returns the exit status.
+    pub fn stop(mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-INT")
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        None
     }
 }
 
