@@ -40,7 +40,7 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// Account JID (bare, or full to ask for a resource).
     pub jid: Jid,
@@ -52,6 +52,19 @@ pub struct ConnectOptions {
     pub insecure_loopback: bool,
     /// Use direct TLS (XEP-0368) instead of STARTTLS.
     pub direct_tls: bool,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("jid", &self.jid)
+            .field("password", &"<redacted>")
+            .field("server", &self.server)
+            .field("insecure_loopback", &self.insecure_loopback)
+            .field("direct_tls", &self.direct_tls)
+            .finish()
+    }
 }
 
 /// Something the server sent us that is not an IQ response we wait for.
@@ -467,5 +480,40 @@ fn answer_pending(pending: &Pending, own: &FullJid, iq: Iq) -> Option<Iq> {
             None
         }
         None => Some(iq),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let o = ConnectOptions {
+            jid: "a@b".parse().unwrap(),
+            password: "hunter2-secret".into(),
+            server: None,
+            insecure_loopback: false,
+            direct_tls: false,
+        };
+        assert!(!format!("{o:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn server_addresses() {
+        assert_eq!(
+            split_server("127.0.0.1:5222").unwrap(),
+            ("127.0.0.1".into(), 5222)
+        );
+        assert_eq!(split_server("[::1]:5222").unwrap(), ("::1".into(), 5222));
+        assert!(split_server("example.org").is_err());
+        assert!(split_server(":5222").is_err());
+        assert!(split_server("h:99999").is_err());
+        assert!(
+            is_loopback_host("127.0.0.1")
+                && is_loopback_host("::1")
+                && is_loopback_host("localhost")
+        );
+        assert!(!is_loopback_host("192.0.2.1") && !is_loopback_host("example.org"));
     }
 }

@@ -541,3 +541,34 @@ pub fn omemo_message(to: &BareJid, encrypted: &EncryptedElement) -> Message {
 pub fn fingerprint(key: &PublicKey) -> String {
     conversations_display(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shieldcall_omemo::MemoryStore;
+
+    #[test]
+    fn chat_message_has_conversations_shape() {
+        let mut a = Account::create(MemoryStore::new(), "alice@example.org", Some(7), 0).unwrap();
+        let b = Account::create(MemoryStore::new(), "bob@example.org", Some(9), 0).unwrap();
+        a.build_session("bob@example.org", 9, &b.bundle().unwrap())
+            .unwrap();
+        let enc = a
+            .encrypt(&[Recipient::new("bob@example.org", 9)], b"top secret")
+            .unwrap();
+        let to: BareJid = "bob@example.org".parse().unwrap();
+        let el: Element = omemo_message(&to, &enc).into();
+        assert_eq!(el.attr("type"), Some("chat"));
+        assert_eq!(el.attr("to"), Some("bob@example.org"));
+        assert!(el.get_child("encrypted", AXOLOTL).is_some());
+        let eme = el.get_child("encryption", EME).unwrap();
+        assert_eq!(eme.attr("namespace"), Some(AXOLOTL));
+        assert_eq!(eme.attr("name"), Some("OMEMO"));
+        assert!(el.get_child("store", HINTS).is_some());
+        assert_eq!(
+            el.get_child("body", "jabber:client").unwrap().text(),
+            FALLBACK_BODY
+        );
+        assert!(!String::from(&el).contains("top secret"));
+    }
+}

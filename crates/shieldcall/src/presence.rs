@@ -116,3 +116,54 @@ pub fn answer_iq(iq: &Iq) -> Option<Iq> {
         payload: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(payload: Element) -> Iq {
+        Iq::Get {
+            from: Some("bob@example.org/x".parse().unwrap()),
+            to: None,
+            id: "q1".into(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn answers_disco_ping_and_refuses_the_rest() {
+        let disco = answer_iq(&get(Element::builder("query", DISCO_INFO).build())).unwrap();
+        let Iq::Result {
+            payload: Some(p),
+            id,
+            to,
+            ..
+        } = disco
+        else {
+            panic!("{disco:?}")
+        };
+        assert_eq!(id, "q1");
+        assert_eq!(to.unwrap().to_string(), "bob@example.org/x");
+        let s = String::from(&p);
+        for f in [
+            "eu.siacs.conversations.axolotl.devicelist+notify",
+            PING,
+            CARBONS,
+        ] {
+            assert!(s.contains(f), "{f} missing from {s}");
+        }
+        assert!(matches!(
+            answer_iq(&get(Element::builder("ping", PING).build())),
+            Some(Iq::Result { payload: None, .. })
+        ));
+        let other = answer_iq(&get(Element::builder("query", "jabber:iq:version").build()));
+        let Some(Iq::Error { error, .. }) = other else {
+            panic!("{other:?}")
+        };
+        assert_eq!(
+            error.defined_condition,
+            DefinedCondition::ServiceUnavailable
+        );
+        assert!(caps_ver().is_some());
+    }
+}
