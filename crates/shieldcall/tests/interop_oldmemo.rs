@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Prosody, User, json_lines, password};
+use common::{Prosody, User, XmppServer, json_lines, password};
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -152,11 +152,6 @@ VirtualHost "{DOMAIN}"
         }
     }
 
-    /// `--server` value.
-    pub fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
     /// Prosody's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
@@ -212,6 +207,157 @@ impl Drop for Prosody {
     }
 }
 
+/// A test server clients can log in to.
+pub trait XmppServer {
+    /// `--server` value.
+    fn server(&self) -> String;
+}
+
+impl XmppServer for Prosody {
+    fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// A running ejabberd 23.01 (Debian) with its own config, spool and logs in a temp dir, on a
+/// free loopback port; stopped with `ejabberdctl stop` (then by pid) when dropped.
+pub struct Ejabberd {
+    child: Child,
+    /// Its directory.
+    pub dir: tempfile::TempDir,
+    /// The c2s port on 127.0.0.1.
+    pub port: u16,
+    node: String,
+}
+
+impl XmppServer for Ejabberd {
+    fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Ejabberd {
+    /// Starts ejabberd and registers `users` (`name@localhost`, password `pw-name`).
+    pub fn start(users: &[&str]) -> Ejabberd {
+        let ctl = require("ejabberdctl");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let port = free_port();
+        let config = format!(
+            "hosts:\n  - {DOMAIN}\nloglevel: info\ncertfiles: []\nlisten:\n  -\n    port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n    starttls_required: false\nauth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\nshaper_rules:\n  c2s_shaper: none\nmodules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_caps: {{}}\n  mod_carboncopy: {{}}\n  mod_offline: {{}}\n  mod_ping: {{}}\n  mod_pubsub:\n    access_createnode: local\n    plugins:\n      - flat\n      - pep\n"
+        );
+        std::fs::write(d.join("ejabberd.yml"), config).unwrap();
+        std::fs::write(d.join("ejabberdctl.cfg"), "").unwrap();
+        std::fs::write(d.join("inetrc"), "").unwrap();
+        std::fs::create_dir_all(d.join("db")).unwrap();
+        std::fs::create_dir_all(d.join("log")).unwrap();
+        // ejabberdctl runs the server as the ejabberd user.
+        let chown = Command::new("chown")
+            .args(["-R", "ejabberd:ejabberd"])
+            .arg(d)
+            .status()
+            .unwrap();
+        assert!(chown.success(), "chown of the ejabberd test dir failed");
+        let node = format!("shieldcall{port}@localhost");
+        let log = std::fs::File::create(d.join("console.log")).unwrap();
+        let child = Command::new(&ctl)
+            .args(Self::dir_args(d, &node))
+            .arg("foreground")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut e = Ejabberd {
+            child,
+            dir,
+            port,
+            node,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = e.child.try_wait() {
+                panic!("ejabberd exited ({status}); console:\n{}", e.console());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ejabberd did not listen; console:\n{}",
+                e.console()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for u in users {
+            e.register(u);
+        }
+        e
+    }
+
+    fn dir_args(d: &Path, node: &str) -> Vec<String> {
+        let p = |s: &str| d.join(s).display().to_string();
+        vec![
+            "--config-dir".into(),
+            d.display().to_string(),
+            "--config".into(),
+            p("ejabberd.yml"),
+            "--spool".into(),
+            p("db"),
+            "--logs".into(),
+            p("log"),
+            "--node".into(),
+            node.to_owned(),
+        ]
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("ejabberdctl");
+        c.args(Self::dir_args(self.dir.path(), &self.node))
+            .args(args)
+            .stdin(Stdio::null());
+        run_with_timeout(c, Duration::from_secs(30))
+    }
+
+    /// Registers `name@localhost` with password `pw-name`.
+    pub fn register(&mut self, name: &str) {
+        let out = self.ctl(&["register", name, DOMAIN, &password(name)]);
+        assert!(out.status.success(), "ejabberdctl register {name}: {out:?}");
+    }
+
+    /// Console output.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        // No panics in here (this may run while a test unwinds).
+        if let Ok(mut stop) = Command::new("ejabberdctl")
+            .args(Self::dir_args(self.dir.path(), &self.node))
+            .arg("stop")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && !matches!(stop.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = stop.kill();
+            let _ = stop.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Password of a test user.
 pub fn password(name: &str) -> String {
     format!("pw-{name}")
@@ -231,7 +377,7 @@ pub struct User {
 
 impl User {
     /// A user with its own data dir under `base`.
-    pub fn new(p: &Prosody, name: &str, data: PathBuf) -> User {
+    pub fn new(p: &impl XmppServer, name: &str, data: PathBuf) -> User {
         User {
             jid: format!("{name}@{DOMAIN}"),
             password: password(name),
