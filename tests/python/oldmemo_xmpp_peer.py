@@ -5,15 +5,17 @@ oldmemo_peer.Peer, beside this file) on a minimal raw XMPP client stream.
 Test-time only, a separate process (python-oldmemo is AGPL: never linked into or vendored with shieldcall).
 Loopback only: plain TCP and SASL PLAIN, as the test Prosody allows (`allow_unencrypted_plain_auth`).
 
-Usage: oldmemo_xmpp_peer.py --jid USER@DOMAIN --password PW --server 127.0.0.1:PORT
+Usage: oldmemo_xmpp_peer.py --jid USER@DOMAIN --password PW --server 127.0.0.1:PORT [--no-publish]
 
-On start it logs in, publishes its device list and bundle (publish-options access_model=open), sends
+On start it logs in, publishes (unless --no-publish) its device list and bundle (publish-options access_model=open), sends
 presence, and prints {"event":"ready","device_id":N}. Then, one JSON object per line:
   stdout events: {"event":"message","from":J,"device":N,"body":T}
                  {"event":"error","message":M}            (undecryptable message, failed command)
                  {"event":"sent","to":J,"devices":[N…]}
   stdin commands: {"op":"send","to":J,"text":T}            (fetches J's device list and bundles from PEP)
-                  {"op":"publish_raw","node":N,"xml":X}    (publish any payload, e.g. a malformed one)
+                  {"op":"publish_raw","node":N,"xml":X[,"options":false]}
+                                                           (publish any payload, e.g. a malformed one;
+                                                            without publish-options when options is false)
                   {"op":"send_raw","to":J,"xml":X}         (send a message with this payload and the fallback)
                   {"op":"quit"}
   Each publish_raw/send_raw answers {"event":"done","op":…}.
@@ -93,8 +95,9 @@ class Stream:
 
 
 class XmppPeer:
-    def __init__(self, jid: str, password: str, host: str, port: int) -> None:
+    def __init__(self, jid: str, password: str, host: str, port: int, publish: bool = True) -> None:
         self.jid, self.password, self.host, self.port = jid, password, host, port
+        self.publish_at_start = publish
         self.full_jid = jid
         self.ids = itertools.count(1)
         self.pending: Dict[str, asyncio.Future] = {}
@@ -133,8 +136,8 @@ class XmppPeer:
         self.stream.send(f"<iq type='{type_}' id='{iq_id}'{to_attr}>{payload}</iq>")
         return await asyncio.wait_for(fut, 15)
 
-    async def publish(self, node: str, payload_xml: str) -> None:
-        options = (
+    async def publish(self, node: str, payload_xml: str, with_options: bool = True) -> None:
+        options = "" if not with_options else (
             "<publish-options><x xmlns='jabber:x:data' type='submit'>"
             "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
             "<field var='pubsub#access_model'><value>open</value></field></x></publish-options>"
@@ -239,7 +242,7 @@ class XmppPeer:
                 if cmd.get("op") == "send":
                     await self.send_text(cmd["to"], cmd["text"])
                 elif cmd.get("op") == "publish_raw":
-                    await self.publish(cmd["node"], cmd["xml"])
+                    await self.publish(cmd["node"], cmd["xml"], cmd.get("options", True))
                     emit({"event": "done", "op": "publish_raw"})
                 elif cmd.get("op") == "send_raw":
                     self.send_encrypted(cmd["to"], cmd["xml"])
@@ -253,7 +256,8 @@ class XmppPeer:
         self.peer = await Peer.create(self.jid, None)
         await self.login()
         reader = asyncio.create_task(self.read_loop())
-        await self.publish_own()
+        if self.publish_at_start:
+            await self.publish_own()
         assert self.stream is not None
         self.stream.send("<presence/>")
         emit({"event": "ready", "device_id": self.peer.device_id})
@@ -270,13 +274,14 @@ def main() -> int:
     ap.add_argument("--jid", required=True)
     ap.add_argument("--password", required=True)
     ap.add_argument("--server", required=True, help="127.0.0.1:PORT")
+    ap.add_argument("--no-publish", action="store_true", help="do not publish device list and bundle at start")
     a = ap.parse_args()
     host, port = a.server.rsplit(":", 1)
     if host not in ("127.0.0.1", "::1", "localhost"):
         print("plaintext login is for loopback only", file=sys.stderr)
         return 2
     try:
-        asyncio.run(XmppPeer(a.jid, a.password, host, int(port)).run())
+        asyncio.run(XmppPeer(a.jid, a.password, host, int(port), not a.no_publish).run())
     except Exception as e:
         emit({"event": "error", "message": f"fatal: {e}"})
         return 1

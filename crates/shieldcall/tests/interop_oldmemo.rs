@@ -42,6 +42,10 @@ struct PyPeer {
 
 impl PyPeer {
     fn start(p: &Prosody, name: &str) -> PyPeer {
+        Self::start_with(p, name, &[])
+    }
+
+    fn start_with(p: &Prosody, name: &str, extra: &[&str]) -> PyPeer {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/python/oldmemo_xmpp_peer.py"
@@ -56,6 +60,7 @@ impl PyPeer {
                 "--server",
                 &p.server(),
             ])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -232,4 +237,55 @@ fn malformed_peer_input_is_reported_not_fatal() {
 
     let after = json_lines(&alice.run(&["fingerprint"]))[0].clone();
     assert_eq!(before, after, "stored identity changed");
+}
+
+/// Another client of the same account created the device-list node with the server's default
+/// access model (Prosody: presence): our publish with `access_model=open` gets
+/// `precondition-not-met`, reconfigures the node and publishes again, keeping the other device;
+/// a stranger can then read the list.
+#[test]
+fn precondition_not_met_reconfigures_the_node() {
+    let p = Prosody::start(&["pybob", "carol"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut py = PyPeer::start_with(&p, "pybob", &["--no-publish"]);
+    let ready = py.wait_for(|v| v["event"] == "ready");
+    let ax = "eu.siacs.conversations.axolotl";
+    let node = format!("{ax}.devicelist");
+    // Recreate the node as a client without publish-options would leave it.
+    py.command(
+        serde_json::json!({"op": "publish_raw", "node": node, "options": false,
+        "xml": format!("<list xmlns='{ax}'><device id='{}'/></list>", ready["device_id"])}),
+    );
+    py.wait_for(|v| v["event"] == "done");
+    let carol = User::new(&p, "carol", tmp.path().join("carol"));
+    let before = json_lines(&carol.run(&["devices", "pybob@localhost"]));
+    let visible_before = before.iter().any(|d| d["event"] == "device");
+
+    let bob2 = User::new(&p, "pybob", tmp.path().join("pybob-2"));
+    let f2 = json_lines(&bob2.run(&["fingerprint"]))[0].clone();
+    let out = bob2.run(&["devices", "pybob@localhost"]);
+    assert!(out.status.success(), "{out:?}");
+    let own: Vec<_> = json_lines(&out)
+        .iter()
+        .map(|d| d["device"].clone())
+        .collect();
+    assert!(
+        own.contains(&ready["device_id"]) && own.contains(&f2["device_id"]),
+        "{own:?}"
+    );
+
+    let out = carol.run(&["devices", "pybob@localhost"]);
+    assert!(out.status.success(), "{out:?}");
+    let seen: Vec<_> = json_lines(&out)
+        .iter()
+        .map(|d| d["device"].clone())
+        .collect();
+    assert!(
+        seen.contains(&f2["device_id"]) && seen.contains(&ready["device_id"]),
+        "{seen:?}"
+    );
+    assert!(
+        !visible_before,
+        "the node was readable by a stranger before: the test proves nothing"
+    );
 }
