@@ -17,6 +17,7 @@ presence, and prints {"event":"ready","device_id":N}. Then, one JSON object per 
                                                            (publish any payload, e.g. a malformed one;
                                                             without publish-options when options is false)
                   {"op":"send_raw","to":J,"xml":X}         (send a message with this payload and the fallback)
+                  {"op":"fetch","jid":J,"node":N}          (-> {"event":"fetched","xml":X or null})
                   {"op":"quit"}
   Each publish_raw/send_raw answers {"event":"done","op":…}.
 """
@@ -244,6 +245,9 @@ class XmppPeer:
                 elif cmd.get("op") == "publish_raw":
                     await self.publish(cmd["node"], cmd["xml"], cmd.get("options", True))
                     emit({"event": "done", "op": "publish_raw"})
+                elif cmd.get("op") == "fetch":
+                    el = await self.fetch(cmd["jid"], cmd["node"])
+                    emit({"event": "fetched", "xml": None if el is None else ET.tostring(el).decode()})
                 elif cmd.get("op") == "send_raw":
                     self.send_encrypted(cmd["to"], cmd["xml"])
                     emit({"event": "done", "op": "send_raw"})

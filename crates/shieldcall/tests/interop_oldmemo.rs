@@ -289,3 +289,56 @@ fn precondition_not_met_reconfigures_the_node() {
         "the node was readable by a stranger before: the test proves nothing"
     );
 }
+
+fn pre_key_ids(bundle_xml: &str) -> Vec<u32> {
+    bundle_xml
+        .split("preKeyId=")
+        .skip(1)
+        .filter_map(|s| s.get(1..)?.split(['"', '\'']).next()?.parse().ok())
+        .collect()
+}
+
+/// A one-time prekey used by a peer's first message is replaced and the bundle republished.
+#[test]
+fn consumed_prekey_is_replaced_and_republished() {
+    let p = Prosody::start(&["alice", "pybob"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let fa = json_lines(&alice.run(&["fingerprint"]))[0].clone();
+    let mut listen = alice.listen();
+    let mut py = PyPeer::start(&p, "pybob");
+    py.wait_for(|v| v["event"] == "ready");
+    let node = format!("eu.siacs.conversations.axolotl.bundles:{}", fa["device_id"]);
+    py.command(serde_json::json!({"op": "fetch", "jid": "alice@localhost", "node": node}));
+    let before = pre_key_ids(
+        py.wait_for(|v| v["event"] == "fetched")["xml"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(before.len(), 100, "{before:?}");
+
+    py.command(serde_json::json!({"op": "send", "to": "alice@localhost", "text": "first"}));
+    listen.wait_for(|v| v["event"] == "message", WAIT);
+    // The republish follows the decrypt; poll briefly.
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        py.command(serde_json::json!({"op": "fetch", "jid": "alice@localhost", "node": node}));
+        let after = pre_key_ids(
+            py.wait_for(|v| v["event"] == "fetched")["xml"]
+                .as_str()
+                .unwrap(),
+        );
+        if after != before || Instant::now() > deadline {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let gone: Vec<_> = before.iter().filter(|id| !after.contains(id)).collect();
+    let new: Vec<_> = after.iter().filter(|id| !before.contains(id)).collect();
+    assert_eq!(
+        (gone.len(), new.len(), after.len()),
+        (1, 1, 100),
+        "gone {gone:?} new {new:?}"
+    );
+    listen.stop();
+}
