@@ -14,13 +14,33 @@ use crate::omemo_service::{self, OmemoService, Received, contact_jid, fingerprin
 use crate::output::Output;
 use crate::presence;
 
+const AFTER_HELP: &str = "\
+Examples:
+  export SHIELDCALL_PASSWORD=…
+  shieldcall --account alice@example.org fingerprint
+  shieldcall --account alice@example.org trust 'xmpp:bob@example.org?omemo-sid-123=<64 hex>'
+  shieldcall --account alice@example.org devices bob@example.org
+  shieldcall --account alice@example.org send bob@example.org 'hello'
+  shieldcall --account alice@example.org --json listen
+
+Trust: keys of a contact are trusted blindly until you verify one of them (BTBV, as
+Conversations does); after that, new keys stay undecided and get no messages until verified.
+
+With --json, one object per line, e.g.:
+  {\"event\":\"fingerprint\",\"device_id\":N,\"fingerprint\":\"…\",\"uri\":\"xmpp:…\"}
+  {\"event\":\"online\",\"jid\":\"alice@example.org/res\"}
+  {\"event\":\"message\",\"from\":\"bob@example.org\",\"device\":N,\"body\":\"…\",\"trust\":\"verified|trusted|undecided|untrusted\"}
+  {\"event\":\"trusted\",\"jid\":\"…\",\"device\":N,\"fingerprint\":\"…\"}
+  {\"event\":\"error\",\"message\":\"…\"}
+Exit status: 0 success, 1 failure, 2 usage error.";
+
 /// XMPP client with OMEMO encryption, compatible with Conversations, Dino and Monal.
 ///
 /// The password is read from the SHIELDCALL_PASSWORD environment variable or from
 /// --password-file; it is never taken from the command line and never printed.
 /// Keys, sessions and trust decisions live in one SQLite file per account under the data dir.
 #[derive(Debug, Parser)]
-#[command(name = "shieldcall", version, about, long_about)]
+#[command(name = "shieldcall", version, about, long_about, after_long_help = AFTER_HELP)]
 pub struct Cli {
     /// Your account, e.g. alice@example.org (or set SHIELDCALL_ACCOUNT).
     #[arg(long, global = true, env = "SHIELDCALL_ACCOUNT")]

@@ -320,3 +320,67 @@ fn listen_reconnects_after_server_restart() {
     assert_eq!(m["body"], "after the restart");
     bob_listen.stop();
 }
+
+/// BTBV at the CLI: once Alice verified Bob's first device, Bob's new device stays undecided and
+/// gets no key from Alice's `send` (with a warning); before verification new devices are trusted.
+/// Also: the password can come from --password-file; without any password the exit is 2.
+#[test]
+fn btbv_new_device_after_verification_gets_no_key() {
+    let p = Prosody::start(&["alice", "bob"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let b1 = User::new(&p, "bob", tmp.path().join("bob-1"));
+    let b2 = User::new(&p, "bob", tmp.path().join("bob-2"));
+    let f1 = fingerprint_event(&b1);
+    let f2 = fingerprint_event(&b2);
+    assert!(b1.run(&["devices", "bob@localhost"]).status.success());
+    assert!(
+        alice
+            .run(&["trust", f1["uri"].as_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(b2.run(&["devices", "bob@localhost"]).status.success()); // bob's new device appears
+
+    let out = alice.run(&["send", "bob@localhost", "verified only"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    let sent = lines.iter().find(|v| v["event"] == "sent").unwrap();
+    assert_eq!(
+        sent["devices"],
+        serde_json::json!([f1["device_id"]]),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|v| v["event"] == "warning"
+            && v["message"]
+                .as_str()
+                .unwrap()
+                .contains(&f2["device_id"].to_string())
+            && v["message"].as_str().unwrap().contains("undecided")),
+        "{lines:?}"
+    );
+
+    // Password from a file; no password at all is a usage error.
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, format!("{}\n", common::password("alice"))).unwrap();
+    let mut c = alice.cmd(&[
+        "--password-file",
+        pw.to_str().unwrap(),
+        "devices",
+        "alice@localhost",
+    ]);
+    c.env_remove("SHIELDCALL_PASSWORD");
+    let out = common::run_with_timeout(c, WAIT);
+    assert!(out.status.success(), "{out:?}");
+    let mut c = alice.cmd(&["devices", "alice@localhost"]);
+    c.env_remove("SHIELDCALL_PASSWORD");
+    let out = common::run_with_timeout(c, WAIT);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        json_lines(&out)[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SHIELDCALL_PASSWORD")
+    );
+}
