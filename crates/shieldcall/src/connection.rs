@@ -320,7 +320,14 @@ async fn login<C: ServerConnector>(
     password: String,
     timeouts: Timeouts,
 ) -> Result<Connection, ClientError> {
-    let io = |e: tokio_xmpp::Error| ClientError::Connect(e.to_string());
+    let io = |e: tokio_xmpp::Error| match e {
+        tokio_xmpp::Error::Protocol(p) if p.to_string().contains("no TLS available") => {
+            ClientError::Connect(
+                "the server offers no STARTTLS: refusing to log in without TLS".into(),
+            )
+        }
+        other => ClientError::Connect(other.to_string()),
+    };
     let username = jid
         .node()
         .map(|n| n.as_str().to_owned())

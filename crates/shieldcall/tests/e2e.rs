@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Prosody, User, json_lines};
+use common::{Prosody, User, XmppServer, json_lines};
 
 const WAIT: Duration = Duration::from_secs(30);
 const FALLBACK_START: &str = "I sent you an OMEMO encrypted message but your client doesn";
@@ -382,5 +382,70 @@ fn btbv_new_device_after_verification_gets_no_key() {
             .as_str()
             .unwrap()
             .contains("SHIELDCALL_PASSWORD")
+    );
+}
+
+/// TLS for real servers: STARTTLS and direct TLS verify the server certificate against the
+/// system's roots (here: a test CA handed over through SSL_CERT_FILE, which rustls-native-certs
+/// reads); an unknown issuer and a server without STARTTLS are refused with one error line.
+#[test]
+fn tls_is_verified_and_never_downgraded() {
+    let tls = Prosody::start_tls(&["alice"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&tls, "alice", tmp.path().join("alice"));
+    let run = |args: &[&str], ca: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(common::BIN);
+        c.args(["--json", "--account", "alice@localhost", "--data-dir"])
+            .arg(&alice.data)
+            .args(args)
+            .env("SHIELDCALL_PASSWORD", &alice.password);
+        match ca {
+            Some(ca) => c.env("SSL_CERT_FILE", ca),
+            None => c
+                .env("SSL_CERT_FILE", "/nonexistent")
+                .env("SSL_CERT_DIR", "/nonexistent"),
+        };
+        common::run_with_timeout(c, WAIT)
+    };
+    let starttls = tls.server();
+    let direct = format!("127.0.0.1:{}", tls.tls_port());
+    let ca = tls.ca_file();
+    for args in [
+        vec!["--server", starttls.as_str(), "devices", "alice@localhost"],
+        vec![
+            "--server",
+            direct.as_str(),
+            "--direct-tls",
+            "devices",
+            "alice@localhost",
+        ],
+    ] {
+        let out = run(&args, Some(&ca));
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert_eq!(json_lines(&out)[0]["event"], "device");
+        let out = run(&args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("certificate"),
+            "{lines:?}"
+        );
+    }
+
+    // A server that offers no STARTTLS: refused unless --insecure-loopback.
+    let plain = Prosody::start(&["alice"]);
+    let out = run(
+        &["--server", &plain.server(), "devices", "alice@localhost"],
+        Some(&ca),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = json_lines(&out);
+    assert!(
+        lines[0]["message"].as_str().unwrap().contains("STARTTLS"),
+        "{lines:?}"
     );
 }

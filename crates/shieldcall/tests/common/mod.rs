@@ -21,6 +21,78 @@ pub struct Prosody {
     pub dir: tempfile::TempDir,
     /// The c2s port on 127.0.0.1.
     pub port: u16,
+    tls_port: u16,
+}
+
+/// A test CA and a `localhost` certificate it signed, in `d/ca.crt` and `d/certs/localhost.*`.
+fn make_test_certificates(d: &Path) {
+    let openssl = require("openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=shieldcall test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "certs/localhost.key",
+            "-out",
+            "localhost.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "localhost.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "certs/localhost.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 fn free_port() -> u16 {
@@ -47,6 +119,26 @@ fn require(tool: &str) -> PathBuf {
 impl Prosody {
     /// Starts Prosody and registers `users` (`name` → `name@localhost`, password `pw-name`).
     pub fn start(users: &[&str]) -> Prosody {
+        Self::start_inner(users, false)
+    }
+
+    /// Like [`Self::start`], with TLS: a test CA (`ca.crt` in [`Self::dir`]) signs a certificate
+    /// for `localhost`; STARTTLS on [`Self::port`], direct TLS on [`Self::tls_port`].
+    pub fn start_tls(users: &[&str]) -> Prosody {
+        Self::start_inner(users, true)
+    }
+
+    /// The direct-TLS port (only with [`Self::start_tls`]).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
+    /// The test CA certificate (only with [`Self::start_tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_inner(users: &[&str], tls: bool) -> Prosody {
         let prosody = require("prosody");
         require("prosodyctl");
         let dir = tempfile::tempdir().unwrap();
@@ -54,6 +146,13 @@ impl Prosody {
         std::fs::create_dir_all(d.join("data")).unwrap();
         std::fs::create_dir_all(d.join("certs")).unwrap();
         let port = free_port();
+        let tls_port = if tls { free_port() } else { 0 };
+        let (tls_module, direct_tls) = if tls {
+            make_test_certificates(d);
+            ("\"tls\", ", format!("{tls_port}"))
+        } else {
+            ("", String::new())
+        };
         let root = if is_root() {
             "run_as_root = true\n"
         } else {
@@ -67,11 +166,12 @@ certificates = "{d}/certs"
 log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{d}/prosody.log" }} }}
 c2s_ports = {{ {port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
-c2s_direct_tls_ports = {{ }}
+c2s_direct_tls_ports = {{ {direct_tls} }}
+c2s_direct_tls_interfaces = {{ "127.0.0.1" }}
 legacy_ssl_ports = {{ }}
 s2s_ports = {{ }}
 s2s_interfaces = {{ }}
-modules_enabled = {{ "roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix" }}
+modules_enabled = {{ {tls_module}"roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix" }}
 modules_disabled = {{ "s2s" }}
 allow_unencrypted_plain_auth = true
 c2s_require_encryption = false
@@ -86,6 +186,7 @@ VirtualHost "{DOMAIN}"
             child: spawn_prosody(&prosody, d),
             dir,
             port,
+            tls_port,
         };
         p.wait_listening();
         for u in users {
