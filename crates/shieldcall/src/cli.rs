@@ -365,8 +365,11 @@ async fn cmd_devices(
         let trust = d.trust.map(|t| t.as_str());
         out.event(
             "device",
-            json!({ "jid": contact.to_string(), "device": d.device, "fingerprint": fp, "trust": trust, "problem": d.problem }),
+            json!({ "jid": contact.to_string(), "device": d.device, "fingerprint": fp, "trust": trust, "problem": d.problem, "this_device": d.this_device }),
             || match (&fp, &d.problem) {
+                (Some(fp), _) if d.this_device => {
+                    format!("{contact} device {}: {fp} (this device)", d.device)
+                }
                 (Some(fp), _) => format!("{contact} device {}: {fp} ({})", d.device, trust.unwrap_or("unknown")),
                 (None, Some(p)) => format!("{contact} device {}: unusable: {p}", d.device),
                 (None, None) => format!("{contact} device {}", d.device),

@@ -72,6 +72,8 @@ pub struct DeviceInfo {
     pub trust: Option<TrustLevel>,
     /// Why the key is unknown (bundle missing or malformed).
     pub problem: Option<String>,
+    /// This is the device we are running on.
+    pub this_device: bool,
 }
 
 /// A decrypted (or undecryptable) incoming chat message.
@@ -363,6 +365,20 @@ impl OmemoService {
     pub async fn handle_message(&mut self, msg: Message) -> Vec<Received> {
         let mut out = Vec::new();
         let from_bare = msg.from.as_ref().map(|f| f.to_bare());
+        if msg.type_ == MessageType::Error {
+            // A bounce of something we sent: say so instead of trying to decrypt our own message.
+            let why = msg
+                .payloads
+                .iter()
+                .find(|p| p.name() == "error")
+                .and_then(|e| e.children().next().map(|c| c.name().to_owned()))
+                .unwrap_or_else(|| "unknown error".into());
+            out.push(Received::Undecryptable {
+                from: from_bare.map(|f| f.to_string()).unwrap_or_default(),
+                reason: format!("a message could not be delivered ({why})"),
+            });
+            return out;
+        }
         let from_self = from_bare.as_ref().is_none_or(|f| f == &self.own);
         // Carbons are only valid from our own bare JID (XEP-0280 §11, CVE-2017-5589).
         if from_self {
@@ -489,6 +505,7 @@ impl OmemoService {
                     identity: Some(k),
                     trust: Some(TrustLevel::Verified),
                     problem: None,
+                    this_device: true,
                 });
                 continue;
             }
@@ -511,6 +528,7 @@ impl OmemoService {
                 identity,
                 trust,
                 problem,
+                this_device: false,
             });
         }
         Ok(out)
