@@ -63,6 +63,21 @@ fn ejabberd_publish_fetch_and_exchange_both_ways() {
             .unwrap_or_else(|| panic!("{devs:?}"));
         assert_eq!(d["fingerprint"], f["fingerprint"]);
     }
+
+    // Offline storage (ejabberd skips `no-store` messages; ours carry the store hint) and the
+    // sent carbon to alice's other device.
+    bob_listen.stop();
+    let out = alice.run(&["send", "bob@localhost", "stored by ejabberd"]);
+    assert!(out.status.success(), "{out:?}");
+    let c = a2_listen.wait_for(
+        |v| v["event"] == "message" && v["to"] == "bob@localhost",
+        WAIT,
+    );
+    assert_eq!(c["body"], "stored by ejabberd");
+    assert_eq!(c["device"], fa["device_id"]);
+    let mut bob_listen = bob.listen();
+    let m = bob_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["body"], "stored by ejabberd");
     bob_listen.stop();
     a2_listen.stop();
 }
