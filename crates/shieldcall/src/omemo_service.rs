@@ -117,6 +117,8 @@ pub struct OmemoService {
     /// is read-only from outside).
     cache: SqliteStore,
     own: BareJid,
+    /// Our account's device list as last fetched, published or notified in this session.
+    own_devices: Option<Vec<u32>>,
 }
 
 fn parse_bare(jid: &str) -> Result<BareJid, ClientError> {
@@ -150,6 +152,7 @@ impl OmemoService {
             account,
             cache,
             own,
+            own_devices: None,
         })
     }
 
@@ -194,6 +197,9 @@ impl OmemoService {
                     ClientError::Protocol(format!("device list of {jid} is malformed: {e}"))
                 })?;
                 self.cache_device_list(jid.as_str(), &list.devices);
+                if jid == &self.own {
+                    self.own_devices = Some(list.devices.clone());
+                }
                 Ok(list.devices)
             }
             Fetched::Missing(_) => Ok(Vec::new()),
@@ -228,6 +234,7 @@ impl OmemoService {
         pep::publish(&self.xmpp, DEVICELIST_NODE, "current", el).await?;
         let own = self.own.to_string();
         self.cache_device_list(&own, devices);
+        self.own_devices = Some(devices.to_vec());
         Ok(())
     }
 
@@ -313,6 +320,8 @@ impl OmemoService {
         let own = self.own.clone();
         let own_devices = if to == &own {
             Vec::new()
+        } else if let Some(known) = self.own_devices.clone() {
+            known // fetched or published moments ago by publish_own, or kept fresh by notifications
         } else {
             match self.fetch_device_list(&own).await {
                 Ok(d) => d,
@@ -410,6 +419,9 @@ impl OmemoService {
                 match DeviceList::from_element(&payload) {
                     Ok(list) => {
                         self.cache_device_list(jid.as_str(), &list.devices);
+                        if jid == self.own {
+                            self.own_devices = Some(list.devices.clone());
+                        }
                         if jid == self.own && !list.devices.contains(&self.account.device_id()) {
                             // Another client dropped us from the list: put ourselves back.
                             let mut devices = list.devices.clone();
