@@ -449,3 +449,43 @@ fn tls_is_verified_and_never_downgraded() {
         "{lines:?}"
     );
 }
+
+/// Without --json: short human lines on stdout, one `error: …` line on stderr on failure.
+#[test]
+fn human_output() {
+    let p = Prosody::start(&["alice"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let human = |args: &[&str], password: &str| {
+        let mut c = std::process::Command::new(common::BIN);
+        c.args([
+            "--insecure-loopback",
+            "--server",
+            &p.server(),
+            "--account",
+            "alice@localhost",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .args(args)
+        .env("SHIELDCALL_PASSWORD", password);
+        common::run_with_timeout(c, WAIT)
+    };
+    let out = human(&["fingerprint"], "x");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("device ") && text.contains("xmpp:alice@localhost?omemo-sid-"),
+        "{text}"
+    );
+    assert!(
+        text.contains('█') || text.contains('▀'),
+        "no QR code drawn: {text}"
+    );
+
+    let out = human(&["send", "bob@localhost", "x"], "wrong");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: login failed"), "{err}");
+}
