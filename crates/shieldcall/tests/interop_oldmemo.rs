@@ -342,3 +342,49 @@ fn consumed_prekey_is_replaced_and_republished() {
     );
     listen.stop();
 }
+
+/// Another client of our account publishes a device list without us: `listen` sees the
+/// notification and puts its device back (keeping the other client's).
+#[test]
+fn own_device_dropped_from_list_is_put_back() {
+    let p = Prosody::start(&["alice", "carol"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let carol = User::new(&p, "carol", tmp.path().join("carol"));
+    let fa = json_lines(&alice.run(&["fingerprint"]))[0].clone();
+    let mut listen = alice.listen();
+    let mut py = PyPeer::start(&p, "alice"); // a second client of the same account
+    let ready = py.wait_for(|v| v["event"] == "ready");
+    let ax = "eu.siacs.conversations.axolotl";
+    py.command(
+        serde_json::json!({"op": "publish_raw", "node": format!("{ax}.devicelist"),
+        "xml": format!("<list xmlns='{ax}'><device id='{}'/></list>", ready["device_id"])}),
+    );
+    py.wait_for(|v| v["event"] == "done");
+    listen.wait_for(
+        |v| {
+            v["event"] == "devicelist"
+                && v["devices"]
+                    .as_array()
+                    .is_some_and(|d| !d.contains(&fa["device_id"]))
+        },
+        WAIT,
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = carol.run(&["devices", "alice@localhost"]);
+        let ids: Vec<_> = json_lines(&out)
+            .iter()
+            .map(|d| d["device"].clone())
+            .collect();
+        if ids.contains(&fa["device_id"]) && ids.contains(&ready["device_id"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "own device not put back: {ids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    listen.stop();
+}
