@@ -27,6 +27,10 @@ pub const FORWARD: &str = "urn:xmpp:forward:0";
 pub const FALLBACK_BODY: &str =
     "I sent you an OMEMO encrypted message but your client doesn\u{2019}t seem to support that.";
 
+/// Most devices of one JID we fetch bundles and build sessions for in one go: a device list of a
+/// thousand ids (the engine's parsing cap) must not turn one `send` into a thousand fetches.
+pub const MAX_SESSION_DEVICES: usize = 64;
+
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -272,7 +276,13 @@ impl OmemoService {
     ) -> (Vec<u32>, Vec<String>) {
         let mut ok = Vec::new();
         let mut problems = Vec::new();
-        for &d in devices {
+        if devices.len() > MAX_SESSION_DEVICES {
+            problems.push(format!(
+                "{jid} lists {} devices; only the first {MAX_SESSION_DEVICES} are used",
+                devices.len()
+            ));
+        }
+        for &d in devices.iter().take(MAX_SESSION_DEVICES) {
             if jid == &self.own && d == self.account.device_id() {
                 continue;
             }

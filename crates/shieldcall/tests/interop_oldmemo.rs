@@ -388,3 +388,49 @@ fn own_device_dropped_from_list_is_put_back() {
     }
     listen.stop();
 }
+
+/// A contact listing more than MAX_SESSION_DEVICES devices: only that many are tried, with a
+/// warning, and the message still reaches the real device.
+#[test]
+fn huge_device_list_is_capped() {
+    let p = Prosody::start(&["alice", "pybob"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let mut py = PyPeer::start(&p, "pybob");
+    let ready = py.wait_for(|v| v["event"] == "ready");
+    let ax = "eu.siacs.conversations.axolotl";
+    let mut list = format!("<list xmlns='{ax}'><device id='{}'/>", ready["device_id"]);
+    for id in 1..=200 {
+        list.push_str(&format!("<device id='{id}'/>"));
+    }
+    list.push_str("</list>");
+    py.command(
+        serde_json::json!({"op": "publish_raw", "node": format!("{ax}.devicelist"), "xml": list}),
+    );
+    py.wait_for(|v| v["event"] == "done");
+    let out = alice.run(&["send", "pybob@localhost", "capped"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    let cap = shieldcall::omemo_service::MAX_SESSION_DEVICES.to_string();
+    assert!(
+        lines.iter().any(|v| v["event"] == "warning"
+            && v["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("only the first {cap}"))),
+        "{lines:?}"
+    );
+    let no_bundle = lines
+        .iter()
+        .filter(|v| {
+            v["event"] == "warning" && v["message"].as_str().unwrap().contains("has no bundle")
+        })
+        .count();
+    assert_eq!(
+        no_bundle,
+        shieldcall::omemo_service::MAX_SESSION_DEVICES - 1,
+        "{lines:?}"
+    );
+    let m = py.wait_for(|v| v["event"] == "message");
+    assert_eq!(m["body"], "capped");
+}
