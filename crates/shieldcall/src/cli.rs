@@ -102,6 +102,12 @@ pub enum Command {
     },
     /// Stay online and print incoming messages until Ctrl-C.
     Listen,
+    /// Like listen, and every line read from standard input is sent (OMEMO-encrypted) to JID.
+    /// Ends at the end of input or on Ctrl-C.
+    Chat {
+        /// The contact's JID.
+        jid: String,
+    },
 }
 
 /// Default data directory (XDG base directory spec).
@@ -186,7 +192,12 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
         }
         Command::Listen => {
             let (svc, incoming) = online(cli, &data_dir, &jid).await?;
-            cmd_listen(svc, incoming, out).await
+            cmd_listen(svc, incoming, None, out).await
+        }
+        Command::Chat { jid: contact } => {
+            let contact = contact_jid(contact)?;
+            let (svc, incoming) = online(cli, &data_dir, &jid).await?;
+            cmd_listen(svc, incoming, Some(contact), out).await
         }
     }
 }
@@ -403,6 +414,7 @@ async fn cmd_send(
 async fn cmd_listen(
     mut svc: OmemoService,
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+    chat_with: Option<BareJid>,
     out: Output,
 ) -> Result<(), ClientError> {
     presence::go_online(svc.xmpp()).await?;
@@ -411,9 +423,39 @@ async fn cmd_listen(
         json!({ "jid": svc.xmpp().jid.to_string() }),
         || format!("online as {}", svc.xmpp().jid),
     );
+    // Lines to send (chat only), read on a plain thread: stdin is blocking.
+    let (line_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    if chat_with.is_some() {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines().map_while(Result::ok) {
+                if line_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    } else {
+        drop(line_tx);
+    }
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            line = lines.recv(), if chat_with.is_some() => match (line, &chat_with) {
+                (Some(text), Some(to)) if !text.trim().is_empty() => {
+                    match svc.send_message(to, &text).await {
+                        Ok((devices, warnings)) => {
+                            for w in warnings {
+                                out.warning(&w);
+                            }
+                            out.event("sent", json!({ "to": to.to_string(), "devices": devices }), || {
+                                format!("sent to {to} (devices {devices:?})")
+                            });
+                        }
+                        Err(e) => out.error(&e.to_string()),
+                    }
+                }
+                (Some(_), _) => {}
+                (None, _) => break, // end of input ends a chat
+            },
             ev = incoming.recv() => match ev {
                 Some(Incoming::Stanza(st)) if matches!(*st, Stanza::Message(_)) => {
                     let Stanza::Message(m) = *st else { continue };
@@ -437,6 +479,9 @@ async fn cmd_listen(
     let unavailable =
         xmpp_parsers::presence::Presence::new(xmpp_parsers::presence::Type::Unavailable);
     let _ = svc.xmpp().send(unavailable);
+    // The ping's answer means the server has processed everything we sent before it.
+    let ping = minidom::Element::builder("ping", presence::PING).build();
+    let _ = svc.xmpp().iq(None, false, ping).await;
     svc.xmpp().close().await;
     Ok(())
 }

@@ -489,3 +489,28 @@ fn human_output() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: login failed"), "{err}");
 }
+
+/// `chat JID`: lines on stdin go out encrypted, replies come in on the same process; end of
+/// input ends it cleanly after everything was delivered.
+#[test]
+fn chat_sends_lines_and_receives_replies() {
+    let p = Prosody::start(&["alice", "bob"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let bob = User::new(&p, "bob", tmp.path().join("bob"));
+    let mut bob_listen = bob.listen();
+    let mut chat = alice.chat("bob@localhost");
+    chat.say("line one");
+    chat.wait_for(|v| v["event"] == "sent", WAIT);
+    let m = bob_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["body"], "line one");
+    let out = bob.run(&["send", "alice@localhost", "answer"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = chat.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(r["body"], "answer");
+    chat.say("last line");
+    assert!(chat.end_input().is_some_and(|s| s.success()));
+    let m = bob_listen.wait_for(|v| v["event"] == "message", WAIT);
+    assert_eq!(m["body"], "last line");
+    bob_listen.stop();
+}

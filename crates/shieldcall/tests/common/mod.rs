@@ -513,11 +513,24 @@ impl User {
 
     /// Starts `listen` and waits for its `online` event.
     pub fn listen(&self) -> Listener {
-        let mut c = self.cmd(&["listen"]);
+        self.spawn_online(&["listen"], false)
+    }
+
+    /// Starts `chat JID` (stdin piped: write lines to [`Listener::say`]) and waits for `online`.
+    pub fn chat(&self, jid: &str) -> Listener {
+        self.spawn_online(&["chat", jid], true)
+    }
+
+    fn spawn_online(&self, args: &[&str], stdin: bool) -> Listener {
+        let mut c = self.cmd(args);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin {
+            c.stdin(Stdio::piped());
+        }
         let mut child = c.spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -529,6 +542,7 @@ impl User {
             child,
             lines: rx,
             seen: Vec::new(),
+            stdin,
         };
         l.wait_for(|v| v["event"] == "online", Duration::from_secs(30));
         l
@@ -559,6 +573,7 @@ pub struct Listener {
     lines: mpsc::Receiver<String>,
     /// Every JSON event seen so far.
     pub seen: Vec<serde_json::Value>,
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl Listener {
@@ -583,6 +598,27 @@ impl Listener {
                 Err(_) => panic!("no matching event within {limit:?}; seen: {:?}", self.seen),
             }
         }
+    }
+
+    /// Writes a line to its standard input (`chat` only).
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("not a chat");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes its standard input (ends a `chat`) and waits for the exit status.
+    pub fn end_input(mut self) -> Option<std::process::ExitStatus> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Its process id.
