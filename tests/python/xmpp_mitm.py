@@ -1,0 +1,1040 @@
+#!/usr/bin/env python3
+"""A malicious XMPP server operator for shieldcall's adversarial tests (issue #5).
+
+A TCP proxy between XMPP clients and a real server (the test Prosody), sitting exactly where a server
+operator sits: it sees every stanza in both directions and rewrites the ones delivered *to* the
+victim (the caller's or the callee's connection) according to one scenario. Test-time only, Python
+3.11 standard library only. Plaintext client-to-server streams only (the clients connect with
+`--insecure-loopback`; the test Prosody offers no STARTTLS): a `<proceed/>` to STARTTLS switches the
+connection to blind byte forwarding.
+
+Usage:
+  xmpp_mitm.py --upstream 127.0.0.1:PORT --scenario NAME [--victim caller|callee] [--log FILE] [args]
+
+Binds 127.0.0.1:0 and prints {"listening": PORT} on stdout, then one JSON line per rewrite:
+  {"rewrote": SCENARIO, "direction": "to-client", "client": "user@host/res", "stanza": KIND, "sid": SID, ...}
+(flushed each). Serves any number of connections until SIGTERM/SIGINT, then exits 0.
+--log FILE gets one JSON line per top-level element seen or sent, with the raw XML
+({"direction", "client", "action": "forwarded|rewritten|dropped|injected", "xml"}); SASL <auth/>
+payloads are redacted there.
+
+Forwarding is byte-exact: each direction is parsed incrementally with expat *without* namespace
+processing, and the raw bytes of every top-level element are sliced with CurrentByteIndex; only the
+stanzas a scenario rewrites are re-serialised (from a tree whose `xmlns` declarations are kept as the
+attributes they were). The stream restart after SASL <success/> starts fresh parsers for both
+directions. Each connection is labelled with the JID from its bind result.
+
+Roles: the proxy learns, per session id (the JMI id, reused as the Jingle sid), which account is the
+caller (sender of <propose/> or session-initiate) and which is the callee; a stanza delivered to a
+connection is "delivered to the caller" when that connection's account is the session's caller.
+Without a known session the kind decides (proceed/ringing/session-accept go to the caller,
+propose/session-initiate to the callee).
+
+Scenarios (all aimed at stanzas delivered to --victim, directly or as the message forwarded in a
+carbon <sent/>/<received/>):
+  passthrough          forward everything unchanged (still logs)
+  strip-device         remove <device/> from <proceed/>
+  change-device        change the <device/> id (to --device-id, default old id + 1)
+  encrypted-to-plain   replace each draft (encrypted) <fingerprint/> in a Jingle IQ by a plain
+                       XEP-0320 one (hash sha-256, same setup) carrying --attacker-fingerprint
+  add-plain-before     insert a plain attacker fingerprint before each encrypted one
+  add-plain-after      ... after it
+  flip-setup           setup active<->passive, actpass->active on every fingerprint (draft and plain)
+  replay-fingerprint   remember the fingerprints of the first call's stanza of each Jingle action and
+                       put them into the same action's stanza of every later call (other sid)
+  drop-session-accept  drop the session-accept (--ack-dropped: answer the sender with an IQ result
+                       in the victim's name, as a server operator could)
+  forge-from-resource  inject a copy of the --stanza (session-accept|proceed) with `from` changed to
+  forge-from-jid       another resource of the same account / another JID (--forge-from), before
+                       the original, which is delivered (--original deliver) or dropped (drop); the
+                       victim's IQ answers to the forged sender are swallowed
+  replace-candidates   every ICE candidate's ip/port set to --attacker-addr (also in transport-info)
+
+Importable: the pure rewrite functions (one per scenario, over a parsed stanza `El`) and
+StreamRewriter (the byte-exact stream splitter) are unit-tested by test_xmpp_mitm.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import signal
+import sys
+import time
+import xml.parsers.expat
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+NS_CLIENT = "jabber:client"
+NS_JMI = "urn:xmpp:jingle-message:0"
+NS_JINGLE = "urn:xmpp:jingle:1"
+NS_ICE = "urn:xmpp:jingle:transports:ice-udp:1"
+NS_DTLS = "urn:xmpp:jingle:apps:dtls:0"
+NS_DRAFT = "http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification"
+NS_OMEMO = "eu.siacs.conversations.axolotl"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+
+SCENARIOS = (
+    "passthrough",
+    "strip-device",
+    "change-device",
+    "encrypted-to-plain",
+    "add-plain-before",
+    "add-plain-after",
+    "flip-setup",
+    "replay-fingerprint",
+    "drop-session-accept",
+    "forge-from-resource",
+    "forge-from-jid",
+    "replace-candidates",
+)
+
+# A made-up attacker certificate digest (SHA-256 of a fixed string), in the uppercase
+# colon-separated form clients send.
+DEFAULT_ATTACKER_FINGERPRINT = ":".join(
+    f"{b:02X}" for b in hashlib.sha256(b"shieldcall xmpp_mitm attacker").digest()
+)
+
+JINGLE_TRANSPORT_ACTIONS = (
+    "session-initiate",
+    "session-accept",
+    "content-add",
+    "content-accept",
+    "content-modify",
+    "transport-info",
+    "transport-replace",
+    "transport-accept",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# A small element tree without namespace processing: xmlns stays an attribute, prefixes stay in
+# names, attribute order is kept. `ns` is the resolved default namespace (for matching only).
+
+
+class El:
+    __slots__ = ("tag", "attrs", "children", "text", "tail", "ns")
+
+    def __init__(self, tag: str, attrs: Optional[Dict[str, str]] = None, ns: str = "", text: str = ""):
+        self.tag = tag
+        self.attrs: Dict[str, str] = dict(attrs or {})
+        self.children: List[El] = []
+        self.text = text
+        self.tail = ""
+        self.ns = self.attrs.get("xmlns", ns)
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        return self.attrs.get(name, default)
+
+    def find(self, tag: str, ns: Optional[str] = None) -> Optional["El"]:
+        for c in self.children:
+            if c.tag == tag and (ns is None or c.ns == ns):
+                return c
+        return None
+
+    def findall(self, tag: str, ns: Optional[str] = None) -> List["El"]:
+        return [c for c in self.children if c.tag == tag and (ns is None or c.ns == ns)]
+
+    def iter(self) -> Iterator["El"]:
+        yield self
+        for c in self.children:
+            yield from c.iter()
+
+    def copy(self) -> "El":
+        e = El(self.tag, self.attrs, self.ns, self.text)
+        e.ns = self.ns
+        e.tail = self.tail
+        e.children = [c.copy() for c in self.children]
+        return e
+
+    def all_text(self) -> str:
+        return self.text + "".join(c.all_text() + c.tail for c in self.children)
+
+    def serialize(self) -> bytes:
+        out: List[str] = []
+        self._ser(out)
+        return "".join(out).encode("utf-8")
+
+    def _ser(self, out: List[str]) -> None:
+        out.append("<" + self.tag)
+        for k, v in self.attrs.items():
+            out.append(f' {k}="{_esc_attr(v)}"')
+        if not self.children and not self.text:
+            out.append("/>")
+            return
+        out.append(">")
+        out.append(_esc_text(self.text))
+        for c in self.children:
+            c._ser(out)
+            out.append(_esc_text(c.tail))
+        out.append(f"</{self.tag}>")
+
+    def __repr__(self) -> str:
+        return self.serialize().decode("utf-8")
+
+
+def _esc_text(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _esc_attr(s: str) -> str:
+    return (
+        _esc_text(s)
+        .replace('"', "&quot;")
+        .replace("\t", "&#9;")
+        .replace("\n", "&#10;")
+        .replace("\r", "&#13;")
+    )
+
+
+def parse_element(raw: bytes, parent_ns: str = NS_CLIENT) -> El:
+    """Parses one complete element (a stanza as sliced from the stream) into an El tree."""
+    p = xml.parsers.expat.ParserCreate()
+    p.buffer_text = True
+    stack: List[El] = []
+    roots: List[El] = []
+
+    def start(tag: str, attrs: Dict[str, str]) -> None:
+        el = El(tag, attrs, stack[-1].ns if stack else parent_ns)
+        if stack:
+            stack[-1].children.append(el)
+        else:
+            roots.append(el)
+        stack.append(el)
+
+    def end(_tag: str) -> None:
+        stack.pop()
+
+    def chars(data: str) -> None:
+        if not stack:
+            return
+        cur = stack[-1]
+        if cur.children:
+            cur.children[-1].tail += data
+        else:
+            cur.text += data
+
+    p.StartElementHandler = start
+    p.EndElementHandler = end
+    p.CharacterDataHandler = chars
+    p.Parse(raw, True)
+    return roots[0]
+
+
+def make(tag: str, ns: str, parent_ns: str, attrs: Optional[Dict[str, str]] = None, text: str = "") -> El:
+    """A new element; declares xmlns only when it differs from the parent's namespace."""
+    a: Dict[str, str] = {}
+    if ns != parent_ns:
+        a["xmlns"] = ns
+    a.update(attrs or {})
+    e = El(tag, a, parent_ns, text)
+    e.ns = ns
+    return e
+
+
+# ---------------------------------------------------------------------------------------------
+# Stanza helpers
+
+
+def bare(jid: Optional[str]) -> str:
+    return (jid or "").split("/", 1)[0]
+
+
+def carbon_inner(st: El) -> Optional[El]:
+    """The message forwarded in a carbon <sent/>/<received/>, if `st` is one."""
+    if st.tag != "message":
+        return None
+    for c in st.children:
+        if c.ns == NS_CARBONS and c.tag in ("sent", "received"):
+            fwd = c.find("forwarded", NS_FORWARD)
+            if fwd is not None:
+                m = fwd.find("message")
+                if m is not None:
+                    return m
+    return None
+
+
+def messages(st: El) -> List[El]:
+    """The message itself and the one forwarded in a carbon (for JMI rewrites)."""
+    if st.tag != "message":
+        return []
+    inner = carbon_inner(st)
+    return [st] + ([inner] if inner is not None else [])
+
+
+def jmi(msg: El) -> Optional[El]:
+    for c in msg.children:
+        if c.ns == NS_JMI:
+            return c
+    return None
+
+
+def jingle(st: El) -> Optional[El]:
+    if st.tag != "iq" or st.get("type") != "set":
+        return None
+    return st.find("jingle", NS_JINGLE)
+
+
+def kind_of(st: El) -> Optional[str]:
+    """JMI element name (also inside a carbon) or Jingle action."""
+    j = jingle(st)
+    if j is not None:
+        return j.get("action")
+    for m in messages(st):
+        e = jmi(m)
+        if e is not None:
+            return e.tag
+    return None
+
+
+def sid_of(st: El) -> Optional[str]:
+    j = jingle(st)
+    if j is not None:
+        return j.get("sid")
+    for m in messages(st):
+        e = jmi(m)
+        if e is not None:
+            return e.get("id")
+    return None
+
+
+def transports(st: El) -> List[El]:
+    j = jingle(st)
+    if j is None or j.get("action") not in JINGLE_TRANSPORT_ACTIONS:
+        return []
+    out = []
+    for content in j.findall("content"):
+        out.extend(content.findall("transport", NS_ICE))
+    return out
+
+
+def encrypted_fingerprints(st: El) -> List[El]:
+    return [f for t in transports(st) for f in t.findall("fingerprint", NS_DRAFT)]
+
+
+def plain_fingerprint(parent_ns: str, setup: Optional[str], value: str, hash_: str = "sha-256") -> El:
+    attrs = {"hash": hash_}
+    if setup is not None:
+        attrs["setup"] = setup
+    return make("fingerprint", NS_DTLS, parent_ns, attrs, value)
+
+
+def normalize_fingerprint(hexstr: str) -> str:
+    h = hexstr.replace(":", "").strip().upper()
+    if len(h) != 64 or any(c not in "0123456789ABCDEF" for c in h):
+        raise ValueError(f"not a SHA-256 fingerprint: {hexstr!r}")
+    return ":".join(h[i : i + 2] for i in range(0, 64, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The rewrites: pure functions over a parsed stanza. Each returns a rewritten copy, or None when
+# the stanza is not one it touches (then it is forwarded byte-exact).
+
+
+def strip_device(st: El) -> Optional[El]:
+    """Removes <device/> (any namespace, as Conversations looks it up) from <proceed/>."""
+    out = st.copy()
+    changed = False
+    for m in messages(out):
+        p = jmi(m)
+        if p is not None and p.tag == "proceed":
+            keep = [c for c in p.children if c.tag != "device"]
+            if len(keep) != len(p.children):
+                p.children = keep
+                changed = True
+    return out if changed else None
+
+
+def change_device(st: El, new_id: Optional[str] = None) -> Optional[El]:
+    """Changes the <device/> id in <proceed/> (to new_id, default the old id + 1)."""
+    out = st.copy()
+    changed = False
+    for m in messages(out):
+        p = jmi(m)
+        if p is not None and p.tag == "proceed":
+            for d in p.findall("device"):
+                old = d.get("id", "")
+                if new_id is not None:
+                    d.attrs["id"] = new_id
+                else:
+                    d.attrs["id"] = str(int(old) % 0x7FFFFFFF + 1) if old.isdigit() else "1"
+                changed = True
+    return out if changed else None
+
+
+def encrypted_to_plain(st: El, fingerprint: str = DEFAULT_ATTACKER_FINGERPRINT) -> Optional[El]:
+    """Replaces every draft (OMEMO-encrypted) fingerprint by a plain XEP-0320 one carrying
+    `fingerprint`, hash sha-256, same setup."""
+    out = st.copy()
+    changed = False
+    for t in transports(out):
+        for i, c in enumerate(t.children):
+            if c.tag == "fingerprint" and c.ns == NS_DRAFT:
+                new = plain_fingerprint(t.ns, c.get("setup"), fingerprint)
+                new.tail = c.tail
+                t.children[i] = new
+                changed = True
+    return out if changed else None
+
+
+def add_plain(st: El, before: bool, fingerprint: str = DEFAULT_ATTACKER_FINGERPRINT) -> Optional[El]:
+    """Adds a plain attacker fingerprint (same setup) before or after each encrypted one."""
+    out = st.copy()
+    changed = False
+    for t in transports(out):
+        kids: List[El] = []
+        for c in t.children:
+            if c.tag == "fingerprint" and c.ns == NS_DRAFT:
+                new = plain_fingerprint(t.ns, c.get("setup"), fingerprint)
+                kids.extend([new, c] if before else [c, new])
+                changed = True
+            else:
+                kids.append(c)
+        t.children = kids
+    return out if changed else None
+
+
+FLIPPED_SETUP = {"active": "passive", "passive": "active", "actpass": "active"}
+
+
+def flip_setup(st: El) -> Optional[El]:
+    """setup active<->passive and actpass->active on every fingerprint (encrypted and plain)."""
+    out = st.copy()
+    changed = False
+    for t in transports(out):
+        for c in t.children:
+            if c.tag == "fingerprint" and c.ns in (NS_DRAFT, NS_DTLS) and c.get("setup") in FLIPPED_SETUP:
+                c.attrs["setup"] = FLIPPED_SETUP[c.attrs["setup"]]
+                changed = True
+    return out if changed else None
+
+
+def substitute_fingerprints(st: El, stored: Sequence[El]) -> Optional[El]:
+    """Puts stored fingerprint elements (from an earlier call) in place of every fingerprint of
+    the stanza's transports, the i-th transport getting stored[i] (the last one when fewer);
+    a transport without fingerprint gets one appended. Candidates and ufrag/pwd stay."""
+    if not stored:
+        return None
+    out = st.copy()
+    ts = transports(out)
+    for i, t in enumerate(ts):
+        rep = stored[min(i, len(stored) - 1)].copy()
+        kids: List[El] = []
+        placed = False
+        for c in t.children:
+            if c.tag == "fingerprint" and c.ns in (NS_DRAFT, NS_DTLS):
+                if not placed:
+                    rep.tail = c.tail
+                    kids.append(rep)
+                    placed = True
+            else:
+                kids.append(c)
+        if not placed:
+            kids.append(rep)
+        t.children = kids
+    return out if ts else None
+
+
+class Replayer:
+    """replay-fingerprint: the first call's encrypted fingerprints per Jingle action, replayed into
+    the same action of later calls (another sid)."""
+
+    def __init__(self) -> None:
+        self.stored: Dict[str, Tuple[str, List[El]]] = {}  # action -> (sid, fingerprints)
+
+    def rewrite(self, st: El) -> Optional[El]:
+        j = jingle(st)
+        if j is None:
+            return None
+        action, sid = j.get("action") or "", j.get("sid") or ""
+        if action not in self.stored:
+            fps = encrypted_fingerprints(st)
+            if fps:
+                self.stored[action] = (sid, [f.copy() for f in fps])
+            return None
+        first_sid, fps = self.stored[action]
+        if sid == first_sid:
+            return None
+        return substitute_fingerprints(st, fps)
+
+
+def is_session_accept(st: El) -> bool:
+    j = jingle(st)
+    return j is not None and j.get("action") == "session-accept"
+
+
+def is_proceed(st: El) -> bool:
+    if st.tag != "message":
+        return False
+    p = jmi(st)
+    return p is not None and p.tag == "proceed"
+
+
+def forge_from(st: El, new_from: str, which: str = "session-accept") -> Optional[El]:
+    """A copy of the session-accept (or proceed, which='proceed') with `from` set to new_from."""
+    hit = is_session_accept(st) if which == "session-accept" else is_proceed(st)
+    if not hit:
+        return None
+    out = st.copy()
+    out.attrs["from"] = new_from
+    return out
+
+
+def other_resource(jid: str, resource: str = "mitm-forged") -> str:
+    return f"{bare(jid)}/{resource}"
+
+
+def replace_candidates(st: El, ip: str, port: int) -> Optional[El]:
+    """Every ICE-UDP candidate's ip and port set to the attacker's (any Jingle action with
+    transports, transport-info included)."""
+    out = st.copy()
+    changed = False
+    for t in transports(out):
+        for c in t.findall("candidate"):
+            c.attrs["ip"] = ip
+            c.attrs["port"] = str(port)
+            changed = True
+    return out if changed else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario dispatch: what to deliver instead of one stanza.
+
+
+@dataclass
+class Options:
+    scenario: str = "passthrough"
+    victim: str = "caller"
+    attacker_fingerprint: str = DEFAULT_ATTACKER_FINGERPRINT
+    attacker_ip: str = "127.0.0.1"
+    attacker_port: int = 9
+    device_id: Optional[str] = None
+    stanza: str = "session-accept"
+    forge_from: Optional[str] = None
+    original: str = "deliver"
+    ack_dropped: bool = False
+
+
+@dataclass
+class Outcome:
+    """Replacement for one stanza: `deliver` in order (empty = dropped), `detail` for the log."""
+
+    deliver: List[El]
+    detail: str
+    forged: List[El] = field(default_factory=list)
+
+
+class Scenario:
+    def __init__(self, opts: Options) -> None:
+        if opts.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {opts.scenario!r}")
+        self.o = opts
+        self.replayer = Replayer()
+
+    def apply(self, st: El) -> Optional[Outcome]:
+        """The rewrite for a stanza delivered to the victim, or None to forward it unchanged."""
+        o, name = self.o, self.o.scenario
+        one = lambda new, detail: None if new is None else Outcome([new], detail)  # noqa: E731
+        if name == "passthrough":
+            return None
+        if name == "strip-device":
+            return one(strip_device(st), "removed <device/> from <proceed/>")
+        if name == "change-device":
+            new = change_device(st, o.device_id)
+            if new is None:
+                return None
+            ids = [d.get("id") for m in messages(new) for p in [jmi(m)] if p is not None for d in p.findall("device")]
+            return Outcome([new], f"device id now {ids[0] if ids else '?'}")
+        if name == "encrypted-to-plain":
+            return one(encrypted_to_plain(st, o.attacker_fingerprint), f"plain fingerprint {o.attacker_fingerprint}")
+        if name in ("add-plain-before", "add-plain-after"):
+            before = name == "add-plain-before"
+            return one(add_plain(st, before, o.attacker_fingerprint), f"plain fingerprint {o.attacker_fingerprint}")
+        if name == "flip-setup":
+            return one(flip_setup(st), "setup flipped")
+        if name == "replay-fingerprint":
+            new = self.replayer.rewrite(st)
+            if new is None:
+                return None
+            j = jingle(st)
+            first = self.replayer.stored[j.get("action") if j is not None else ""][0]
+            return Outcome([new], f"fingerprint of session {first} replayed")
+        if name == "drop-session-accept":
+            return Outcome([], "dropped") if is_session_accept(st) else None
+        if name in ("forge-from-resource", "forge-from-jid"):
+            frm = st.get("from") or ""
+            if name == "forge-from-resource":
+                new_from = o.forge_from or other_resource(frm)
+            else:
+                new_from = o.forge_from or f"mallory@{bare(frm).split('@')[-1] or 'localhost'}/mitm"
+            forged = forge_from(st, new_from, o.stanza)
+            if forged is None:
+                return None
+            deliver = [forged] + ([st] if o.original == "deliver" else [])
+            return Outcome(deliver, f"forged from {new_from}, original {'delivered after it' if o.original == 'deliver' else 'dropped'}", forged=[forged])
+        if name == "replace-candidates":
+            return one(replace_candidates(st, o.attacker_ip, o.attacker_port), f"candidates -> {o.attacker_ip}:{o.attacker_port}")
+        raise AssertionError(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The byte-exact stream splitter.
+
+
+class _Restart(Exception):
+    def __init__(self, pos: int) -> None:
+        super().__init__(pos)
+        self.pos = pos
+
+
+def tag_end(buf: bytes, i: int) -> int:
+    """Index just after the tag that starts at buf[i] ('<'): the first '>' outside quotes."""
+    quote = 0
+    n = len(buf)
+    while i < n:
+        c = buf[i]
+        if quote:
+            if c == quote:
+                quote = 0
+        elif c in (0x22, 0x27):
+            quote = c
+        elif c == 0x3E:
+            return i + 1
+        i += 1
+    raise ValueError("tag not complete in buffer")
+
+
+# handler(raw element bytes, element name) -> bytes to send instead, or None for the raw bytes
+Handler = Callable[[bytes, str], Optional[bytes]]
+
+
+class StreamRewriter:
+    """Splits one direction of an XMPP stream into header, top-level elements and the bytes
+    between them; forwards all bytes unchanged except top-level elements for which `handler`
+    returns a replacement. Restarts its parser after a top-level element named in `restart_after`
+    (SASL <success/>) or when restart() is called (the other direction saw it). A top-level
+    element named in `blind_after` (STARTTLS <proceed/>) or a parse error switches to blind
+    forwarding of everything that follows."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        restart_after: Sequence[str] = (),
+        blind_after: Sequence[str] = (),
+        on_restart: Optional[Callable[[], None]] = None,
+        on_blind: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        self.handler = handler
+        self.restart_after = set(restart_after)
+        self.blind_after = set(blind_after)
+        self.on_restart = on_restart
+        self.on_blind = on_blind
+        self.blind = False
+        self._pending_restart = False
+        self.restarts = 0
+        self._new_parser()
+
+    def _new_parser(self) -> None:
+        p = xml.parsers.expat.ParserCreate()
+        p.buffer_text = False
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._chars
+        self.p = p
+        self.buf = bytearray()
+        self.base = 0  # parser byte index of buf[0]
+        self.fwd = 0  # parser byte index up to which output was produced
+        self.depth = 0
+        self.el_start = 0
+        self.events: List[tuple] = []
+
+    def restart(self) -> None:
+        """The next bytes start a new stream (called when the other direction saw <success/>)."""
+        self._pending_restart = True
+
+    # expat callbacks: they only record positions; feed() produces the output.
+    def _start(self, name: str, _attrs: Dict[str, str]) -> None:
+        idx = self.p.CurrentByteIndex
+        if self.depth == 0:
+            self.events.append(("open", tag_end(self.buf, idx - self.base) + self.base))
+        elif self.depth == 1:
+            self.el_start = idx
+        self.depth += 1
+
+    def _end(self, name: str) -> None:
+        self.depth -= 1
+        idx = self.p.CurrentByteIndex
+        if self.depth == 1:
+            s = self.el_start
+            start_tag_end = tag_end(self.buf, s - self.base) + self.base
+            if self.buf[start_tag_end - self.base - 2] == 0x2F:  # '<name .../>': empty element
+                e = start_tag_end
+            else:  # idx is at '</name>'
+                e = tag_end(self.buf, idx - self.base) + self.base
+            self.events.append(("element", s, e, name))
+            if name in self.restart_after:
+                raise _Restart(e)
+            if name in self.blind_after:
+                raise _Restart(-e)
+        elif self.depth == 0:
+            e = tag_end(self.buf, idx - self.base) + self.base if self.buf[idx - self.base : idx - self.base + 2] == b"</" else idx
+            self.events.append(("close", e))
+
+    def _chars(self, data: str) -> None:
+        if self.depth == 1 and not data.strip():
+            # top-level whitespace (keepalives): flush it now; \r\n may have become \n, so the
+            # computed end can only fall short, never overshoot.
+            self.events.append(("space", self.p.CurrentByteIndex + len(data.encode("utf-8"))))
+
+    def feed(self, data: bytes) -> bytes:
+        """Consumes bytes from one side; returns the bytes to send to the other."""
+        if self.blind:
+            return data
+        out = bytearray()
+        if self._pending_restart:
+            self._pending_restart = False
+            rest = bytes(self.buf[self.fwd - self.base :])
+            self._new_parser()
+            self.restarts += 1
+            data = rest + data
+        pending: Optional[bytes] = data
+        while pending:
+            chunk, pending = pending, None
+            self.buf += chunk
+            stop: Optional[int] = None
+            try:
+                self.p.Parse(chunk, False)
+            except _Restart as r:
+                stop = r.pos
+            except (xml.parsers.expat.ExpatError, ValueError) as err:
+                self._process(out)
+                out += self.buf[self.fwd - self.base :]
+                self._go_blind(f"parse error: {err}")
+                return bytes(out)
+            self._process(out)
+            if stop is not None:
+                rest = bytes(self.buf[abs(stop) - self.base :])
+                if stop < 0:  # STARTTLS: what follows is TLS
+                    out += rest
+                    self._go_blind("STARTTLS")
+                    return bytes(out)
+                self._new_parser()
+                self.restarts += 1
+                if self.on_restart:
+                    self.on_restart()
+                pending = rest
+        del self.buf[: self.fwd - self.base]
+        self.base = self.fwd
+        return bytes(out)
+
+    def _go_blind(self, why: str) -> None:
+        self.blind = True
+        self.buf = bytearray()
+        if self.on_blind:
+            self.on_blind(why)
+
+    def _process(self, out: bytearray) -> None:
+        b = self.base
+        for ev in self.events:
+            kind = ev[0]
+            if kind == "element":
+                _, s, e, name = ev
+                if s > self.fwd:
+                    out += self.buf[self.fwd - b : s - b]
+                raw = bytes(self.buf[s - b : e - b])
+                rep = self.handler(raw, name)
+                out += raw if rep is None else rep
+                self.fwd = e
+            else:  # open, space, close: forward up to there
+                end = ev[1]
+                if end > self.fwd:
+                    out += self.buf[self.fwd - b : end - b]
+                    self.fwd = end
+        self.events = []
+
+
+# ---------------------------------------------------------------------------------------------
+# The proxy.
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class Call:
+    caller: str
+    callee: str
+
+
+RECIPIENT_ROLE = {
+    "proceed": "caller",
+    "ringing": "caller",
+    "reject": "caller",
+    "session-accept": "caller",
+    "propose": "callee",
+    "retract": "callee",
+    "session-initiate": "callee",
+}
+
+
+class Connection:
+    def __init__(self, proxy: "Proxy", cid: int, writer: asyncio.StreamWriter) -> None:
+        self.proxy = proxy
+        self.cid = cid
+        self.jid: Optional[str] = None
+        self.client_writer = writer
+        self.to_server = StreamRewriter(
+            lambda raw, name: proxy.on_element(self, "to-server", raw, name),
+            on_blind=lambda why: proxy.log_event(self, "to-server", "blind", why),
+        )
+        self.to_client = StreamRewriter(
+            lambda raw, name: proxy.on_element(self, "to-client", raw, name),
+            restart_after=("success",),
+            blind_after=("proceed",),
+            on_restart=self.to_server.restart,
+            on_blind=self._blind,
+        )
+
+    def _blind(self, why: str) -> None:
+        self.proxy.log_event(self, "to-client", "blind", why)
+        self.to_server.blind = True  # after STARTTLS nothing is readable
+
+    @property
+    def label(self) -> str:
+        return self.jid or f"conn#{self.cid}"
+
+
+class Proxy:
+    def __init__(self, upstream: Tuple[str, int], opts: Options, log_path: Optional[str]) -> None:
+        self.upstream = upstream
+        self.opts = opts
+        self.scenario = Scenario(opts)
+        self.calls: Dict[str, Call] = {}
+        self.conns: List[Connection] = []
+        self.forged: List[Tuple[str, str]] = []  # (forged from, stanza id)
+        self.log = open(log_path, "a", encoding="utf-8") if log_path else None
+        self.next_id = 0
+        self.tasks: set = set()
+
+    def log_event(self, conn: Connection, direction: str, action: str, xml: str) -> None:
+        if self.log:
+            self.log.write(
+                json.dumps(
+                    {"t": round(time.time(), 3), "direction": direction, "client": conn.label, "action": action, "xml": xml}
+                )
+                + "\n"
+            )
+            self.log.flush()
+
+    def _log_raw(self, conn: Connection, direction: str, action: str, raw: bytes, name: str) -> None:
+        if not self.log:
+            return
+        text = raw.decode("utf-8", "replace")
+        if name == "auth":
+            text = text[: text.find(">") + 1] + "(redacted)</auth>" if ">" in text else "(redacted)"
+        self.log_event(conn, direction, action, text)
+
+    # -- roles --
+    def learn(self, conn: Connection, direction: str, st: El) -> None:
+        kind, sid = kind_of(st), sid_of(st)
+        if sid is None or kind not in ("propose", "session-initiate"):
+            return
+        m = st
+        if kind == "propose":
+            inner = carbon_inner(st)
+            m = inner if inner is not None else st
+        frm = m.get("from") or (conn.jid if direction == "to-server" else None)
+        to = m.get("to") or (conn.jid if direction == "to-client" else None)
+        if frm and to and (kind == "propose" or sid not in self.calls):
+            self.calls[sid] = Call(bare(frm), bare(to))
+
+    def role_of(self, conn: Connection, st: El) -> Optional[str]:
+        sid, me = sid_of(st), bare(conn.jid)
+        call = self.calls.get(sid or "")
+        if call and call.caller != call.callee:
+            if me == call.caller:
+                return "caller"
+            if me == call.callee:
+                return "callee"
+        if carbon_inner(st) is None:
+            return RECIPIENT_ROLE.get(kind_of(st) or "")
+        return None
+
+    # -- per element --
+    def on_element(self, conn: Connection, direction: str, raw: bytes, name: str) -> Optional[bytes]:
+        if name not in ("message", "iq", "presence"):
+            self._log_raw(conn, direction, "forwarded", raw, name)
+            return None
+        try:
+            st = parse_element(raw)
+        except xml.parsers.expat.ExpatError:
+            self._log_raw(conn, direction, "forwarded", raw, name)
+            return None
+        if direction == "to-client" and conn.jid is None and name == "iq" and st.get("type") == "result":
+            b = st.find("bind", NS_BIND)
+            j = b.find("jid") if b is not None else None
+            if j is not None and j.text.strip():
+                conn.jid = j.text.strip()
+        self.learn(conn, direction, st)
+
+        if direction == "to-server":
+            if name == "iq" and st.get("type") in ("result", "error") and (st.get("to"), st.get("id")) in self.forged:
+                self._log_raw(conn, direction, "dropped", raw, name)
+                self._emit_rewrite(conn, direction, st, "swallowed the answer to a forged stanza")
+                return b""
+            self._log_raw(conn, direction, "forwarded", raw, name)
+            return None
+
+        out = None
+        if self.opts.scenario != "passthrough" and self.role_of(conn, st) == self.opts.victim:
+            out = self.scenario.apply(st)
+        if out is None:
+            self._log_raw(conn, direction, "forwarded", raw, name)
+            return None
+        for f in out.forged:
+            self.forged.append((f.get("from") or "", f.get("id") or ""))
+        self._emit_rewrite(conn, direction, st, out.detail)
+        if not out.deliver:
+            self._log_raw(conn, direction, "dropped", raw, name)
+            if self.opts.ack_dropped and name == "iq":
+                self._ack(conn, st)
+            return b""
+        data = b""
+        for el in out.deliver:
+            b = el.serialize()
+            self._log_raw(conn, direction, "rewritten" if el is not st else "forwarded", b, name)
+            data += raw if el is st else b
+        return data
+
+    def _emit_rewrite(self, conn: Connection, direction: str, st: El, detail: str) -> None:
+        emit(
+            {
+                "rewrote": self.opts.scenario,
+                "direction": direction,
+                "client": conn.label,
+                "stanza": kind_of(st) or st.tag,
+                "sid": sid_of(st),
+                "from": st.get("from"),
+                "detail": detail,
+            }
+        )
+
+    def _ack(self, victim: Connection, st: El) -> None:
+        """Answers a dropped IQ to its sender in the victim's name."""
+        sender = st.get("from")
+        for c in self.conns:
+            if c.jid == sender:
+                ack = El("iq", {"type": "result", "id": st.get("id") or "", "from": victim.jid or "", "to": sender or ""})
+                raw = ack.serialize()
+                self._log_raw(c, "to-client", "injected", raw, "iq")
+                c.client_writer.write(raw)
+                return
+
+    # -- sockets --
+    async def handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        self.next_id += 1
+        conn = Connection(self, self.next_id, cwriter)
+        self.conns.append(conn)
+        try:
+            sreader, swriter = await asyncio.open_connection(*self.upstream)
+        except OSError as e:
+            self.log_event(conn, "to-server", "error", f"cannot connect upstream: {e}")
+            cwriter.close()
+            self.conns.remove(conn)
+            return
+        try:
+            await asyncio.gather(
+                self._pump(creader, swriter, conn.to_server),
+                self._pump(sreader, cwriter, conn.to_client),
+            )
+        finally:
+            self.conns.remove(conn)
+            for w in (swriter, cwriter):
+                w.close()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rw: StreamRewriter) -> None:
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                out = rw.feed(data)
+                if out:
+                    writer.write(out)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            # one side ended: end the other too (after what was already forwarded)
+            try:
+                if rw.buf and not rw.blind:
+                    writer.write(bytes(rw.buf[rw.fwd - rw.base :]))
+                writer.close()
+            except (ConnectionError, OSError, RuntimeError):
+                pass
+
+
+async def serve(args: argparse.Namespace, opts: Options) -> None:
+    host, _, port = args.upstream.rpartition(":")
+    proxy = Proxy((host or "127.0.0.1", int(port)), opts, args.log)
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    emit({"listening": server.sockets[0].getsockname()[1]})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+        server.close()
+        for c in list(proxy.conns):
+            c.client_writer.close()
+    if proxy.log:
+        proxy.log.close()
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Options]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--upstream", required=True, help="the real server, HOST:PORT")
+    ap.add_argument("--scenario", required=True, choices=SCENARIOS)
+    ap.add_argument("--victim", choices=("caller", "callee"), default="caller")
+    ap.add_argument("--log", help="append every element seen (JSON lines) to this file")
+    ap.add_argument("--attacker-fingerprint", default=DEFAULT_ATTACKER_FINGERPRINT, help="SHA-256 hex, colons optional")
+    ap.add_argument("--attacker-addr", default="127.0.0.1:9", help="IP:PORT for replace-candidates")
+    ap.add_argument("--device-id", help="change-device: the new id (default: old id + 1)")
+    ap.add_argument("--stanza", choices=("session-accept", "proceed"), default="session-accept", help="what the forge-* scenarios copy")
+    ap.add_argument("--forge-from", help="forge-*: the forged sender (default: BARE/mitm-forged or mallory@DOMAIN/mitm)")
+    ap.add_argument("--original", choices=("deliver", "drop"), default="deliver", help="forge-*: also deliver the genuine stanza (after the forged one) or drop it")
+    ap.add_argument("--ack-dropped", action="store_true", help="drop-session-accept: answer the sender with an IQ result in the victim's name")
+    a = ap.parse_args(argv)
+    ip, _, port = a.attacker_addr.rpartition(":")
+    opts = Options(
+        scenario=a.scenario,
+        victim=a.victim,
+        attacker_fingerprint=normalize_fingerprint(a.attacker_fingerprint),
+        attacker_ip=ip.strip("[]"),
+        attacker_port=int(port),
+        device_id=a.device_id,
+        stanza=a.stanza,
+        forge_from=a.forge_from,
+        original=a.original,
+        ack_dropped=a.ack_dropped,
+    )
+    return a, opts
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args, opts = parse_args(argv)
+    asyncio.run(serve(args, opts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
