@@ -13,7 +13,7 @@ use tracing::debug;
 use crate::audio::sink::AudioSink;
 use crate::audio::source::AudioSource;
 use crate::audio::{AudioError, FRAME_DURATION, FRAME_SAMPLES};
-use crate::params::JingleRole;
+use crate::params::{IceCandidate, JingleRole};
 use crate::session::{
     FailReason, MediaEvent, MediaSession, Phase, SessionConfig, SessionError, SessionOutput,
 };
@@ -50,6 +50,17 @@ pub enum DriverError {
     NoLocalAddress,
 }
 
+/// What the owner of a running endpoint can tell it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DriverCommand {
+    /// A remote candidate that arrived after the run started (Jingle `transport-info`).
+    AddRemoteCandidate(IceCandidate),
+    /// The call engine allows media (its `PlayMedia`): with [`RunOptions::hold_media`], no frame
+    /// is sent or played before this, even once DTLS proved the expected certificate.
+    AllowMedia,
+}
+
 /// How long to run and whom to tell.
 #[derive(Debug)]
 pub struct RunOptions {
@@ -61,6 +72,11 @@ pub struct RunOptions {
     pub events: Option<mpsc::UnboundedSender<MediaEvent>>,
     /// Resolve (or drop the sender) to hang up.
     pub stop: Option<oneshot::Receiver<()>>,
+    /// Commands while running (late candidates, media allowed).
+    pub commands: Option<mpsc::UnboundedReceiver<DriverCommand>>,
+    /// Send and play nothing until [`DriverCommand::AllowMedia`]: the media gate checks the
+    /// certificate, the call engine decides whether policy allows the call (`require_verified`).
+    pub hold_media: bool,
 }
 
 impl Default for RunOptions {
@@ -70,6 +86,8 @@ impl Default for RunOptions {
             media_duration: None,
             events: None,
             stop: None,
+            commands: None,
+            hold_media: false,
         }
     }
 }
@@ -150,6 +168,7 @@ impl MediaEndpoint {
         let start = Instant::now();
         let connect_deadline = start + options.connect_timeout;
         let mut media_end: Option<Instant> = None;
+        let mut media_started = false;
         let mut next_tick = start + FRAME_DURATION;
         let mut frame = [0i16; FRAME_SAMPLES];
         let mut report = CallReport {
@@ -161,6 +180,8 @@ impl MediaEndpoint {
             wakeups: 0,
         };
         let mut stop = options.stop.take();
+        let mut commands = options.commands.take();
+        let mut allowed = !options.hold_media;
 
         'call: loop {
             report.wakeups += 1;
@@ -202,12 +223,16 @@ impl MediaEndpoint {
                 Phase::Closed => break,
                 _ => {}
             }
-            if session.is_verified() {
-                if media_end.is_none() {
+            let media_on = session.is_verified() && allowed;
+            if media_on {
+                // Once: without a media duration, media_end stays None, and resetting the audio
+                // clock on every wake-up would send frames in a busy loop.
+                if !media_started {
+                    media_started = true;
                     media_end = options.media_duration.map(|d| now + d);
                     next_tick = now;
                 }
-            } else if now >= connect_deadline {
+            } else if !session.is_verified() && now >= connect_deadline {
                 report.failure = Some(FailReason::Transport("connect timeout".into()));
                 break;
             }
@@ -215,8 +240,8 @@ impl MediaEndpoint {
                 break;
             }
 
-            // Audio clock: one frame each way per 20 ms, only once verified.
-            if session.is_verified() && now >= next_tick {
+            // Audio clock: one frame each way per 20 ms, only once verified and allowed.
+            if media_on && now >= next_tick {
                 if now.saturating_duration_since(next_tick) > FRAME_DURATION * MAX_AUDIO_CATCH_UP {
                     next_tick = now;
                 }
@@ -232,8 +257,11 @@ impl MediaEndpoint {
                 continue 'call;
             }
 
-            let mut wake = timeout.min(connect_deadline.max(now));
-            if session.is_verified() {
+            let mut wake = timeout;
+            if !session.is_verified() {
+                wake = wake.min(connect_deadline.max(now));
+            }
+            if media_on {
                 wake = wake.min(next_tick);
             }
             if let Some(end) = media_end {
@@ -247,7 +275,19 @@ impl MediaEndpoint {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let command = async {
+                match commands.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                cmd = command => match cmd {
+                    Some(DriverCommand::AddRemoteCandidate(c)) => session.add_remote_candidate(&c),
+                    Some(DriverCommand::AllowMedia) => allowed = true,
+                    // The owner went away without a stop: keep running until stop or the end.
+                    None => commands = None,
+                },
                 datagram = rx.recv() => match datagram {
                     Some((data, from, to)) => session.handle_receive(Instant::now(), from, to, &data),
                     None => break 'call,
