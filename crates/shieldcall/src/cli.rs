@@ -1,6 +1,8 @@
 //! The command line: `shieldcall [global options] <command>`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -8,6 +10,7 @@ use shieldcall_omemo::fingerprint::VerificationUri;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::stanza::Stanza;
 
+use crate::call_service::{self, Answer, AudioIn, AudioOut, CallOptions, CallService, Mode};
 use crate::connection::{self, ConnectOptions, Incoming};
 use crate::error::ClientError;
 use crate::omemo_service::{self, OmemoService, Received, contact_jid, fingerprint, open_account};
@@ -100,14 +103,125 @@ pub enum Command {
         /// The message.
         text: String,
     },
-    /// Stay online and print incoming messages until Ctrl-C.
-    Listen,
+    /// Call a contact (audio). Shows the call's state and its shield; ends after --duration, when
+    /// the peer hangs up, or on Ctrl-C/SIGTERM (the call is hung up cleanly either way).
+    Call {
+        /// The contact's JID (bare: every device of the contact rings).
+        jid: String,
+        /// Hang up this many seconds after the call connected [default: stay until hung up].
+        #[arg(long, value_name = "S")]
+        duration: Option<f64>,
+        /// Give up after this many seconds without an answer.
+        #[arg(long, value_name = "S", default_value_t = 30.0)]
+        ring_timeout: f64,
+        /// Audio and security options.
+        #[command(flatten)]
+        audio: CallArgs,
+    },
+    /// Stay online: print incoming messages and take calls until Ctrl-C/SIGTERM. Without
+    /// --auto-answer or --reject, each call is asked about on the terminal.
+    Listen {
+        /// Answer every call (one at a time; calls while busy are declined).
+        #[arg(long, conflicts_with = "reject")]
+        auto_answer: bool,
+        /// Decline every call.
+        #[arg(long)]
+        reject: bool,
+        /// Audio and security options.
+        #[command(flatten)]
+        audio: CallArgs,
+    },
     /// Like listen, and every line read from standard input is sent (OMEMO-encrypted) to JID.
     /// Ends at the end of input or on Ctrl-C.
     Chat {
         /// The contact's JID.
         jid: String,
     },
+}
+
+/// Options shared by `call` and `listen`.
+#[derive(Debug, clap::Args)]
+pub struct CallArgs {
+    /// Send a sine tone of HZ instead of the microphone.
+    #[arg(long, value_name = "HZ", conflicts_with = "play")]
+    pub tone: Option<f64>,
+    /// Send this WAV file (16-bit PCM, mono, 48 kHz) instead of the microphone.
+    #[arg(long, value_name = "WAV")]
+    pub play: Option<PathBuf>,
+    /// Record what you hear to this WAV file (16-bit PCM, mono, 48 kHz) instead of playing it;
+    /// later calls of one `listen` go to NAME-2.wav, NAME-3.wav…
+    #[arg(long, value_name = "WAV")]
+    pub record: Option<PathBuf>,
+    /// Refuse or end any call that cannot be verified (shield = verified): no fallback to
+    /// unverified or plain fingerprints, no media before verification.
+    #[arg(long)]
+    pub require_verified: bool,
+    /// Do not use OMEMO for the call's DTLS fingerprints (plain XEP-0320; never a shield).
+    #[arg(long, conflicts_with = "require_verified")]
+    pub no_omemo: bool,
+    /// Local IP address for media, repeatable [default: every up, non-loopback interface].
+    #[arg(long, value_name = "IP")]
+    pub media_ip: Vec<IpAddr>,
+}
+
+impl CallArgs {
+    /// The options; `strict`: a missing audio device is an error now (`call`), otherwise calls
+    /// are declined with the reason (`listen` still shows messages).
+    fn options(
+        &self,
+        duration: Option<f64>,
+        ring_timeout: f64,
+        strict: bool,
+    ) -> Result<CallOptions, ClientError> {
+        let seconds = |what: &str, s: f64| {
+            if s.is_finite() && s > 0.0 && s < 1e7 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(ClientError::Usage(format!(
+                    "{what} must be a positive number of seconds"
+                )))
+            }
+        };
+        let input = match (&self.tone, &self.play) {
+            (Some(hz), _) if !(20.0..=20_000.0).contains(hz) => {
+                return Err(ClientError::Usage(
+                    "--tone must be between 20 and 20000 Hz".into(),
+                ));
+            }
+            (Some(hz), _) => AudioIn::Tone(*hz),
+            (None, Some(p)) => AudioIn::Wav(p.clone()),
+            (None, None) => AudioIn::Device,
+        };
+        let output = match &self.record {
+            Some(p) => AudioOut::Wav(p.clone()),
+            None => AudioOut::Device,
+        };
+        // Find out now, not after the peer answered, when there is no device.
+        let mut audio_unavailable = None;
+        if input == AudioIn::Device
+            && let Err(e) = call_service::live_source()
+        {
+            audio_unavailable = Some(e);
+        }
+        if output == AudioOut::Device
+            && let Err(e) = call_service::live_sink()
+        {
+            audio_unavailable.get_or_insert(e);
+        }
+        if strict && let Some(e) = audio_unavailable {
+            return Err(ClientError::Usage(e));
+        }
+        Ok(CallOptions {
+            audio_unavailable,
+            require_verified: self.require_verified,
+            omemo: !self.no_omemo,
+            media_ips: self.media_ip.clone(),
+            input,
+            output,
+            duration: duration.map(|d| seconds("--duration", d)).transpose()?,
+            ring_timeout: seconds("--ring-timeout", ring_timeout)?,
+        })
+    }
 }
 
 /// Default data directory (XDG base directory spec).
@@ -178,25 +292,62 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
         }
         Command::Devices { jid: contact } => {
             let contact = contact_jid(contact)?;
-            let mut svc = online(cli, &data_dir, &jid).await?.0;
+            let mut svc = online(cli, &data_dir, &jid, false).await?.0;
             let res = cmd_devices(&mut svc, &contact, out).await;
             svc.xmpp().close().await;
             res
         }
         Command::Send { jid: contact, text } => {
             let contact = contact_jid(contact)?;
-            let mut svc = online(cli, &data_dir, &jid).await?.0;
+            let mut svc = online(cli, &data_dir, &jid, false).await?.0;
             let res = cmd_send(&mut svc, &contact, text, out).await;
             svc.xmpp().close().await;
             res
         }
-        Command::Listen => {
-            let (svc, incoming) = online(cli, &data_dir, &jid).await?;
-            cmd_listen(svc, incoming, None, out).await
+        Command::Call {
+            jid: contact,
+            duration,
+            ring_timeout,
+            audio,
+        } => {
+            let contact = contact_jid(contact)?;
+            if contact == jid {
+                return Err(ClientError::Usage("you cannot call yourself".into()));
+            }
+            let opts = audio.options(*duration, *ring_timeout, true)?;
+            let (svc, incoming) = online(cli, &data_dir, &jid, true).await?;
+            let ok = CallService::new(svc, Mode::Call(contact), opts, out)
+                .run(incoming)
+                .await?;
+            if ok {
+                Ok(())
+            } else {
+                Err(ClientError::CallFailed)
+            }
+        }
+        Command::Listen {
+            auto_answer,
+            reject,
+            audio,
+        } => {
+            let answer = match (auto_answer, reject) {
+                (true, _) => Answer::Auto,
+                (_, true) => Answer::Reject,
+                _ => Answer::Ask,
+            };
+            let opts = audio.options(None, call_service::DEFAULT_RING_TIMEOUT, false)?;
+            if let Some(why) = &opts.audio_unavailable {
+                out.warning(&format!("calls will be declined: {why}"));
+            }
+            let (svc, incoming) = online(cli, &data_dir, &jid, true).await?;
+            CallService::new(svc, Mode::Listen(answer), opts, out)
+                .run(incoming)
+                .await
+                .map(|_| ())
         }
         Command::Chat { jid: contact } => {
             let contact = contact_jid(contact)?;
-            let (svc, incoming) = online(cli, &data_dir, &jid).await?;
+            let (svc, incoming) = online(cli, &data_dir, &jid, false).await?;
             cmd_listen(svc, incoming, Some(contact), out).await
         }
     }
@@ -322,10 +473,13 @@ fn cmd_trust(data_dir: &Path, jid: &BareJid, uri: &str, out: Output) -> Result<(
     Ok(())
 }
 
+/// Logs in, publishes our OMEMO keys and answers disco/ping in the background. With `calls`,
+/// Jingle IQs are left to the caller (the call engine answers them) and disco shows call support.
 async fn online(
     cli: &Cli,
     data_dir: &Path,
     jid: &BareJid,
+    calls: bool,
 ) -> Result<(OmemoService, tokio::sync::mpsc::UnboundedReceiver<Incoming>), ClientError> {
     let password = read_password(cli)?;
     let account = open_account(data_dir, jid)?;
@@ -344,7 +498,8 @@ async fn online(
         while let Some(ev) = incoming.recv().await {
             if let Incoming::Stanza(st) = &ev
                 && let Stanza::Iq(iq) = st.as_ref()
-                && let Some(answer) = presence::answer_iq(iq)
+                && !(calls && is_jingle_iq(iq))
+                && let Some(answer) = presence::answer_iq(iq, calls)
             {
                 let _ = answerer.send(answer);
                 continue;
@@ -360,6 +515,13 @@ async fn online(
     }
     svc.publish_own().await?;
     Ok((svc, rx))
+}
+
+fn is_jingle_iq(iq: &xmpp_parsers::iq::Iq) -> bool {
+    match iq {
+        xmpp_parsers::iq::Iq::Set { payload, .. } => payload.is("jingle", "urn:xmpp:jingle:1"),
+        _ => false,
+    }
 }
 
 async fn cmd_devices(
@@ -417,7 +579,7 @@ async fn cmd_listen(
     chat_with: Option<BareJid>,
     out: Output,
 ) -> Result<(), ClientError> {
-    presence::go_online(svc.xmpp()).await?;
+    presence::go_online(svc.xmpp(), false).await?;
     out.event(
         "online",
         json!({ "jid": svc.xmpp().jid.to_string() }),
@@ -465,7 +627,7 @@ async fn cmd_listen(
                 }
                 Some(Incoming::Online(jid)) => {
                     // Reconnected without stream resumption: everything is new to the server.
-                    if let Err(e) = presence::go_online(svc.xmpp()).await {
+                    if let Err(e) = presence::go_online(svc.xmpp(), false).await {
                         out.error(&e.to_string());
                     }
                     out.event("online", json!({ "jid": jid.to_string() }), || format!("online again as {jid}"));
@@ -486,7 +648,8 @@ async fn cmd_listen(
     Ok(())
 }
 
-fn report(out: Output, r: Received) {
+/// Prints what the OMEMO service received.
+pub(crate) fn report(out: Output, r: Received) {
     match r {
         Received::Message { from, to, device, body, trust } => out.event(
             "message",

@@ -30,6 +30,9 @@ pub enum ClientError {
     /// Local storage failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// A call did not connect or did not end normally (the events said why).
+    #[error("the call did not succeed")]
+    CallFailed,
     /// A file could not be read or written.
     #[error("{0}")]
     Io(String),

@@ -1,5 +1,7 @@
-//! shieldcall client core: the XMPP connection (tokio-xmpp), PEP, and the OMEMO service on top of
-//! the `shieldcall-omemo` engine. The `shieldcall` binary's CLI lives in `cli.rs`.
+//! shieldcall client core: the XMPP connection (tokio-xmpp), PEP, the OMEMO service on top of
+//! the `shieldcall-omemo` engine, and the call service that joins it with the call engine
+//! (`shieldcall-jingle`) and the media engine (`shieldcall-media`). The `shieldcall` binary's CLI
+//! lives in `cli.rs`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -10,9 +12,11 @@ macro_rules! nc {
     };
 }
 
+pub mod call_service;
 pub mod cli;
 pub mod connection;
 pub mod error;
+pub mod media_params;
 pub mod omemo_service;
 pub mod output;
 pub mod pep;

@@ -24,34 +24,53 @@ pub const ROSTER: &str = "jabber:iq:roster";
 /// Our caps node.
 pub const CAPS_NODE: &str = "https://shieldcall.invalid/caps";
 
-/// What we advertise.
-pub fn disco_info(node: Option<String>) -> DiscoInfoResult {
-    let features = [
-        DISCO_INFO,
-        PING,
-        CARBONS,
-        "eu.siacs.conversations.axolotl.devicelist",
-        "eu.siacs.conversations.axolotl.devicelist+notify",
-        "urn:xmpp:eme:0",
-        "urn:xmpp:hints",
-    ];
+/// What every shieldcall session advertises.
+const BASE_FEATURES: [&str; 7] = [
+    DISCO_INFO,
+    PING,
+    CARBONS,
+    "eu.siacs.conversations.axolotl.devicelist",
+    "eu.siacs.conversations.axolotl.devicelist+notify",
+    "urn:xmpp:eme:0",
+    "urn:xmpp:hints",
+];
+
+/// What a session that takes calls (`call`, `listen`) adds: Jingle, RTP audio, ICE-UDP, DTLS-SRTP
+/// and JMI. Conversations and Dino offer a call button only for contacts whose caps show these.
+/// The verification draft has no feature of its own: the `<device/>` in `<proceed/>` signals it.
+pub const CALL_FEATURES: [&str; 6] = [
+    "urn:xmpp:jingle:1",
+    "urn:xmpp:jingle:apps:rtp:1",
+    "urn:xmpp:jingle:apps:rtp:audio",
+    "urn:xmpp:jingle:transports:ice-udp:1",
+    "urn:xmpp:jingle:apps:dtls:0",
+    "urn:xmpp:jingle-message:0",
+];
+
+/// What we advertise; `calls` when this session answers calls.
+pub fn disco_info(node: Option<String>, calls: bool) -> DiscoInfoResult {
+    let extra: &[&str] = if calls { &CALL_FEATURES } else { &[] };
     DiscoInfoResult {
         node,
         identities: vec![Identity::new("client", "pc", "en", "shieldcall")],
-        features: features.iter().map(|f| (*f).to_owned()).collect(),
+        features: BASE_FEATURES
+            .iter()
+            .chain(extra)
+            .map(|f| (*f).to_owned())
+            .collect(),
         extensions: vec![],
     }
 }
 
 /// The caps `ver` of [`disco_info`].
-pub fn caps_ver() -> Option<xmpp_parsers::hashes::Hash> {
-    hash_caps(&compute_disco(&disco_info(None)), Algo::Sha_1).ok()
+pub fn caps_ver(calls: bool) -> Option<xmpp_parsers::hashes::Hash> {
+    hash_caps(&compute_disco(&disco_info(None, calls)), Algo::Sha_1).ok()
 }
 
 /// Initial presence with caps.
-pub fn initial_presence() -> Presence {
+pub fn initial_presence(calls: bool) -> Presence {
     let p = Presence::new(PresenceType::None);
-    match caps_ver() {
+    match caps_ver(calls) {
         Some(h) => p.with_payload(Caps::new(CAPS_NODE, h)),
         None => p,
     }
@@ -59,7 +78,7 @@ pub fn initial_presence() -> Presence {
 
 /// Goes online: carbons, roster, presence (in this order, so carbons are on before any message
 /// can arrive).
-pub async fn go_online(xmpp: &Xmpp) -> Result<(), ClientError> {
+pub async fn go_online(xmpp: &Xmpp, calls: bool) -> Result<(), ClientError> {
     let enable = Element::builder("enable", CARBONS).build();
     if let Err(e) = xmpp.iq(None, true, enable).await? {
         return Err(ClientError::Protocol(format!(
@@ -72,11 +91,12 @@ pub async fn go_online(xmpp: &Xmpp) -> Result<(), ClientError> {
     let _ = xmpp
         .iq(None, false, Element::builder("query", ROSTER).build())
         .await?;
-    xmpp.send(initial_presence())
+    xmpp.send(initial_presence(calls))
 }
 
-/// Answers an IQ get/set addressed to us; returns the response to send.
-pub fn answer_iq(iq: &Iq) -> Option<Iq> {
+/// Answers an IQ get/set addressed to us; returns the response to send. `calls` selects the
+/// features disco#info reports (the same as in our caps).
+pub fn answer_iq(iq: &Iq, calls: bool) -> Option<Iq> {
     let (from, id, payload, is_get) = match iq {
         Iq::Get {
             from, id, payload, ..
@@ -94,7 +114,7 @@ pub fn answer_iq(iq: &Iq) -> Option<Iq> {
     };
     if is_get && payload.is("query", DISCO_INFO) {
         let node = payload.attr("node").map(str::to_owned);
-        let info: Element = disco_info(node).into();
+        let info: Element = disco_info(node, calls).into();
         return Some(result(Some(info)));
     }
     if !is_get && payload.is("query", ROSTER) {
@@ -132,7 +152,7 @@ mod tests {
 
     #[test]
     fn answers_disco_ping_and_refuses_the_rest() {
-        let disco = answer_iq(&get(Element::builder("query", DISCO_INFO).build())).unwrap();
+        let disco = answer_iq(&get(Element::builder("query", DISCO_INFO).build()), false).unwrap();
         let Iq::Result {
             payload: Some(p),
             id,
@@ -153,10 +173,13 @@ mod tests {
             assert!(s.contains(f), "{f} missing from {s}");
         }
         assert!(matches!(
-            answer_iq(&get(Element::builder("ping", PING).build())),
+            answer_iq(&get(Element::builder("ping", PING).build()), false),
             Some(Iq::Result { payload: None, .. })
         ));
-        let other = answer_iq(&get(Element::builder("query", "jabber:iq:version").build()));
+        let other = answer_iq(
+            &get(Element::builder("query", "jabber:iq:version").build()),
+            false,
+        );
         let Some(Iq::Error { error, .. }) = other else {
             panic!("{other:?}")
         };
@@ -164,6 +187,29 @@ mod tests {
             error.defined_condition,
             DefinedCondition::ServiceUnavailable
         );
-        assert!(caps_ver().is_some());
+        assert!(caps_ver(false).is_some());
+    }
+
+    #[test]
+    fn call_sessions_announce_jingle_in_disco_and_caps() {
+        let info = answer_iq(&get(Element::builder("query", DISCO_INFO).build()), true).unwrap();
+        let Iq::Result {
+            payload: Some(p), ..
+        } = info
+        else {
+            panic!("{info:?}")
+        };
+        let s = String::from(&p);
+        for f in CALL_FEATURES {
+            assert!(s.contains(f), "{f} missing from {s}");
+        }
+        // The caps hash covers the features: a client that only takes messages differs.
+        assert_ne!(caps_ver(true), caps_ver(false));
+        let presence: Element = initial_presence(true).into();
+        let c = presence
+            .get_child("c", "http://jabber.org/protocol/caps")
+            .unwrap();
+        let ver = caps_ver(true).unwrap().to_base64();
+        assert_eq!(c.attr("ver"), Some(ver.as_str()));
     }
 }

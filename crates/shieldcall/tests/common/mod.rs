@@ -516,14 +516,33 @@ impl User {
         self.spawn_online(&["listen"], false)
     }
 
+    /// Starts a command with `args` (stdout read as JSON lines, stdin piped and kept open);
+    /// with `online`, waits for its `online` event.
+    pub fn start(&self, args: &[&str], online: bool) -> Listener {
+        let mut l = self.spawn(args, true);
+        if online {
+            l.wait_for(|v| v["event"] == "online", Duration::from_secs(30));
+        }
+        l
+    }
+
     /// Starts `chat JID` (stdin piped: write lines to [`Listener::say`]) and waits for `online`.
     pub fn chat(&self, jid: &str) -> Listener {
         self.spawn_online(&["chat", jid], true)
     }
 
     fn spawn_online(&self, args: &[&str], stdin: bool) -> Listener {
+        let mut l = self.spawn(args, stdin);
+        l.wait_for(|v| v["event"] == "online", Duration::from_secs(30));
+        l
+    }
+
+    fn spawn(&self, args: &[&str], stdin: bool) -> Listener {
         let mut c = self.cmd(args);
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdout(Stdio::piped());
+        // Warnings and errors (and RUST_LOG output) go to the test's own stderr, shown on failure
+        // only when run with --nocapture; never piped unread (a full pipe would block the client).
+        c.stderr(Stdio::inherit());
         if stdin {
             c.stdin(Stdio::piped());
         }
@@ -538,14 +557,12 @@ impl User {
                 }
             }
         });
-        let mut l = Listener {
+        Listener {
             child,
             lines: rx,
             seen: Vec::new(),
             stdin,
-        };
-        l.wait_for(|v| v["event"] == "online", Duration::from_secs(30));
-        l
+        }
     }
 }
 
@@ -639,20 +656,59 @@ impl Listener {
     }
 
     /// Stops it (SIGINT, like Ctrl-C) and waits for it to exit; returns the exit status.
-    pub fn stop(mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+    pub fn stop(self) -> Option<std::process::ExitStatus> {
+        self.stop_with("INT")
+    }
+
+    /// Sends it a signal (`INT`, `TERM`, …).
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.id(), sig);
+    }
+
+    /// Sends `sig` and waits for it to exit; returns the exit status.
+    pub fn stop_with(mut self, sig: &str) -> Option<std::process::ExitStatus> {
+        signal(self.child.id(), sig);
+        self.wait_exit(Duration::from_secs(10))
+    }
+
+    /// Waits for it to exit by itself, reading the rest of its output into [`Self::seen`].
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // The reader thread ends at end of output: take every line it has.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    let v: serde_json::Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("non-JSON line {line:?}: {e}"));
+                    self.seen.push(v);
+                }
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen
+                .push(serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line)));
+        }
         None
     }
+
+    /// The events seen so far named `event`.
+    pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.seen
+            .iter()
+            .filter(|v| v["event"] == event)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Sends a signal through bash's builtin `kill` (procps may be missing on a fresh machine).
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("bash")
+        .arg("-c")
+        .arg(format!("kill -{sig} {pid}"))
+        .status();
 }
 
 impl Drop for Listener {

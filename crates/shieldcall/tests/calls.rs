@@ -1,0 +1,446 @@
+//! Calls end to end: two (or three) `shieldcall` processes against a real Prosody on loopback,
+//! real UDP media on 127.0.0.1, tones recorded to WAV and analysed.
+//!
+//! Each test is one scenario of issue "verified calls end to end"; the shield and the reasons
+//! are read from the `--json` events the user would see.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Listener, Prosody, User};
+use serde_json::Value;
+use shieldcall_media::audio::analysis::dominant_frequency;
+
+/// Bound on one call from `call` to its exit.
+const CALL_BOUND: Duration = Duration::from_secs(40);
+/// Bound on waiting for one event.
+const EVENT_BOUND: Duration = Duration::from_secs(30);
+
+struct World {
+    _prosody: Prosody,
+    dir: tempfile::TempDir,
+    users: Vec<User>,
+}
+
+impl World {
+    fn new(names: &[&str]) -> World {
+        let prosody = Prosody::start(names);
+        let dir = tempfile::tempdir().unwrap();
+        let users = names
+            .iter()
+            .map(|n| User::new(&prosody, n, dir.path().join(n)))
+            .collect();
+        World {
+            _prosody: prosody,
+            dir,
+            users,
+        }
+    }
+
+    fn user(&self, i: usize) -> &User {
+        &self.users[i]
+    }
+
+    /// Another device of user `i` (own data dir, own OMEMO device).
+    fn second_device(&self, i: usize) -> User {
+        let u = &self.users[i];
+        User {
+            jid: u.jid.clone(),
+            password: u.password.clone(),
+            data: self.dir.path().join(format!("{}-2", u.jid)),
+            server: u.server.clone(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn fingerprint(u: &User) -> Value {
+    let out = u.run(&["fingerprint"]);
+    assert!(out.status.success(), "{out:?}");
+    common::json_lines(&out).remove(0)
+}
+
+/// `a` verifies `b`'s device by its URI, as a QR scan would.
+fn verify(a: &User, b: &User) -> u64 {
+    let fp = fingerprint(b);
+    let uri = fp["uri"].as_str().unwrap();
+    let out = a.run(&["trust", uri]);
+    assert!(out.status.success(), "{out:?}");
+    fp["device_id"].as_u64().unwrap()
+}
+
+/// A recording path nobody analyses (each process its own file: "NULL" in the arguments).
+fn discard(u: &User) -> String {
+    u.data
+        .with_file_name(format!(
+            "{}-discard-{}.wav",
+            u.data.file_name().unwrap().to_string_lossy(),
+            DISCARDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+        .display()
+        .to_string()
+}
+
+static DISCARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn with_discard(u: &User, base: Vec<&str>, extra: &[&str]) -> Vec<String> {
+    let null = discard(u);
+    base.into_iter()
+        .chain(extra.iter().copied())
+        .map(|a| {
+            if a == "NULL" {
+                null.clone()
+            } else {
+                a.to_owned()
+            }
+        })
+        .collect()
+}
+
+fn listen(u: &User, extra: &[&str]) -> Listener {
+    let args = with_discard(u, vec!["listen", "--media-ip", "127.0.0.1"], extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    u.start(&args, true)
+}
+
+fn call(u: &User, to: &User, extra: &[&str]) -> Listener {
+    let args = with_discard(u, vec!["call", &to.jid, "--media-ip", "127.0.0.1"], extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    u.start(&args, false)
+}
+
+/// Runs a call to its end and returns the caller's process events and exit success.
+fn finish(mut caller: Listener) -> (Listener, bool) {
+    let status = caller
+        .wait_exit(CALL_BOUND)
+        .unwrap_or_else(|| panic!("call did not end; seen: {:?}", caller.seen));
+    (caller, status.success())
+}
+
+fn shield(l: &Listener) -> Vec<String> {
+    l.events("shield")
+        .iter()
+        .map(|v| v["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn ended(l: &Listener) -> String {
+    let e = l.events("ended");
+    assert_eq!(e.len(), 1, "one ended event: {:?}", l.seen);
+    e[0]["reason"].as_str().unwrap().to_owned()
+}
+
+fn stats(l: &Listener) -> Value {
+    let s = l.events("stats");
+    assert_eq!(s.len(), 1, "one stats event: {:?}", l.seen);
+    s[0].clone()
+}
+
+/// Dominant frequency and number of samples of a recording.
+fn analyse(path: &Path) -> (f64, usize) {
+    let mut r = hound::WavReader::open(path)
+        .unwrap_or_else(|e| panic!("{}: not a complete WAV file: {e}", path.display()));
+    let spec = r.spec();
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (1, 48_000, 16)
+    );
+    let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+    if samples.is_empty() {
+        return (0.0, 0);
+    }
+    // Skip the first 200 ms (jitter buffer start, concealment).
+    let start = samples.len().min(9_600);
+    (dominant_frequency(&samples[start..], 48_000), samples.len())
+}
+
+fn assert_no_media(l: &Listener) {
+    assert!(
+        !l.events("call").iter().any(|v| v["state"] == "connected"),
+        "no media may flow: {:?}",
+        l.seen
+    );
+    let s = l.events("stats");
+    for st in s {
+        for k in [
+            "frames_sent",
+            "frames_played",
+            "frames_recorded",
+            "packets_sent",
+        ] {
+            assert!(
+                st[k].is_null() || st[k] == 0,
+                "{k} must be 0 without verification: {st}"
+            );
+        }
+    }
+}
+
+#[test]
+fn verified_call_shows_the_shield_on_both_sides_and_carries_both_tones() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let bob_device = verify(alice, bob);
+    let alice_device = verify(bob, alice);
+    let (a_wav, b_wav) = (w.path("alice.wav"), w.path("bob.wav"));
+
+    let mut callee = listen(
+        bob,
+        &[
+            "--auto-answer",
+            "--tone",
+            "880",
+            "--record",
+            b_wav.to_str().unwrap(),
+        ],
+    );
+    let caller = call(
+        alice,
+        bob,
+        &[
+            "--tone",
+            "440",
+            "--record",
+            a_wav.to_str().unwrap(),
+            "--duration",
+            "2",
+        ],
+    );
+    let (caller, ok) = finish(caller);
+    assert!(ok, "call failed: {:?}", caller.seen);
+    callee.wait_for(|v| v["event"] == "stats", EVENT_BOUND);
+
+    assert_eq!(shield(&caller), ["verified"], "{:?}", caller.seen);
+    assert_eq!(shield(&callee), ["verified"], "{:?}", callee.seen);
+    assert_eq!(caller.events("shield")[0]["device"], bob_device);
+    assert_eq!(callee.events("shield")[0]["device"], alice_device);
+    assert_eq!(ended(&caller), "success");
+    assert_eq!(ended(&callee), "success");
+    let states: Vec<Value> = caller
+        .events("call")
+        .iter()
+        .map(|v| v["state"].clone())
+        .collect();
+    for s in [
+        "proposing",
+        "proceeding",
+        "connecting",
+        "connected",
+        "ended",
+    ] {
+        assert!(states.contains(&Value::from(s)), "{s} missing: {states:?}");
+    }
+
+    let (fa, na) = analyse(&a_wav);
+    let (fb, nb) = analyse(&b_wav);
+    assert!((fa - 880.0).abs() <= 10.0, "alice heard {fa} Hz");
+    assert!((fb - 440.0).abs() <= 10.0, "bob heard {fb} Hz");
+    // Two seconds of call: at least 1.5 s recorded each side.
+    assert!(na >= 72_000 && nb >= 72_000, "{na} {nb} samples");
+    let s = stats(&caller);
+    assert!(s["packets_received"].as_u64().unwrap() > 50, "{s}");
+    assert!(s["ms_to_shield"].as_u64().is_some(), "{s}");
+
+    // The callee keeps listening after the call; SIGTERM ends it cleanly.
+    let status = callee.stop_with("TERM").expect("listen exits on SIGTERM");
+    assert!(status.success());
+}
+
+#[test]
+fn unverified_calls_are_encrypted_or_plain_and_say_so() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    // Never talked, nothing verified: the caller builds the OMEMO session from bob's bundle on
+    // <proceed/>, both trust blindly (BTBV) → encrypted, not verified.
+    let b_wav = w.path("bob.wav");
+    let mut callee = listen(
+        bob,
+        &[
+            "--auto-answer",
+            "--tone",
+            "880",
+            "--record",
+            b_wav.to_str().unwrap(),
+        ],
+    );
+    let (caller, ok) = finish(call(
+        alice,
+        bob,
+        &["--tone", "440", "--record", "NULL", "--duration", "1"],
+    ));
+    assert!(ok, "{:?}", caller.seen);
+    callee.wait_for(|v| v["event"] == "stats", EVENT_BOUND);
+    assert_eq!(shield(&caller), ["encrypted"], "{:?}", caller.seen);
+    assert_eq!(shield(&callee), ["encrypted"], "{:?}", callee.seen);
+    let proceeding = caller
+        .events("call")
+        .into_iter()
+        .find(|v| v["state"] == "proceeding")
+        .unwrap();
+    assert!(proceeding["device"].is_u64(), "{proceeding}");
+    let (fb, _) = analyse(&b_wav);
+    assert!((fb - 440.0).abs() <= 10.0, "bob heard {fb} Hz");
+    callee.stop_with("TERM");
+
+    // The callee does not use OMEMO: no <device/> in <proceed/> → plain fingerprints, no shield.
+    let mut callee = listen(
+        bob,
+        &[
+            "--auto-answer",
+            "--tone",
+            "880",
+            "--record",
+            "NULL",
+            "--no-omemo",
+        ],
+    );
+    let (caller, ok) = finish(call(
+        alice,
+        bob,
+        &["--tone", "440", "--record", "NULL", "--duration", "1"],
+    ));
+    assert!(ok, "{:?}", caller.seen);
+    callee.wait_for(|v| v["event"] == "stats", EVENT_BOUND);
+    assert_eq!(shield(&caller), ["none"], "{:?}", caller.seen);
+    assert_eq!(shield(&callee), ["none"], "{:?}", callee.seen);
+    let proceeding = caller
+        .events("call")
+        .into_iter()
+        .find(|v| v["state"] == "proceeding")
+        .unwrap();
+    assert!(proceeding["device"].is_null(), "{proceeding}");
+    callee.stop_with("TERM");
+}
+
+#[test]
+fn require_verified_refuses_every_unverified_call_before_media() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+
+    // 1. Caller requires verification, bob is only blindly trusted.
+    let mut callee = listen(bob, &["--auto-answer", "--tone", "880", "--record", "NULL"]);
+    let (caller, ok) = finish(call(
+        alice,
+        bob,
+        &["--tone", "440", "--record", "NULL", "--require-verified"],
+    ));
+    assert!(!ok, "an unverified call must fail: {:?}", caller.seen);
+    assert_eq!(ended(&caller), "security-error", "{:?}", caller.seen);
+    assert!(shield(&caller).is_empty());
+    assert_no_media(&caller);
+    callee.wait_for(|v| v["event"] == "ended", EVENT_BOUND);
+    assert_no_media(&callee);
+    callee.stop_with("TERM");
+
+    // 2. Caller requires verification, the callee has OMEMO off (no device in proceed).
+    let mut callee = listen(
+        bob,
+        &[
+            "--auto-answer",
+            "--tone",
+            "880",
+            "--record",
+            "NULL",
+            "--no-omemo",
+        ],
+    );
+    let (caller, ok) = finish(call(
+        alice,
+        bob,
+        &["--tone", "440", "--record", "NULL", "--require-verified"],
+    ));
+    assert!(!ok);
+    assert_eq!(ended(&caller), "security-error", "{:?}", caller.seen);
+    assert_no_media(&caller);
+    callee.wait_for(|v| v["event"] == "ended", EVENT_BOUND);
+    assert_no_media(&callee);
+    callee.stop_with("TERM");
+
+    // 3. The callee requires verification; alice is only blindly trusted by bob.
+    let mut callee = listen(
+        bob,
+        &[
+            "--auto-answer",
+            "--tone",
+            "880",
+            "--record",
+            "NULL",
+            "--require-verified",
+        ],
+    );
+    let (caller, ok) = finish(call(
+        alice,
+        bob,
+        &["--tone", "440", "--record", "NULL", "--duration", "1"],
+    ));
+    assert!(!ok, "{:?}", caller.seen);
+    callee.wait_for(|v| v["event"] == "ended", EVENT_BOUND);
+    assert_eq!(ended(&callee), "security-error", "{:?}", callee.seen);
+    assert_no_media(&caller);
+    assert_no_media(&callee);
+    let text = callee.events("ended")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!text.is_empty());
+    callee.stop_with("TERM");
+}
+
+#[test]
+fn second_device_stops_ringing_when_one_answers_and_both_stop_on_retract() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let bob2 = w.second_device(1);
+
+    // bob's first device answers, the second only rings (asks on its terminal).
+    let mut first = listen(bob, &["--auto-answer", "--tone", "880", "--record", "NULL"]);
+    let mut second = listen(&bob2, &["--tone", "880", "--record", "NULL"]);
+    let caller = call(
+        alice,
+        bob,
+        &["--tone", "440", "--record", "NULL", "--duration", "1"],
+    );
+    second.wait_for(
+        |v| v["event"] == "call" && v["state"] == "ringing",
+        EVENT_BOUND,
+    );
+    let end = second.wait_for(|v| v["event"] == "ended", EVENT_BOUND);
+    assert_eq!(end["reason"], "answered-elsewhere", "{end}");
+    let (caller, ok) = finish(caller);
+    assert!(ok, "{:?}", caller.seen);
+    first.wait_for(|v| v["event"] == "stats", EVENT_BOUND);
+    assert_eq!(ended(&first), "success");
+    assert_no_media(&second);
+    first.stop_with("TERM");
+
+    // Both devices only ring; the caller hangs up (SIGTERM) before anyone answers.
+    let mut first = listen(bob, &["--tone", "880", "--record", "NULL"]);
+    let mut caller = call(alice, bob, &["--tone", "440", "--record", "NULL"]);
+    first.wait_for(
+        |v| v["event"] == "call" && v["state"] == "ringing",
+        EVENT_BOUND,
+    );
+    second.wait_for(
+        |v| v["event"] == "call" && v["state"] == "ringing",
+        EVENT_BOUND,
+    );
+    caller.wait_for(
+        |v| v["event"] == "call" && v["state"] == "proposing",
+        EVENT_BOUND,
+    );
+    caller.signal("TERM");
+    let status = caller
+        .wait_exit(CALL_BOUND)
+        .expect("caller exits on SIGTERM");
+    assert!(!status.success(), "an unanswered call is not a success");
+    for l in [&mut first, &mut second] {
+        let end = l.wait_for(|v| v["event"] == "ended", EVENT_BOUND);
+        assert_eq!(end["reason"], "retracted", "{end}");
+    }
+}
