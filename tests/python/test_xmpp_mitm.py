@@ -345,6 +345,77 @@ class RolesTest(unittest.TestCase):
         self.assertIsNone(proxy.role_of(callee2, load("carbon-received-proceed.xml")), "unknown sid, carbon")
 
 
+class FakeWriter:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, b: bytes) -> None:
+        self.data += b
+
+
+class ProxyElementTest(unittest.TestCase):
+    """Proxy.on_element, the per-stanza decision, without sockets."""
+
+    def setUp(self) -> None:
+        self.lines: List[dict] = []
+        self._emit = M.emit
+        M.emit = self.lines.append
+
+    def tearDown(self) -> None:
+        M.emit = self._emit
+
+    def world(self, **kw):
+        proxy = M.Proxy(("127.0.0.1", 1), M.Options(**kw), None)
+        caller = M.Connection(proxy, 1, FakeWriter())
+        caller.jid = "carol@localhost/dinoB"
+        callee = M.Connection(proxy, 2, FakeWriter())
+        callee.jid = "alice@localhost/dinoA"
+        proxy.conns += [caller, callee]
+        return proxy, caller, callee
+
+    def test_only_the_victim_is_touched(self):
+        accept = raw("dino-caller-in-session-accept.xml")
+        initiate = raw("dino-callee-in-session-initiate.xml")
+        proxy, caller, callee = self.world(scenario="encrypted-to-plain", victim="callee")
+        self.assertIsNone(proxy.on_element(caller, "to-client", accept, "iq"), "caller is not the victim")
+        out = proxy.on_element(callee, "to-client", initiate, "iq")
+        self.assertEqual(M.encrypted_fingerprints(M.parse_element(out)), [])
+        self.assertIsNone(proxy.on_element(callee, "to-server", raw("dino-caller-in-session-accept.xml"), "iq"), "to-server is never rewritten")
+        self.assertEqual([(v["rewrote"], v["client"], v["stanza"]) for v in self.lines], [("encrypted-to-plain", "alice@localhost/dinoA", "session-initiate")])
+
+    def test_drop_session_accept_with_ack(self):
+        proxy, caller, callee = self.world(scenario="drop-session-accept", ack_dropped=True)
+        self.assertEqual(proxy.on_element(caller, "to-client", raw("dino-caller-in-session-accept.xml"), "iq"), b"")
+        ack = M.parse_element(callee.client_writer.data)
+        self.assertEqual(
+            (ack.tag, ack.get("type"), ack.get("id"), ack.get("from"), ack.get("to")),
+            ("iq", "result", "7432d8e0-7ef9-4486-9ee3-ad2fed8e52f5", "carol@localhost/dinoB", "alice@localhost/dinoA"),
+        )
+        self.assertEqual(caller.client_writer.data, b"")
+
+    def test_forged_stanza_then_original_and_the_answer_swallowed(self):
+        proxy, caller, _ = self.world(scenario="forge-from-resource")
+        accept = raw("dino-caller-in-session-accept.xml")
+        out = proxy.on_element(caller, "to-client", accept, "iq")
+        self.assertTrue(out.endswith(accept), "the genuine stanza follows, byte-exact")
+        forged = M.parse_element(out[: len(out) - len(accept)])
+        self.assertEqual(forged.get("from"), "alice@localhost/mitm-forged")
+        answer = b"<iq type='result' to='alice@localhost/mitm-forged' id='7432d8e0-7ef9-4486-9ee3-ad2fed8e52f5'/>"
+        self.assertEqual(proxy.on_element(caller, "to-server", answer, "iq"), b"")
+        genuine = b"<iq type='result' to='alice@localhost/dinoA' id='7432d8e0-7ef9-4486-9ee3-ad2fed8e52f5'/>"
+        self.assertIsNone(proxy.on_element(caller, "to-server", genuine, "iq"))
+
+    def test_replay_across_calls(self):
+        proxy, caller, _ = self.world(scenario="replay-fingerprint")
+        first = raw("dino-caller-in-session-accept.xml")
+        self.assertIsNone(proxy.on_element(caller, "to-client", first, "iq"))
+        second = raw("dino-caller-in-session-accept.xml").replace(b"f1589d11-760d-430e-bcd6-cd8a65a926ce", b"second-call")
+        second = second.replace(b"j9TF79ELgYs9", b"AAAAAAAAAAAA")
+        out = M.parse_element(proxy.on_element(caller, "to-client", second, "iq"))
+        self.assertIn(b"j9TF79ELgYs9", out.serialize(), "the first call's encrypted fingerprint")
+        self.assertEqual(M.sid_of(out), "second-call")
+
+
 SERVER_HEADER = (
     b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
     b"id='s%d' from='localhost' version='1.0' xml:lang='en'>"

@@ -943,12 +943,23 @@ class Proxy:
         self.next_id += 1
         conn = Connection(self, self.next_id, cwriter)
         self.conns.append(conn)
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        try:
+            await self._serve_conn(conn, creader, cwriter)
+        except asyncio.CancelledError:
+            pass  # shutting down
+        finally:
+            self.tasks.discard(task)
+            if conn in self.conns:
+                self.conns.remove(conn)
+
+    async def _serve_conn(self, conn: Connection, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         try:
             sreader, swriter = await asyncio.open_connection(*self.upstream)
         except OSError as e:
             self.log_event(conn, "to-server", "error", f"cannot connect upstream: {e}")
             cwriter.close()
-            self.conns.remove(conn)
             return
         try:
             await asyncio.gather(
@@ -956,7 +967,6 @@ class Proxy:
                 self._pump(sreader, cwriter, conn.to_client),
             )
         finally:
-            self.conns.remove(conn)
             for w in (swriter, cwriter):
                 w.close()
 
@@ -994,8 +1004,9 @@ async def serve(args: argparse.Namespace, opts: Options) -> None:
     async with server:
         await stop.wait()
         server.close()
-        for c in list(proxy.conns):
-            c.client_writer.close()
+        for t in list(proxy.tasks):
+            t.cancel()
+        await asyncio.gather(*proxy.tasks, return_exceptions=True)
     if proxy.log:
         proxy.log.close()
 
