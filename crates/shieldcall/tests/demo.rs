@@ -1,0 +1,197 @@
+//! `shieldcall demo` end to end: it starts its own Prosody (the Debian package must be installed;
+//! the test fails, never skips, without it), and must report the verified shield on both sides
+//! and each side hearing the other's tone.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shieldcall");
+
+/// Set-up, messages both ways and a 2 s call take a few seconds; this is generous for a loaded
+/// 2-core machine running the debug build.
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn require_prosody() {
+    let found = ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+        .iter()
+        .any(|d| std::path::Path::new(d).join("prosody").exists());
+    assert!(
+        found,
+        "prosody is not installed; the demo needs it: apt-get install -y prosody \
+         (scripts/demo and scripts/test install it)"
+    );
+}
+
+/// Runs `shieldcall --json demo ARGS` with a time limit; returns exit success, events, stderr.
+/// Its temporary directory goes under `tmp` (TMPDIR).
+fn demo(args: &[&str], tmp: &std::path::Path) -> (bool, Vec<Value>, String) {
+    let mut child = Command::new(BIN)
+        .args(["--json", "demo"])
+        .args(args)
+        .env("TMPDIR", tmp)
+        .env_remove("SHIELDCALL_ACCOUNT")
+        .env_remove("SHIELDCALL_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            // The demo's own children and Prosody get SIGINT/SIGKILL from its drop guards only
+            // when it exits normally; SIGKILL skips them, so report loudly.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "demo did not finish within {LIMIT:?}; output so far:\n{}",
+                out.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().unwrap();
+    let events = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("non-JSON line {l:?}: {e}")))
+        .collect();
+    (status.success(), events, err.join().unwrap())
+}
+
+fn find(events: &[Value], pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
+    events.iter().filter(|v| pred(v)).collect()
+}
+
+#[test]
+fn demo_shows_the_verified_shield_on_both_sides_and_matching_audio() {
+    require_prosody();
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, events, stderr) = demo(&["--seconds", "2"], tmp.path());
+    let show = format!("events: {events:#?}\nstderr: {stderr}");
+    assert!(ok, "demo failed; {show}");
+
+    let server = find(&events, |v| v["event"] == "server");
+    assert_eq!(server.len(), 1, "{show}");
+    assert!(
+        server[0]["server"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+
+    // Both devices were verified through the other's URI, and the messages arrived verified.
+    let fps = find(&events, |v| v["event"] == "fingerprint");
+    assert_eq!(fps.len(), 2, "{show}");
+    let device = |side: &str| {
+        fps.iter()
+            .find(|v| v["side"] == side)
+            .and_then(|v| v["device_id"].as_u64())
+            .unwrap()
+    };
+    let (alice_dev, bob_dev) = (device("alice"), device("bob"));
+    for (side, peer_dev) in [("alice", bob_dev), ("bob", alice_dev)] {
+        assert!(
+            !find(&events, |v| v["event"] == "trusted"
+                && v["side"] == side
+                && v["device"] == peer_dev)
+            .is_empty(),
+            "{side} did not verify the peer's device; {show}"
+        );
+        let msgs = find(&events, |v| v["event"] == "message" && v["side"] == side);
+        assert_eq!(msgs.len(), 1, "{show}");
+        assert_eq!(msgs[0]["trust"], "verified", "{show}");
+        assert_eq!(msgs[0]["device"], peer_dev, "{show}");
+    }
+
+    // The call: each side shows the verified shield for the other's device.
+    for (side, peer_dev) in [("alice", bob_dev), ("bob", alice_dev)] {
+        let shields = find(&events, |v| v["event"] == "shield" && v["side"] == side);
+        let last = shields
+            .last()
+            .unwrap_or_else(|| panic!("{side} showed no shield; {show}"));
+        assert_eq!(last["state"], "verified", "{show}");
+        assert_eq!(last["device"], peer_dev, "{show}");
+        assert!(
+            !find(&events, |v| v["event"] == "stats" && v["side"] == side).is_empty(),
+            "no stats from {side}; {show}"
+        );
+    }
+    let alice_stats = find(&events, |v| v["event"] == "stats" && v["side"] == "alice");
+    assert!(
+        alice_stats[0]["packets_received"].as_u64().unwrap() > 0,
+        "{show}"
+    );
+
+    // Each recording holds the other's tone (defaults: alice 440 Hz, bob 880 Hz).
+    for (side, expected) in [("alice", 880.0), ("bob", 440.0)] {
+        let audio = find(&events, |v| v["event"] == "audio" && v["side"] == side);
+        assert_eq!(audio.len(), 1, "{show}");
+        assert_eq!(audio[0]["ok"], true, "{show}");
+        let hz = audio[0]["heard_hz"].as_f64().unwrap();
+        assert!(
+            (hz - expected).abs() <= 10.0,
+            "{side} heard {hz} Hz; {show}"
+        );
+    }
+    let result = find(&events, |v| v["event"] == "result");
+    assert_eq!(result.len(), 1, "{show}");
+    assert_eq!(result[0]["ok"], true, "{show}");
+    assert_eq!(result[0]["shield"]["alice"], "verified", "{show}");
+    assert_eq!(result[0]["shield"]["bob"], "verified", "{show}");
+
+    // Everything it made is gone, and it said so.
+    let cleaned = find(&events, |v| v["event"] == "cleaned_up");
+    assert_eq!(cleaned.len(), 1, "{show}");
+    assert_eq!(cleaned[0]["removed"], true, "{show}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn demo_rejects_tones_too_close_to_tell_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, events, _) = demo(&["--tone-a", "440", "--tone-b", "445"], tmp.path());
+    assert!(!ok);
+    let errors = find(&events, |v| v["event"] == "error");
+    assert_eq!(errors.len(), 1, "{events:?}");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("differ"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn demo_help_explains_the_steps() {
+    let out = Command::new(BIN).args(["demo", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for s in [
+        "--seconds",
+        "--keep",
+        "--tone-a",
+        "--tone-b",
+        "apt-get install -y prosody",
+        "verified shield",
+    ] {
+        assert!(help.contains(s), "{s} missing from demo --help:\n{help}");
+    }
+}
