@@ -100,15 +100,30 @@ pub fn run(args: &DemoArgs, out: Output) -> Result<(), ClientError> {
     // Everything that runs (Prosody, the children) lives inside `demo` and is stopped when it
     // returns, before `dir` is removed.
     let result = demo(args, out, &exe, dir.path());
+    let path = dir.path().to_owned();
     if args.keep {
         say(
             out,
             "kept",
-            json!({ "dir": dir.path() }),
+            json!({ "dir": path }),
             format!(
-                "kept {} (prosody.cfg.lua, prosody.log, alice/, bob/, alice.wav, bob.wav)",
-                dir.path().display()
+                "demo: stopped Prosody; kept {} (prosody.cfg.lua, prosody.log, alice/, bob/, \
+                 alice.wav, bob.wav)",
+                path.display()
             ),
+        );
+    } else {
+        drop(dir);
+        let removed = !path.exists();
+        say(
+            out,
+            "cleaned_up",
+            json!({ "dir": path, "removed": removed }),
+            if removed {
+                format!("demo: stopped Prosody and removed {}", path.display())
+            } else {
+                format!("demo: stopped Prosody; could not remove {}", path.display())
+            },
         );
     }
     result
@@ -252,7 +267,8 @@ impl Stage {
         for line in done.stdout.lines().filter(|l| !l.trim().is_empty()) {
             match serde_json::from_str::<Value>(line) {
                 Ok(v) => {
-                    show(self.out, account.name, &v);
+                    self.hub
+                        .show(self.out, &Report::event(account.name, v.clone()));
                     events.push(v);
                 }
                 Err(_) => show_text(self.out, account.name, line),
@@ -343,10 +359,13 @@ impl Stage {
                 ))
             })?;
         match (ev["device_id"].as_u64(), ev["uri"].as_str()) {
-            (Some(id), Some(uri)) => Ok(Device {
-                id,
-                uri: uri.to_owned(),
-            }),
+            (Some(id), Some(uri)) => {
+                self.hub.owners.insert(id, account.name);
+                Ok(Device {
+                    id,
+                    uri: uri.to_owned(),
+                })
+            }
             _ => Err(ClientError::Protocol(format!(
                 "{}: `fingerprint` printed no device id or URI: {ev}",
                 account.name
@@ -377,7 +396,8 @@ impl Stage {
         from_device: &Device,
         text: &str,
     ) -> Result<(), ClientError> {
-        let mut listen = self.spawn(to, &["listen"])?;
+        // Only messages in this step: a call now would be a mistake, so it would be declined.
+        let mut listen = self.spawn(to, &["listen", "--reject"])?;
         self.wait_for(
             &listen,
             STEP_LIMIT,
@@ -418,7 +438,7 @@ impl Stage {
         let (alice_wav, bob_wav) = (wav_path(&self.dir, alice), wav_path(&self.dir, bob));
         say(
             self.out,
-            "call",
+            "placing_call",
             json!({ "caller": alice.jid, "callee": bob.jid, "tone_a": args.tone_a, "tone_b": args.tone_b, "seconds": args.seconds }),
             format!(
                 "demo: {} calls {} for {} s; alice sends {} Hz, bob {} Hz; both record what they hear",
@@ -669,14 +689,18 @@ fn say(out: Output, name: &str, fields: Value, text: String) {
 }
 
 /// Shows a child's event: the same object with `side` added, or a human line.
-fn show(out: Output, who: &str, v: &Value) {
+fn show(out: Output, who: &str, v: &Value, owners: &HashMap<u64, &'static str>) {
     let name = v["event"].as_str().unwrap_or("event");
     let mut fields = v.clone();
     if let Some(o) = fields.as_object_mut() {
         o.remove("event");
         o.insert("side".into(), json!(who));
     }
-    out.event(name, fields, || human(who, v));
+    // The `call` state `ended` comes with an `ended` event that says more.
+    if !out.json && name == "call" && v["state"] == "ended" {
+        return;
+    }
+    out.event(name, fields, || human(who, v, owners));
 }
 
 /// A child's non-JSON output line (should not happen with --json; shown rather than lost).
@@ -687,7 +711,7 @@ fn show_text(out: Output, who: &str, line: &str) {
 }
 
 /// The human line for a child's event.
-fn human(who: &str, v: &Value) -> String {
+fn human(who: &str, v: &Value, owners: &HashMap<u64, &'static str>) -> String {
     let s = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
     match v["event"].as_str().unwrap_or("") {
         "fingerprint" => format!(
@@ -717,7 +741,13 @@ fn human(who: &str, v: &Value) -> String {
         }
         "call" => format!("{who}: call {} ({})", s("state"), s("peer")),
         "shield" => match v["state"].as_str() {
-            Some("verified") => format!("{who}: shield ✔ verified (device {})", v["device"]),
+            Some("verified") => match v["device"].as_u64().and_then(|d| owners.get(&d)) {
+                Some(owner) => format!(
+                    "{who}: shield ✔ verified ({owner}'s device {})",
+                    v["device"]
+                ),
+                None => format!("{who}: shield ✔ verified (device {})", v["device"]),
+            },
             Some("encrypted") => format!("{who}: no shield: encrypted, but not verified"),
             _ => format!("{who}: no shield: {}", s("state")),
         },
@@ -771,6 +801,17 @@ struct Report {
     line: Line,
 }
 
+impl Report {
+    /// An event of a command that ran to its end (no serial).
+    fn event(who: &'static str, v: Value) -> Report {
+        Report {
+            who,
+            serial: 0,
+            line: Line::Event(v),
+        }
+    }
+}
+
 enum Line {
     /// A JSON object from stdout.
     Event(Value),
@@ -790,6 +831,8 @@ struct Hub {
     next_serial: u32,
     /// Last error events and stderr lines per process, for error messages.
     last: HashMap<u32, Vec<String>>,
+    /// Whose each device id is, to say "bob's device N".
+    owners: HashMap<u64, &'static str>,
 }
 
 impl Hub {
@@ -800,6 +843,7 @@ impl Hub {
             rx,
             next_serial: 0,
             last: HashMap::new(),
+            owners: HashMap::new(),
         }
     }
 
@@ -862,7 +906,7 @@ impl Hub {
     /// Shows a report: events and non-JSON stdout lines; stderr is kept for error messages only.
     fn show(&self, out: Output, r: &Report) {
         match &r.line {
-            Line::Event(v) => show(out, r.who, v),
+            Line::Event(v) => show(out, r.who, v, &self.owners),
             Line::Text(t) => show_text(out, r.who, t),
             Line::Stderr(_) | Line::Closed => {}
         }
@@ -1028,9 +1072,17 @@ mod tests {
     #[test]
     fn shield_lines_name_the_state() {
         let v = json!({"event":"shield","sid":"s","state":"verified","device":42});
-        assert_eq!(human("alice", &v), "alice: shield ✔ verified (device 42)");
+        let owners = HashMap::from([(42, "bob")]);
+        assert_eq!(
+            human("alice", &v, &owners),
+            "alice: shield ✔ verified (bob's device 42)"
+        );
+        assert_eq!(
+            human("alice", &v, &HashMap::new()),
+            "alice: shield ✔ verified (device 42)"
+        );
         let v = json!({"event":"shield","sid":"s","state":"encrypted","device":42});
-        assert!(human("bob", &v).contains("no shield"));
+        assert!(human("bob", &v, &owners).contains("no shield"));
     }
 
     #[test]
