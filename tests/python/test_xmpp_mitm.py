@@ -260,6 +260,71 @@ class RewriteTest(unittest.TestCase):
             self.assertEqual([f.serialize() for f in fingerprints(st)], [f.serialize() for f in fingerprints(out)], name)
 
 
+AIORTC_ANSWER = (
+    "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=msid-semantic:WMS *\r\n"
+    "m=audio 40000 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 127.0.0.1\r\na=sendrecv\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=mid:0\r\na=msid:x y\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=rtcp-mux\r\na=ssrc:1234 cname:abcd\r\n"
+    "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
+    "a=candidate:0123abcd 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=end-of-candidates\r\n"
+    "a=ice-ufrag:Ufrg\r\na=ice-pwd:ThePasswordIsLongEnough\r\n"
+    "a=fingerprint:sha-256 " + ATTACKER + "\r\na=setup:active\r\n"
+)
+
+
+class MediaMitmSignallingTest(unittest.TestCase):
+    """media-mitm's Jingle <-> SDP conversion (pure; the aiortc endpoint itself runs in the
+    Rust test with real calls)."""
+
+    def test_content_to_sdp(self):
+        content = M.jingle(load("dino-callee-in-session-initiate.xml")).find("content")
+        sdp = M.content_to_sdp(content, "offer", "0")
+        for line in [
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111 112 113 114 0 8",
+            "a=mid:0",
+            "a=rtcp-mux",
+            "a=rtpmap:111 opus/48000/2",
+            "a=fmtp:111 useinbandfec=1",
+            "a=rtpmap:0 PCMU/8000",
+            "a=ice-ufrag:ngHQ",
+            "a=ice-pwd:7VWmh2Euosn+aj6/BNJlyb",
+            "a=candidate:1 1 udp 2015363327 192.0.2.2 41054 typ host",
+            "a=candidate:2 2 udp 2015363582 fd00::2 57547 typ host",
+            "a=fingerprint:sha-256 " + M.DUMMY_FINGERPRINT,  # encrypted: unknown to the attacker
+            "a=setup:actpass",
+        ]:
+            self.assertIn(line + "\r\n", sdp)
+        plain = M.encrypted_to_plain(load("dino-callee-in-session-initiate.xml"), ATTACKER)
+        self.assertIn("a=fingerprint:sha-256 " + ATTACKER + "\r\n", M.content_to_sdp(M.jingle(plain).find("content"), "offer", "0"))
+
+    def test_replace_media_plain_call(self):
+        plain = M.encrypted_to_plain(load("dino-caller-in-session-accept.xml"), "AA:" * 31 + "AA")
+        out = reparse(M.replace_media(plain, AIORTC_ANSWER, relay_encrypted=True))
+        content = M.jingle(out).find("content")
+        self.assertEqual((content.get("name"), content.get("creator")), ("audio", "initiator"))
+        t = content.find("transport", M.NS_ICE)
+        self.assertEqual((t.get("ufrag"), t.get("pwd")), ("Ufrg", "ThePasswordIsLongEnough"))
+        self.assertEqual([(c.get("ip"), c.get("port"), c.get("type")) for c in t.findall("candidate")], [("127.0.0.1", "40000", "host")])
+        fps = fingerprints(out)
+        self.assertEqual([(f.ns, f.text, f.get("setup")) for f in fps], [(M.NS_DTLS, ATTACKER, "active")])
+        d = content.find("description", M.NS_RTP)
+        pt = d.find("payload-type")
+        self.assertEqual((pt.get("id"), pt.get("name"), pt.get("clockrate"), pt.get("channels")), ("111", "opus", "48000", "2"))
+        self.assertEqual([(q.get("name"), q.get("value")) for q in pt.findall("parameter")], [("minptime", "10"), ("useinbandfec", "1")])
+        self.assertIsNotNone(d.find("rtcp-mux"))
+        self.assertEqual(d.find("source", M.NS_SSMA).get("ssrc"), "1234")
+        self.assertNotIn(b"crypto", out.serialize(), "Dino's SDES offer is not carried over")
+
+    def test_replace_media_relays_the_encrypted_fingerprint(self):
+        st = load("conversations-session-initiate.xml")
+        out = reparse(M.replace_media(st, AIORTC_ANSWER, relay_encrypted=True))
+        fps = fingerprints(out)
+        self.assertEqual([f.ns for f in fps], [M.NS_DRAFT], "the peer's encrypted fingerprint, no plain one")
+        self.assertEqual(fps[0].get("setup"), "active", "setup follows the attacker's endpoint")
+        self.assertEqual(fps[0].find("encrypted", M.NS_OMEMO).serialize(), M.encrypted_fingerprints(st)[0].find("encrypted", M.NS_OMEMO).serialize())
+        self.assertEqual(M.transports(out)[0].get("ufrag"), "Ufrg")
+        self.assertIsNotNone(M.jingle(out).find("group"), "the BUNDLE group stays")
+
+
 class ScenarioTest(unittest.TestCase):
     def apply(self, scenario: str, name: str, **kw) -> Optional[M.Outcome]:
         return M.Scenario(M.Options(scenario=scenario, attacker_fingerprint=ATTACKER, **kw)).apply(load(name))

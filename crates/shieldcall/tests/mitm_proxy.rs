@@ -6,7 +6,11 @@
 //! clients through it: untouched in `passthrough`, and under each attack on the fingerprint path
 //! the attack really happened (the proxy reported its rewrite) and neither side ever showed
 //! shield=verified. The expected shield/reason per side belongs in `docs/security.md`'s table;
-//! here only what `../shared/docs/security-tests.md` states outright is asserted.
+//! here only what `../shared/docs/security-tests.md` states outright is asserted. (d) The media
+//! man-in-the-middle (`media-mitm`, an aiortc endpoint of the attacker's): a plain call is
+//! intercepted (both sides hear the attacker's tone, both honestly show no shield); a call that
+//! would be verified detects it (fingerprint mismatch), and nothing flows, also with
+//! `--require-verified`.
 //!
 //! Needs the interpreter named by `SHIELDCALL_PYTHON` (scripts/test sets it); fails, never skips,
 //! without it.
@@ -226,6 +230,8 @@ struct CallSeen {
     rewrites: Vec<Value>,
     /// Each side's peer device (from `fingerprint`): (alice's, bob's).
     devices: (Value, Value),
+    /// What each side recorded: (dominant frequency, samples) for (alice, bob).
+    heard: ((f64, usize), (f64, usize)),
 }
 
 impl CallSeen {
@@ -295,6 +301,33 @@ fn discard(dir: &Path, name: &str) -> String {
 /// `mitm_args`; returns what each call showed (the proxy's rewrites are those of all calls,
 /// reported with the last).
 fn calls_through(mitm_args: &[&str], calls: usize) -> Vec<CallSeen> {
+    calls_with(mitm_args, calls, &[], &[])
+}
+
+/// Dominant frequency and number of samples of a recording (none: (0, 0)).
+fn analyse(path: &str) -> (f64, usize) {
+    let Ok(mut r) = hound::WavReader::open(path) else {
+        return (0.0, 0);
+    };
+    let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+    // Skip the first 200 ms (jitter buffer start, concealment).
+    let start = samples.len().min(9_600);
+    if samples.len() <= start {
+        return (0.0, samples.len());
+    }
+    (
+        shieldcall_media::audio::analysis::dominant_frequency(&samples[start..], 48_000),
+        samples.len(),
+    )
+}
+
+/// Like [`calls_through`], with extra arguments for `call` and `listen`.
+fn calls_with(
+    mitm_args: &[&str],
+    calls: usize,
+    caller_extra: &[&str],
+    callee_extra: &[&str],
+) -> Vec<CallSeen> {
     let p = Prosody::start(&["alice", "bob"]);
     let tmp = tempfile::tempdir().unwrap();
     let mitm = Mitm::start(p.port, &tmp.path().join("mitm.jsonl"), mitm_args);
@@ -317,7 +350,11 @@ fn calls_through(mitm_args: &[&str], calls: usize) -> Vec<CallSeen> {
                 "880",
                 "--record",
                 &b_rec,
-            ],
+            ]
+            .iter()
+            .chain(callee_extra)
+            .copied()
+            .collect::<Vec<_>>(),
             true,
         );
         let mut caller: Listener = alice.start(
@@ -334,7 +371,11 @@ fn calls_through(mitm_args: &[&str], calls: usize) -> Vec<CallSeen> {
                 "1",
                 "--ring-timeout",
                 "10",
-            ],
+            ]
+            .iter()
+            .chain(caller_extra)
+            .copied()
+            .collect::<Vec<_>>(),
             false,
         );
         let status = caller
@@ -354,6 +395,7 @@ fn calls_through(mitm_args: &[&str], calls: usize) -> Vec<CallSeen> {
             caller_ok: status.success(),
             rewrites: Vec::new(),
             devices: (alice_device.clone(), bob_device.clone()),
+            heard: (analyse(&a_rec), analyse(&b_rec)),
         });
     }
     let (status, rewrites) = mitm.stop();
@@ -528,4 +570,107 @@ fn forged_session_accept_does_not_change_the_session() {
     c.assert_never_verified();
     assert!(!c.caller_ok, "{:?}", c.caller);
     assert!(!CallSeen::connected(&c.caller), "{:?}", c.caller);
+}
+
+// ---- the media man-in-the-middle ----------------------------------------------------------------
+
+/// The attacker's tone (the clients send 440 and 880 Hz).
+const ATTACKER_TONE: &str = "660";
+
+/// The attacker endpoint's reports (`{"media": …}` lines) for one side.
+fn media_reports<'a>(c: &'a CallSeen, side: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    c.rewrites.iter().filter(move |r| r["side"] == side)
+}
+
+/// Issue #5 must-show 2, fallback: in a plain call (the caller does not use OMEMO for the call)
+/// an attacker who points both transports at its own DTLS endpoint intercepts the media — each
+/// side hears the attacker's tone, not the other's — and both sides honestly show no shield.
+#[test]
+fn media_mitm_intercepts_a_plain_call_and_both_sides_show_no_shield() {
+    let c = calls_with(
+        &["--scenario", "media-mitm", "--tone", ATTACKER_TONE],
+        1,
+        &["--no-omemo"],
+        &[],
+    )
+    .pop()
+    .unwrap();
+    c.assert_rewrote("session-initiate", "bob@localhost/");
+    c.assert_rewrote("session-accept", "alice@localhost/");
+    c.assert_never_verified();
+    assert!(c.caller_ok, "{:?}", c.caller);
+    assert!(CallSeen::connected(&c.caller) && CallSeen::connected(&c.callee));
+    for (who, side) in [("caller", &c.caller), ("callee", &c.callee)] {
+        assert_eq!(CallSeen::shields(side), ["none"], "{who}: {side:?}");
+    }
+    // The attacker's endpoint had DTLS up and audio from both sides.
+    for side in ["caller", "callee"] {
+        assert!(
+            media_reports(&c, side).any(|r| r["media"] == "audio"),
+            "no audio from the {side} reached the attacker: {:?}",
+            c.rewrites
+        );
+    }
+    let ((fa, na), (fb, nb)) = c.heard;
+    // One second of call: at least half a second recorded each side.
+    assert!(na > 24_000 && nb > 24_000, "{na} {nb} samples recorded");
+    assert!(
+        (fa - 660.0).abs() <= 10.0,
+        "alice heard {fa} Hz, not the attacker"
+    );
+    assert!(
+        (fb - 660.0).abs() <= 10.0,
+        "bob heard {fb} Hz, not the attacker"
+    );
+}
+
+/// Issue #5 must-show 2, verified: the same attack on a call that would be verified (the
+/// attacker cannot forge the encrypted fingerprints, so it relays them) is detected as a
+/// fingerprint mismatch; no shield, no media, and no audio reaches the attacker from either
+/// side. With `--require-verified` on both sides likewise nothing connects.
+#[test]
+fn media_mitm_against_a_verified_call_is_detected_and_nothing_flows() {
+    for extra in [&[][..], &["--require-verified"][..]] {
+        let c = calls_with(
+            &["--scenario", "media-mitm", "--tone", ATTACKER_TONE],
+            1,
+            extra,
+            extra,
+        )
+        .pop()
+        .unwrap();
+        c.assert_rewrote("session-initiate", "bob@localhost/");
+        c.assert_rewrote("session-accept", "alice@localhost/");
+        c.assert_never_verified();
+        assert!(!c.caller_ok, "{extra:?}: {:?}", c.caller);
+        for (who, side) in [("caller", &c.caller), ("callee", &c.callee)] {
+            assert!(!CallSeen::connected(side), "{extra:?} {who}: {side:?}");
+            let ended = CallSeen::events(side, "ended")
+                .next()
+                .cloned()
+                .unwrap_or_default();
+            let text = ended["text"].as_str().unwrap_or("").to_lowercase();
+            assert!(
+                ended["reason"] == "security-error" || text.contains("fingerprint"),
+                "{extra:?} {who} did not detect the attack: {ended}"
+            );
+            for st in CallSeen::events(side, "stats") {
+                for k in ["frames_sent", "frames_played", "packets_sent"] {
+                    assert!(
+                        st[k].is_null() || st[k] == 0,
+                        "{extra:?} {who}: {k} must be 0: {st}"
+                    );
+                }
+            }
+        }
+        for side in ["caller", "callee"] {
+            assert!(
+                !media_reports(&c, side).any(|r| r["media"] == "audio"),
+                "{extra:?}: audio from the {side} reached the attacker: {:?}",
+                c.rewrites
+            );
+        }
+        let ((_, na), (_, nb)) = c.heard;
+        assert_eq!((na, nb), (0, 0), "{extra:?}: something was recorded");
+    }
 }
