@@ -1093,7 +1093,14 @@ impl CallService {
             },
             media::MediaEvent::FirstAudio => {
                 if call.first_audio_at.is_none() {
-                    call.first_audio_at = Some(now.duration_since(call.started));
+                    let after = now.duration_since(call.started);
+                    call.first_audio_at = Some(after);
+                    let ms = after.as_millis() as u64;
+                    self.out.event(
+                        "audio",
+                        json!({ "sid": sid, "state": "first", "ms": ms }),
+                        || format!("first audio from the peer after {ms} ms"),
+                    );
                 }
                 Ok(())
             }

@@ -18,10 +18,9 @@ use futures::StreamExt;
 use minidom::Element;
 use sasl::common::Credentials;
 use tokio::sync::{mpsc, oneshot};
-use tokio_xmpp::connect::{
-    DirectTlsServerConnector, DnsConfig, ServerConnector, StartTlsServerConnector,
-    TcpServerConnector,
-};
+use tokio_xmpp::connect::{DnsConfig, ServerConnector};
+
+use crate::connectors::{DirectTls, PlainTcp, StartTls};
 use tokio_xmpp::error::AuthError;
 use tokio_xmpp::stanzastream::{Connection, Event as StreamEvent, StanzaStream, StreamEvent as Se};
 use tokio_xmpp::xmlstream::{StreamHeader, Timeouts};
@@ -125,7 +124,8 @@ impl Xmpp {
         set: bool,
         payload: Element,
     ) -> Result<IqResult, ClientError> {
-        let id = format!("sc{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        // "q" + counter: the call engine numbers its own IQs "sc" + counter; the two must never meet.
+        let id = format!("q{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = self.pending.lock() {
             p.insert(id.clone(), (to.clone(), tx));
@@ -220,21 +220,21 @@ pub async fn connect(
                         ClientError::Usage(format!("'{host}' does not resolve to loopback"))
                     })?;
                 start(
-                    TcpServerConnector::from(DnsConfig::addr(&addr.to_string())),
+                    PlainTcp(DnsConfig::addr(&addr.to_string())),
                     opts,
                     timeouts,
                     fatal_tx,
                 )
             } else if opts.direct_tls {
                 start(
-                    DirectTlsServerConnector::from(DnsConfig::no_srv(&host, port)),
+                    DirectTls(DnsConfig::no_srv(&host, port)),
                     opts,
                     timeouts,
                     fatal_tx,
                 )
             } else {
                 start(
-                    StartTlsServerConnector::from(DnsConfig::no_srv(&host, port)),
+                    StartTls(DnsConfig::no_srv(&host, port)),
                     opts,
                     timeouts,
                     fatal_tx,
@@ -250,14 +250,14 @@ pub async fn connect(
             let domain = opts.jid.domain().as_str();
             if opts.direct_tls {
                 start(
-                    DirectTlsServerConnector::from(DnsConfig::srv_xmpps(domain)),
+                    DirectTls(DnsConfig::srv_xmpps(domain)),
                     opts,
                     timeouts,
                     fatal_tx,
                 )
             } else {
                 start(
-                    StartTlsServerConnector::from(DnsConfig::srv_default_client(domain)),
+                    StartTls(DnsConfig::srv_default_client(domain)),
                     opts,
                     timeouts,
                     fatal_tx,

@@ -15,6 +15,7 @@ macro_rules! nc {
 pub mod call_service;
 pub mod cli;
 pub mod connection;
+pub mod connectors;
 pub mod error;
 pub mod media_params;
 pub mod omemo_service;

@@ -175,6 +175,8 @@ modules_enabled = {{ {tls_module}"roster", "saslauth", "disco", "pep", "carbons"
 modules_disabled = {{ "s2s" }}
 allow_unencrypted_plain_auth = true
 c2s_require_encryption = false
+-- Small stanzas in quick succession (call set-up) must not wait for delayed ACKs.
+network_settings = {{ nagle = false }}
 authentication = "internal_hashed"
 storage = "internal"
 VirtualHost "{DOMAIN}"

@@ -1,0 +1,171 @@
+//! Call set-up time on loopback, verified vs plain, in one run (issue: verified calls end to end,
+//! must-show 4).
+//!
+//! A real Prosody, two accounts that verified each other, `shieldcall listen --auto-answer` as
+//! the callee and `shieldcall call` as the caller, media on 127.0.0.1. Each sample is one call;
+//! verified and plain calls alternate so that both see the same machine state. Plain means the
+//! callee announces no OMEMO device (`--no-omemo`), so the fingerprints travel unencrypted.
+//!
+//! Printed per kind, median of N (default 5, `CALL_BENCH_N`):
+//! * `start→shield`: from spawning `shieldcall call` (login, key publishing, proposal, answer,
+//!   ICE, DTLS) to its `shield` event;
+//! * `start→audio`: from spawning to its first received audio frame (`audio` event);
+//! * `propose→shield`, `propose→audio`: the same from the moment the proposal went out, as the
+//!   client measures it (`ms_to_shield` in `stats`, `ms` in `audio`).
+//!
+//! Run: `cargo bench -p shieldcall --bench call_setup` (needs prosody; `scripts/bench-calls`
+//! installs it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Prosody, User};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+struct Sample {
+    start_shield: f64,
+    start_audio: f64,
+    propose_shield: f64,
+    propose_audio: f64,
+    shield: String,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn one_call(dir: &std::path::Path, alice: &User, bob: &User, plain: bool, i: usize) -> Sample {
+    let rec = |who: &str| dir.join(format!("{who}-{i}.wav")).display().to_string();
+    let (b_rec, a_rec) = (rec("bob"), rec("alice"));
+    let mut args = vec![
+        "listen",
+        "--auto-answer",
+        "--media-ip",
+        "127.0.0.1",
+        "--tone",
+        "880",
+        "--record",
+        &b_rec,
+    ];
+    if plain {
+        args.push("--no-omemo");
+    }
+    let callee = bob.start(&args, true);
+    let t0 = Instant::now();
+    let mut caller = alice.start(
+        &[
+            "call",
+            &bob.jid,
+            "--media-ip",
+            "127.0.0.1",
+            "--tone",
+            "440",
+            "--record",
+            &a_rec,
+            "--duration",
+            "0.3",
+        ],
+        false,
+    );
+    let shield = caller.wait_for(|v| v["event"] == "shield", BOUND);
+    let start_shield = ms(t0.elapsed());
+    let audio = caller.wait_for(|v| v["event"] == "audio", BOUND);
+    let start_audio = ms(t0.elapsed());
+    let stats = caller.wait_for(|v| v["event"] == "stats", BOUND);
+    let status = caller.wait_exit(BOUND).expect("call ends");
+    assert!(status.success(), "{:?}", caller.seen);
+    callee.stop_with("TERM");
+    Sample {
+        start_shield,
+        start_audio,
+        propose_shield: stats["ms_to_shield"].as_f64().expect("shield time"),
+        propose_audio: audio["ms"].as_f64().expect("audio time"),
+        shield: shield["state"].as_str().unwrap_or("?").to_owned(),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it: then
+    // one call of each kind as a smoke check, no warm-up.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let n: usize = if bench {
+        std::env::var("CALL_BENCH_N")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5)
+    } else {
+        1
+    };
+    let prosody = Prosody::start(&["alice", "bob"]);
+    let dir = tempfile::tempdir().unwrap();
+    let alice = User::new(&prosody, "alice", dir.path().join("alice"));
+    let bob = User::new(&prosody, "bob", dir.path().join("bob"));
+    // Verify each other by URI, as a QR scan would.
+    for (a, b) in [(&alice, &bob), (&bob, &alice)] {
+        let fp = common::json_lines(&b.run(&["fingerprint"])).remove(0);
+        let out = a.run(&["trust", fp["uri"].as_str().unwrap()]);
+        assert!(out.status.success());
+    }
+    // One warm-up call of each kind (first session set-up, page cache), not counted.
+    if bench {
+        one_call(dir.path(), &alice, &bob, false, 1000);
+        one_call(dir.path(), &alice, &bob, true, 1001);
+    }
+
+    let mut verified = Vec::new();
+    let mut plain = Vec::new();
+    for i in 0..n {
+        verified.push(one_call(dir.path(), &alice, &bob, false, 2 * i));
+        plain.push(one_call(dir.path(), &alice, &bob, true, 2 * i + 1));
+    }
+    for s in &verified {
+        assert_eq!(s.shield, "verified");
+    }
+    for s in &plain {
+        assert_eq!(s.shield, "none");
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "call set-up on loopback (real Prosody, UDP on 127.0.0.1), median of {n}, load average {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    println!("kind     | start→shield | start→audio | propose→shield | propose→audio");
+    println!("---------|--------------|-------------|----------------|--------------");
+    let row = |name: &str, v: &[Sample]| {
+        let m = |f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+        let r = [
+            m(|s| s.start_shield),
+            m(|s| s.start_audio),
+            m(|s| s.propose_shield),
+            m(|s| s.propose_audio),
+        ];
+        println!(
+            "{name:<8} | {:>9.1} ms | {:>8.1} ms | {:>11.1} ms | {:>10.1} ms",
+            r[0], r[1], r[2], r[3]
+        );
+        r
+    };
+    let v = row("verified", &verified);
+    let p = row("plain", &plain);
+    println!(
+        "ratio verified/plain: start→shield {:.2}, start→audio {:.2}, propose→shield {:.2}, propose→audio {:.2}",
+        v[0] / p[0],
+        v[1] / p[1],
+        v[2] / p[2],
+        v[3] / p[3]
+    );
+}
