@@ -696,8 +696,10 @@ fn show(out: Output, who: &str, v: &Value, owners: &HashMap<u64, &'static str>) 
         o.remove("event");
         o.insert("side".into(), json!(who));
     }
-    // The `call` state `ended` comes with an `ended` event that says more.
-    if !out.json && name == "call" && v["state"] == "ended" {
+    // In words, leave out what says nothing new: the `call` state `ended` (the `ended` event
+    // says more) and a side's notification of its own device list.
+    let own_list = name == "devicelist" && v["jid"].as_str() == Some(&format!("{who}@{DOMAIN}"));
+    if !out.json && ((name == "call" && v["state"] == "ended") || own_list) {
         return;
     }
     out.event(name, fields, || human(who, v, owners));
