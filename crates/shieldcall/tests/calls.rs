@@ -444,3 +444,105 @@ fn second_device_stops_ringing_when_one_answers_and_both_stop_on_retract() {
         assert_eq!(end["reason"], "retracted", "{end}");
     }
 }
+
+#[test]
+fn signals_hang_up_cleanly_and_leave_complete_recordings() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    verify(alice, bob);
+    verify(bob, alice);
+    let (a_wav, b_wav) = (w.path("alice.wav"), w.path("bob.wav"));
+    let mut callee = listen(
+        bob,
+        &[
+            "--auto-answer",
+            "--tone",
+            "660",
+            "--record",
+            b_wav.to_str().unwrap(),
+        ],
+    );
+    // No --duration: the call runs until the caller gets SIGINT (Ctrl-C).
+    let mut caller = call(
+        alice,
+        bob,
+        &["--tone", "330", "--record", a_wav.to_str().unwrap()],
+    );
+    caller.wait_for(|v| v["event"] == "audio", EVENT_BOUND);
+    std::thread::sleep(Duration::from_millis(1500));
+    caller.signal("INT");
+    let status = caller
+        .wait_exit(CALL_BOUND)
+        .expect("caller exits on SIGINT");
+    assert!(
+        status.success(),
+        "hanging up a connected call is a success: {:?}",
+        caller.seen
+    );
+    assert_eq!(ended(&caller), "success");
+    let end = callee.wait_for(|v| v["event"] == "ended", EVENT_BOUND);
+    assert_eq!(end["reason"], "success", "{end}");
+    callee.wait_for(|v| v["event"] == "stats", EVENT_BOUND);
+    // Every JSON line was a complete object (the reader parsed them), and both WAV files are
+    // complete (hound checks the header's sizes against the data).
+    let (fa, na) = analyse(&a_wav);
+    let (fb, nb) = analyse(&b_wav);
+    assert!(
+        (fa - 660.0).abs() <= 10.0 && (fb - 330.0).abs() <= 10.0,
+        "{fa} {fb}"
+    );
+    assert!(na >= 48_000 && nb >= 48_000, "{na} {nb}");
+
+    // A second call to the same listener, ended by SIGTERM on the callee's side this time.
+    let mut caller = call(alice, bob, &["--tone", "330", "--record", "NULL"]);
+    caller.wait_for(|v| v["event"] == "audio", EVENT_BOUND);
+    callee.wait_for(|v| v["event"] == "audio", EVENT_BOUND);
+    std::thread::sleep(Duration::from_millis(1000));
+    let status = callee.stop_with("TERM").expect("listen exits on SIGTERM");
+    assert!(status.success());
+    let status = caller
+        .wait_exit(CALL_BOUND)
+        .expect("the caller sees the hang-up");
+    assert!(status.success(), "{:?}", caller.seen);
+    assert_eq!(ended(&caller), "success");
+    // The listener's second recording got its own name.
+    let second = b_wav.with_file_name("bob-2.wav");
+    let (f2, n2) = analyse(&second);
+    assert!((f2 - 330.0).abs() <= 10.0 && n2 > 0, "{f2} {n2}");
+}
+
+#[test]
+fn human_output_shows_state_shield_symbol_and_device() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let bob_device = verify(alice, bob);
+    verify(bob, alice);
+    let _callee = listen(bob, &["--auto-answer", "--tone", "880", "--record", "NULL"]);
+    let rec = discard(alice);
+    let mut c = std::process::Command::new(common::BIN);
+    c.args([
+        "--insecure-loopback",
+        "--server",
+        &alice.server,
+        "--account",
+        &alice.jid,
+    ])
+    .arg("--data-dir")
+    .arg(&alice.data)
+    .args(["call", &bob.jid, "--media-ip", "127.0.0.1", "--tone", "440"])
+    .args(["--record", &rec, "--duration", "0.5"])
+    .env("SHIELDCALL_PASSWORD", &alice.password)
+    .stdin(std::process::Stdio::null());
+    let out = common::run_with_timeout(c, CALL_BOUND);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "call with bob@localhost: proposing".to_owned(),
+        "connected".to_owned(),
+        format!("\u{1F6E1} verified — bob@localhost, device {bob_device}"),
+        "call ended: success".to_owned(),
+        "stats: sent".to_owned(),
+    ] {
+        assert!(text.contains(&want), "{want:?} missing from:\n{text}");
+    }
+}
