@@ -141,7 +141,10 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "call set-up on loopback (real Prosody, UDP on 127.0.0.1), median of {n}, load average {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!("kind     | start→shield | start→audio | propose→shield | propose→audio");
     println!("---------|--------------|-------------|----------------|--------------");

@@ -72,7 +72,8 @@ impl ServerConnector for StartTls {
             return Err(tokio_xmpp::Error::Protocol(ProtocolError::NoTls));
         }
         let (tls, binding) = starttls(plain, jid.domain().as_str()).await?;
-        let pending = initiate_stream(BufStream::new(tls), ns, header(jid, false), timeouts).await?;
+        let pending =
+            initiate_stream(BufStream::new(tls), ns, header(jid, false), timeouts).await?;
         Ok((pending, binding))
     }
 }
