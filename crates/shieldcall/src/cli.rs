@@ -18,26 +18,54 @@ use crate::output::Output;
 use crate::presence;
 
 const AFTER_HELP: &str = "\
-Examples:
-  export SHIELDCALL_PASSWORD=…
-  shieldcall --account alice@example.org fingerprint
+Getting started with a real account:
+  export SHIELDCALL_PASSWORD=…                      (or --password-file FILE)
+  shieldcall --account alice@example.org fingerprint  (your device's fingerprint, URI and QR code)
+  Let your contact scan that QR code in Conversations or Dino, and scan theirs: save their QR
+  code as a PNG and run `trust --qr FILE.png`, or paste the xmpp: URI they show:
   shieldcall --account alice@example.org trust 'xmpp:bob@example.org?omemo-sid-123=<64 hex>'
   shieldcall --account alice@example.org devices bob@example.org
   shieldcall --account alice@example.org send bob@example.org 'hello'
-  shieldcall --account alice@example.org --json listen
+
+Calls:
+  shieldcall --account alice@example.org call bob@example.org
+  shieldcall --account alice@example.org call bob@example.org --require-verified
+  shieldcall --account bob@example.org listen                 (asks before answering)
+  shieldcall --account bob@example.org listen --auto-answer --tone 440 --record in.wav
+  Ctrl-C (or SIGTERM) hangs up cleanly; recordings are complete 16-bit PCM WAV files.
+
+The shield (shown in words and a symbol for the whole call):
+  \u{1F6E1} verified                 both DTLS fingerprints travelled OMEMO-encrypted between you and
+                             exactly one device of the contact, you verified that device's key
+                             (QR code or URI), and DTLS proved that certificate: not even the
+                             XMPP servers' operators can listen in.
+  \u{1F512} encrypted, not verified  the same, but you have not verified the key (trusted blindly):
+                             safe against server operators only if that key is really theirs.
+  \u{26A0} not verified             plain fingerprints (the contact's client does not use OMEMO for
+                             calls, or OMEMO failed): the call is encrypted, but a server operator
+                             could intercept it. --require-verified refuses such calls.
+  The shield says nothing about the contact's device itself (malware, someone else holding it),
+  and shieldcall does audio only so far; a peer's video offer is declined.
 
 Trust: keys of a contact are trusted blindly until you verify one of them (BTBV, as
 Conversations does); after that, new keys stay undecided and get no messages until verified.
 
-With --json, one object per line, e.g.:
+With --json, one object per line, each flushed as it happens, e.g.:
   {\"event\":\"fingerprint\",\"device_id\":N,\"fingerprint\":\"…\",\"uri\":\"xmpp:…\"}
   {\"event\":\"online\",\"jid\":\"alice@example.org/res\"}
   {\"event\":\"message\",\"from\":\"bob@example.org\",\"device\":N,\"body\":\"…\",\"trust\":\"verified|trusted|undecided|untrusted\"}
   {\"event\":\"trusted\",\"jid\":\"…\",\"device\":N,\"fingerprint\":\"…\"}
+  {\"event\":\"call\",\"state\":\"proposing|ringing|proceeding|connecting|connected|ended\",\"sid\":\"…\",\"peer\":\"JID\"}
+  {\"event\":\"shield\",\"sid\":\"…\",\"state\":\"verified|encrypted|none\",\"device\":N}
+  {\"event\":\"audio\",\"sid\":\"…\",\"state\":\"first\",\"ms\":N}
+  {\"event\":\"ended\",\"sid\":\"…\",\"reason\":\"success|security-error|failed-application|decline|timeout|retracted|answered-elsewhere|…\",\"text\":\"…\"}
+  {\"event\":\"stats\",\"sid\":\"…\",\"packets_sent\":N,\"packets_received\":N,\"frames_played\":N,\"loss\":F,\"jitter_ms\":F,\"rtt_ms\":F,\"ms_to_shield\":N,\"ms_to_first_audio\":N,…}
   {\"event\":\"error\",\"message\":\"…\"}
-Exit status: 0 success, 1 failure, 2 usage error.";
+Exit status: 0 success, 1 failure (also: a call that did not connect or end normally),
+2 usage error.";
 
-/// XMPP client with OMEMO encryption, compatible with Conversations, Dino and Monal.
+/// XMPP audio calls and messages with OMEMO, compatible with Conversations, Dino and Monal: a
+/// call shows a shield when its DTLS-SRTP keys were exchanged OMEMO-encrypted with a verified device.
 ///
 /// The password is read from the SHIELDCALL_PASSWORD environment variable or from
 /// --password-file; it is never taken from the command line and never printed.
@@ -710,6 +738,9 @@ mod tests {
             "devices",
             "send",
             "listen",
+            "call",
+            "--require-verified",
+            "encrypted, not verified",
             "SHIELDCALL_PASSWORD",
         ] {
             assert!(help.contains(c), "{c} missing from --help");
