@@ -61,7 +61,8 @@ What it does, step by step (each step runs this shieldcall binary as a user woul
      (`call --require-verified`); the call's states and the shield are shown for both sides;
   6. reports both sides' call statistics and checks that each recording holds the other's tone.
 Then it stops Prosody and removes the temporary directory (unless --keep).
-Exit status 0 only if both sides showed the verified shield and heard the right tone.";
+Exit status 0 only if both sides showed the verified shield and heard the right tone.
+With --skip-verification step 3 is left out: see the call refused without the shield.";
 
 /// Options of `shieldcall demo`.
 #[derive(Debug, clap::Args)]
@@ -80,6 +81,11 @@ pub struct DemoArgs {
     /// recordings) and print where it is.
     #[arg(long)]
     pub keep: bool,
+    /// Leave out step 3, so that nobody verifies anyone: messages arrive only blindly trusted,
+    /// `call --require-verified` refuses to go on without the shield, and the demo fails. Shows
+    /// what the shield stands for.
+    #[arg(long)]
+    pub skip_verification: bool,
 }
 
 /// Runs the demo (blocking: it waits for child processes). `Ok` means both shields were
@@ -163,17 +169,36 @@ fn demo(args: &DemoArgs, out: Output, exe: &Path, dir: &Path) -> Result<(), Clie
 
     let fa = stage.fingerprint(&alice)?;
     let fb = stage.fingerprint(&bob)?;
-    say(
-        out,
-        "verify",
-        json!({}),
-        "demo: each scans the other's QR code (here: hands the URI to `shieldcall trust`)".into(),
-    );
-    stage.trust(&alice, &bob, &fb)?;
-    stage.trust(&bob, &alice, &fa)?;
+    // Without verification, keys are trusted blindly (BTBV) until someone verifies one.
+    let trust = if args.skip_verification {
+        say(
+            out,
+            "verify",
+            json!({ "skipped": true }),
+            "demo: --skip-verification: nobody scans anybody's QR code".into(),
+        );
+        "trusted"
+    } else {
+        say(
+            out,
+            "verify",
+            json!({ "skipped": false }),
+            "demo: each scans the other's QR code (here: hands the URI to `shieldcall trust`)"
+                .into(),
+        );
+        stage.trust(&alice, &bob, &fb)?;
+        stage.trust(&bob, &alice, &fa)?;
+        "verified"
+    };
 
-    stage.message(&alice, &bob, &fa, "Hi Bob, Alice here. Shall we talk?")?;
-    stage.message(&bob, &alice, &fb, "Hi Alice! Call me, I verified your key.")?;
+    stage.message(
+        &alice,
+        &bob,
+        &fa,
+        trust,
+        "Hi Bob, Alice here. Shall we talk?",
+    )?;
+    stage.message(&bob, &alice, &fb, trust, "Hi Alice! Call me.")?;
 
     let call = stage.call(args, &alice, &bob)?;
     let verdict = judge(args, out, &call, (&alice, &fa), (&bob, &fb), dir);
@@ -217,6 +242,8 @@ struct CallSide {
     ended: Option<(String, String)>,
     /// The `stats` event.
     stats: Option<Value>,
+    /// The recording it names.
+    recording: Option<PathBuf>,
     /// Error events, in order.
     errors: Vec<String>,
 }
@@ -388,12 +415,13 @@ impl Stage {
         )))
     }
 
-    /// `to` listens, `from` sends `text`; it must arrive from `from`'s device, verified.
+    /// `to` listens, `from` sends `text`; it must arrive from `from`'s device with `trust`.
     fn message(
         &mut self,
         from: &Account,
         to: &Account,
         from_device: &Device,
+        trust: &str,
         text: &str,
     ) -> Result<(), ClientError> {
         // Only messages in this step: a call now would be a mistake, so it would be declined.
@@ -418,9 +446,9 @@ impl Stage {
                 to.name, m["device"], from.name, from_device.id
             )));
         }
-        if m["trust"] != "verified" {
+        if m["trust"] != trust {
             return Err(ClientError::Protocol(format!(
-                "{} got the message from {} with trust {}, expected verified",
+                "{} got the message from {} with trust {}, expected {trust}",
                 to.name, from.name, m["trust"]
             )));
         }
@@ -552,7 +580,10 @@ fn record(side: &mut CallSide, v: &Value) {
                 v["text"].as_str().unwrap_or("").to_owned(),
             ));
         }
-        Some("stats") => side.stats = Some(v.clone()),
+        Some("stats") => {
+            side.recording = v["recording"].as_str().map(PathBuf::from);
+            side.stats = Some(v.clone());
+        }
         Some("error") => side
             .errors
             .push(v["message"].as_str().unwrap_or("?").to_owned()),
@@ -575,7 +606,18 @@ fn judge(
     dir: &Path,
 ) -> Result<(), ClientError> {
     let mut problems = Vec::new();
-    for (side, me, peer, peer_dev) in [(&call.alice, alice, bob, fb), (&call.bob, bob, alice, fa)] {
+    let sides = [(&call.alice, alice, bob, fb), (&call.bob, bob, alice, fa)];
+    // Why a call ended early says the most, so it comes first.
+    for (side, me, _, _) in sides {
+        match &side.ended {
+            Some((reason, _)) if reason == "success" => {}
+            Some((reason, text)) => {
+                problems.push(format!("{}'s call ended with {reason}: {text}", me.name))
+            }
+            None => problems.push(format!("{} saw no end of the call", me.name)),
+        }
+    }
+    for (side, me, peer, peer_dev) in sides {
         match &side.shield {
             Some((state, Some(d))) if state == "verified" && *d == peer_dev.id => {}
             Some((state, Some(d))) if state == "verified" => problems.push(format!(
@@ -597,8 +639,17 @@ fn judge(
         None => problems.push("alice's `call` did not exit".into()),
     }
     let mut heard_ok = HashMap::new();
-    for (me, expected, peer) in [(alice, args.tone_b, bob), (bob, args.tone_a, alice)] {
-        let path = wav_path(dir, me);
+    for (side, me, expected, peer) in [
+        (&call.alice, alice, args.tone_b, bob),
+        (&call.bob, bob, args.tone_a, alice),
+    ] {
+        // `stats` names the file (a `listen` numbers the recordings of later calls).
+        let path = side.recording.clone().unwrap_or_else(|| wav_path(dir, me));
+        if !path.exists() {
+            problems.push(format!("{} recorded nothing", me.name));
+            heard_ok.insert(me.name, false);
+            continue;
+        }
         let ok = match heard(&path) {
             Ok(h) => {
                 let ok = !h.silent && (h.hz - f64::from(expected)).abs() <= TOLERANCE_HZ;
@@ -770,6 +821,9 @@ fn human(who: &str, v: &Value, owners: &HashMap<u64, &'static str>) -> String {
 
 /// The `stats` event in words.
 fn stats_line(v: &Value) -> String {
+    if v["packets_sent"].is_null() && v["packets_received"].is_null() {
+        return "stats: no media was exchanged".into();
+    }
     let n = |k: &str| v[k].as_u64().map_or("?".to_owned(), |x| x.to_string());
     let ms = |k: &str| {
         v[k].as_f64()
@@ -1069,6 +1123,13 @@ mod tests {
             "stats: 150 packets sent, 149 received; 150 frames sent, 148 played; shield after \
              212 ms, first audio after -; loss 0.7 %, jitter 1.2 ms, rtt -"
         );
+    }
+
+    #[test]
+    fn stats_without_media_say_so() {
+        let v = json!({"event":"stats","sid":"s","ms_to_shield":null,"ms_to_first_audio":null,
+            "recording":null});
+        assert_eq!(stats_line(&v), "stats: no media was exchanged");
     }
 
     #[test]

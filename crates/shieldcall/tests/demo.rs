@@ -158,12 +158,59 @@ fn demo_shows_the_verified_shield_on_both_sides_and_matching_audio() {
     assert_eq!(result[0]["shield"]["alice"], "verified", "{show}");
     assert_eq!(result[0]["shield"]["bob"], "verified", "{show}");
 
-    // Everything it made is gone, and it said so.
-    let cleaned = find(&events, |v| v["event"] == "cleaned_up");
+    assert_cleaned_up(&events, tmp.path(), &show);
+}
+
+/// Prosody no longer listens, the temp dir is gone, and the demo said so.
+fn assert_cleaned_up(events: &[Value], tmp: &std::path::Path, show: &str) {
+    let server = find(events, |v| v["event"] == "server");
+    let addr = server[0]["server"].as_str().unwrap();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "Prosody still listens on {addr}"
+    );
+    let cleaned = find(events, |v| v["event"] == "cleaned_up");
     assert_eq!(cleaned.len(), 1, "{show}");
     assert_eq!(cleaned[0]["removed"], true, "{show}");
-    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(tmp).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Without verification the messages arrive only blindly trusted, the caller's
+/// --require-verified refuses the call, and the demo fails — after cleaning up.
+#[test]
+fn demo_without_verification_fails_and_cleans_up() {
+    require_prosody();
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, events, stderr) = demo(&["--seconds", "1", "--skip-verification"], tmp.path());
+    let show = format!("events: {events:#?}\nstderr: {stderr}");
+    assert!(!ok, "demo succeeded without verification; {show}");
+    assert!(
+        find(&events, |v| v["event"] == "trusted").is_empty(),
+        "{show}"
+    );
+    let msgs = find(&events, |v| v["event"] == "message");
+    assert_eq!(msgs.len(), 2, "{show}");
+    assert!(msgs.iter().all(|m| m["trust"] == "trusted"), "{show}");
+    assert!(
+        find(&events, |v| v["event"] == "shield"
+            && v["state"] == "verified")
+        .is_empty(),
+        "{show}"
+    );
+    let result = find(&events, |v| v["event"] == "result");
+    assert_eq!(result.len(), 1, "{show}");
+    assert_eq!(result[0]["ok"], false, "{show}");
+    let problems = result[0]["problems"].to_string();
+    assert!(problems.contains("shield"), "{show}");
+    let errors = find(&events, |v| v["event"] == "error");
+    assert!(
+        errors
+            .last()
+            .is_some_and(|e| e["message"].as_str().unwrap().contains("demo failed")),
+        "{show}"
+    );
+    assert_cleaned_up(&events, tmp.path(), &show);
 }
 
 #[test]
