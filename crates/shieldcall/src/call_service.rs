@@ -1107,7 +1107,7 @@ impl CallService {
             media::MediaEvent::Failed(reason) => self.engine.handle_media(
                 now,
                 sid,
-                EngineMedia::Failed(format!("media failed: {reason:?}")),
+                EngineMedia::Failed(format!("media failed: {}", fail_text(&reason))),
             ),
         };
         // UnknownSession: the engine ended the call meanwhile; nothing to tell it.
@@ -1115,27 +1115,41 @@ impl CallService {
     }
 
     fn on_media_done(&mut self, sid: &str, report: Result<CallReport, DriverError>) {
-        let ended = self.calls.get(sid).is_some_and(|c| c.ended.is_some());
-        if !ended {
-            // Media stopped on its own (connect timeout, failure): the engine must end the call.
+        if let Some(c) = self.calls.get_mut(sid) {
+            c.running = None;
+        }
+        let ended = |me: &Self| me.calls.get(sid).is_none_or(|c| c.ended.is_some());
+        if !ended(self) {
+            // Media stopped on its own. Its events travel on another channel and may not have
+            // been handled yet: a certificate mismatch must reach the engine as the digest it
+            // is (security-error), not as a generic media failure.
+            if let Ok(r) = &report
+                && let Some(mismatch) = r
+                    .events
+                    .iter()
+                    .find(|e| matches!(e, media::MediaEvent::FingerprintMismatch { .. }))
+            {
+                self.on_media(sid, mismatch.clone());
+            }
+        }
+        if !ended(self) {
             let why = match &report {
                 Ok(r) => match &r.failure {
-                    Some(f) => format!("media failed: {f:?}"),
+                    Some(f) => format!("media failed: {}", fail_text(f)),
                     None => "media ended".to_owned(),
                 },
                 Err(e) => format!("media failed: {e}"),
             };
-            if let Some(c) = self.calls.get_mut(sid) {
-                c.running = None;
-            }
             let _ = self
                 .engine
                 .handle_media(Instant::now(), sid, EngineMedia::Failed(why));
+        }
+        if self.calls.get(sid).is_some_and(|c| c.ended.is_none()) {
             // The stats follow once the engine reports the end (its Ended event).
+            self.pending_reports.insert(sid.to_owned(), report);
             if let Some(c) = self.calls.get_mut(sid) {
                 c.ended_at.get_or_insert(Instant::now());
             }
-            self.pending_reports.insert(sid.to_owned(), report);
             return;
         }
         self.finish_call(sid, Some(report));
@@ -1222,6 +1236,19 @@ impl CallService {
                 let _ = stop.send(());
             }
         }
+    }
+}
+
+fn fail_text(f: &media::session::FailReason) -> String {
+    use media::session::FailReason;
+    match f {
+        FailReason::FingerprintMismatch => {
+            "the peer's DTLS certificate does not match the fingerprint".to_owned()
+        }
+        FailReason::Transport(t) => t.clone(),
+        FailReason::IceDisconnected => "no connectivity (ICE)".to_owned(),
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
     }
 }
 
