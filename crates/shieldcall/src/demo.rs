@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,15 @@ const STOP_LIMIT: Duration = Duration::from_secs(10);
 /// The media address of both sides: the whole demo stays on loopback, also on a machine
 /// without any other interface.
 const MEDIA_IP: &str = "127.0.0.1";
+
+/// How often waits look whether the demo was interrupted.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The error after Ctrl-C or SIGTERM.
+const INTERRUPTED: &str = "interrupted (Ctrl-C or SIGTERM); stopped everything the demo started";
+
+/// Set by the signal watcher; every wait of the demo looks at it.
+static INTERRUPTED_FLAG: AtomicBool = AtomicBool::new(false);
 
 /// Below this level (of full scale) a recording counts as silence.
 const SILENCE_RMS: f64 = 0.002;
@@ -102,6 +112,7 @@ pub fn run(args: &DemoArgs, out: Output) -> Result<(), ClientError> {
     // Fail before creating anything when Prosody is missing.
     prosody::find_tool("prosody")?;
     prosody::find_tool("prosodyctl")?;
+    watch_signals();
     let dir = WorkDir::create(args.keep)?;
     // Everything that runs (Prosody, the children) lives inside `demo` and is stopped when it
     // returns, before `dir` is removed.
@@ -351,7 +362,7 @@ impl Stage {
     ) -> Result<Value, ClientError> {
         let deadline = Instant::now() + limit;
         loop {
-            let Some(r) = self.hub.next(deadline) else {
+            let Some(r) = self.hub.next(deadline)? else {
                 return Err(ClientError::Protocol(format!(
                     "no {waiting_for} within {}s{}",
                     limit.as_secs(),
@@ -524,7 +535,7 @@ impl Stage {
                 _ => {}
             }
             let until = callee_deadline.unwrap_or(deadline);
-            let Some(r) = self.hub.next(until) else {
+            let Some(r) = self.hub.next(until)? else {
                 if callee_deadline.is_some() {
                     break;
                 }
@@ -940,10 +951,30 @@ impl Hub {
         serial
     }
 
-    /// The next report, or `None` at `deadline`.
-    fn next(&mut self, deadline: Instant) -> Option<Report> {
+    /// The next report, `None` at `deadline`, or an error once the demo was interrupted.
+    fn next(&mut self, deadline: Instant) -> Result<Option<Report>, ClientError> {
+        loop {
+            if interrupted() {
+                return Err(ClientError::Protocol(INTERRUPTED.into()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left.min(POLL)) {
+                Ok(r) => return Ok(Some(self.note(r))),
+                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// Like [`Self::next`], also after an interruption (to see children sign off).
+    fn next_anyway(&mut self, deadline: Instant) -> Option<Report> {
         let left = deadline.saturating_duration_since(Instant::now());
         let r = self.rx.recv_timeout(left).ok()?;
+        Some(self.note(r))
+    }
+
+    /// Keeps the last things a process said wrong, for error messages.
+    fn note(&mut self, r: Report) -> Report {
         let note = match &r.line {
             Line::Event(v) if v["event"] == "error" => v["message"].as_str().map(str::to_owned),
             Line::Stderr(l) | Line::Text(l) if !l.trim().is_empty() => Some(l.clone()),
@@ -956,7 +987,7 @@ impl Hub {
                 last.remove(0);
             }
         }
-        Some(r)
+        r
     }
 
     /// Shows a report: events and non-JSON stdout lines; stderr is kept for error messages only.
@@ -1006,7 +1037,7 @@ impl Running {
         interrupt(&mut self.child);
         let deadline = Instant::now() + STOP_LIMIT;
         let mut events = Vec::new();
-        while let Some(r) = stage.hub.next(deadline) {
+        while let Some(r) = stage.hub.next_anyway(deadline) {
             stage.hub.show(stage.out, &r);
             match r.line {
                 Line::Event(v) if r.serial == self.serial => events.push(v),
@@ -1028,12 +1059,48 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if interrupt(&mut self.child) && self.wait(Duration::from_secs(3)).is_some() {
+        if interrupt(&mut self.child) && self.wait(Duration::from_secs(2)).is_some() {
             return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether Ctrl-C or SIGTERM arrived.
+fn interrupted() -> bool {
+    INTERRUPTED_FLAG.load(Ordering::Relaxed)
+}
+
+/// Turns Ctrl-C and SIGTERM into [`interrupted`], so that the demo stops its children and
+/// Prosody and removes its directory instead of dying on the spot. (On Ctrl-C the terminal
+/// signals the children and Prosody too; they end, and the demo's waits notice.) The watcher
+/// has its own small runtime on a thread: [`run`] is called from inside the CLI's runtime.
+fn watch_signals() {
+    let spawned = std::thread::Builder::new()
+        .name("demo-signals".into())
+        .spawn(|| {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                INTERRUPTED_FLAG.store(true, Ordering::Relaxed);
+            });
+        });
+    // Without the watcher the signals keep their default effect; nothing else changes.
+    drop(spawned);
 }
 
 /// Sends SIGINT (what Ctrl-C sends; `listen` then signs off cleanly) to our child. Returns

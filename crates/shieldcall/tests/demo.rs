@@ -3,7 +3,7 @@
 //! and each side hearing the other's tone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -240,5 +240,81 @@ fn demo_help_explains_the_steps() {
         "verified shield",
     ] {
         assert!(help.contains(s), "{s} missing from demo --help:\n{help}");
+    }
+}
+
+/// SIGTERM in the middle of the call: the demo stops its children and Prosody, removes its
+/// directory and exits with an error saying it was interrupted.
+#[test]
+fn demo_interrupted_during_the_call_cleans_up() {
+    require_prosody();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--json", "demo", "--seconds", "30"])
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if tx.send(v).is_err() {
+                return;
+            }
+        }
+    });
+    let mut events = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    // Wait until both sides are in the call.
+    while find(&events, |v| v["event"] == "shield").len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(v) => events.push(v),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no shields on both sides; {events:#?}");
+            }
+        }
+    }
+    let term = Command::new("/bin/sh")
+        .args(["-c", "kill -TERM \"$1\"", "sh"])
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let started = Instant::now();
+    while let Ok(v) = rx.recv_timeout(Duration::from_secs(30)) {
+        events.push(v);
+    }
+    let status = child.wait().unwrap();
+    let show = format!("events: {events:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?} to stop; {show}",
+        started.elapsed()
+    );
+    assert!(!status.success(), "{show}");
+    let errors = find(&events, |v| v["event"] == "error");
+    assert!(
+        errors
+            .last()
+            .is_some_and(|e| e["message"].as_str().unwrap().contains("interrupted")),
+        "{show}"
+    );
+    assert_cleaned_up(&events, tmp.path(), &show);
+    // No process of the demo is left: none has its directory on its command line.
+    let dir = tmp.path().to_str().unwrap().as_bytes().to_vec();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(
+                !cmdline.windows(dir.len()).any(|w| w == dir.as_slice()),
+                "left running: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            );
+        }
     }
 }

@@ -112,6 +112,7 @@ impl LocalProsody {
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             let why = match self.child.try_wait() {
                 Ok(Some(status)) => Some(format!("Prosody exited ({status})")),
+                Ok(None) if super::interrupted() => Some(super::INTERRUPTED.to_owned()),
                 Ok(None) if Instant::now() >= deadline => Some(format!(
                     "Prosody did not listen on 127.0.0.1:{} within {}s",
                     self.port,
@@ -241,6 +242,11 @@ pub fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> Result<Fini
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
+            Ok(None) if super::interrupted() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ClientError::Io(format!("{what}: {}", super::INTERRUPTED)));
+            }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             Ok(None) => {
                 let _ = child.kill();
