@@ -672,7 +672,7 @@ fn judge(
                 };
                 say(
                     out,
-                    "audio",
+                    "heard",
                     json!({ "side": me.name, "heard_hz": if h.silent { None } else { Some(h.hz) }, "expected_hz": expected, "seconds": h.seconds, "ok": ok }),
                     format!(
                         "{}: heard {heard_text} (expected {expected} Hz, {}'s tone) in {:.1} s of recording {verdict}",
@@ -824,6 +824,9 @@ fn human(who: &str, v: &Value, owners: &HashMap<u64, &'static str>) -> String {
             }
         }
         "stats" => format!("{who}: {}", stats_line(v)),
+        "audio" if v["state"] == "first" => {
+            format!("{who}: first audio from the peer after {} ms", v["ms"])
+        }
         "error" => format!("{who}: error: {}", s("message")),
         "warning" => format!("{who}: warning: {}", s("message")),
         _ => format!("{who}: {v}"),

@@ -143,7 +143,7 @@ fn demo_shows_the_verified_shield_on_both_sides_and_matching_audio() {
 
     // Each recording holds the other's tone (defaults: alice 440 Hz, bob 880 Hz).
     for (side, expected) in [("alice", 880.0), ("bob", 440.0)] {
-        let audio = find(&events, |v| v["event"] == "audio" && v["side"] == side);
+        let audio = find(&events, |v| v["event"] == "heard" && v["side"] == side);
         assert_eq!(audio.len(), 1, "{show}");
         assert_eq!(audio[0]["ok"], true, "{show}");
         let hz = audio[0]["heard_hz"].as_f64().unwrap();
