@@ -44,6 +44,8 @@ use crate::presence;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a hang-up on SIGINT/SIGTERM may take before we leave anyway.
 pub const HANGUP_GRACE: Duration = Duration::from_secs(3);
+/// How long going offline may wait for the server (each of: ping answer, stream close).
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long we wait for a stopped media endpoint's final report.
 pub const MEDIA_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Ring timeout of `listen` (only its own proposals would use it).
@@ -579,8 +581,9 @@ impl CallService {
             xmpp_parsers::presence::Presence::new(xmpp_parsers::presence::Type::Unavailable);
         let _ = xmpp.send(unavailable);
         let ping = Element::builder("ping", presence::PING).build();
-        let _ = xmpp.iq(None, false, ping).await;
-        xmpp.close().await;
+        // Bounded: with the server gone (reconnecting), a signal must still end us promptly.
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT, xmpp.iq(None, false, ping)).await;
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT, xmpp.close()).await;
     }
 
     fn state(&self, sid: &str, state: &str, extra: Value) {

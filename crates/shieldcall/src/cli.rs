@@ -165,6 +165,9 @@ pub enum Command {
         /// The contact's JID.
         jid: String,
     },
+    /// Run the demo: a throw-away local Prosody, two accounts that verify each other's QR code
+    /// URI and exchange OMEMO messages, then a verified call with a tone each way (no --account).
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Options shared by `call` and `listen`.
@@ -192,14 +195,23 @@ pub struct CallArgs {
     pub media_ip: Vec<IpAddr>,
 }
 
+/// How [`CallArgs::options`] treats missing audio devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceCheck {
+    Require,
+    Warn,
+    Skip,
+}
+
 impl CallArgs {
-    /// The options; `strict`: a missing audio device is an error now (`call`), otherwise calls
-    /// are declined with the reason (`listen` still shows messages).
+    /// The options. Audio devices (when no --tone/--play/--record replaces them) are checked:
+    /// `Require` makes a missing one an error now (`call`), `Warn` declines calls later with the
+    /// reason (`listen` still shows messages), `Skip` does not open them (`listen --reject`).
     fn options(
         &self,
         duration: Option<f64>,
         ring_timeout: f64,
-        strict: bool,
+        devices: DeviceCheck,
     ) -> Result<CallOptions, ClientError> {
         let seconds = |what: &str, s: f64| {
             if s.is_finite() && s > 0.0 && s < 1e7 {
@@ -226,17 +238,21 @@ impl CallArgs {
         };
         // Find out now, not after the peer answered, when there is no device.
         let mut audio_unavailable = None;
-        if input == AudioIn::Device
+        if devices != DeviceCheck::Skip
+            && input == AudioIn::Device
             && let Err(e) = call_service::live_source()
         {
             audio_unavailable = Some(e);
         }
-        if output == AudioOut::Device
+        if devices != DeviceCheck::Skip
+            && output == AudioOut::Device
             && let Err(e) = call_service::live_sink()
         {
             audio_unavailable.get_or_insert(e);
         }
-        if strict && let Some(e) = audio_unavailable {
+        if devices == DeviceCheck::Require
+            && let Some(e) = audio_unavailable
+        {
             return Err(ClientError::Usage(e));
         }
         Ok(CallOptions {
@@ -301,6 +317,10 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
+    // The demo makes its own server and accounts.
+    if let Command::Demo(args) = &cli.command {
+        return crate::demo::run(args, out);
+    }
     let jid = account_jid(cli)?;
     let data_dir = match &cli.data_dir {
         Some(d) => d.clone(),
@@ -342,7 +362,7 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
             if contact == jid {
                 return Err(ClientError::Usage("you cannot call yourself".into()));
             }
-            let opts = audio.options(*duration, *ring_timeout, true)?;
+            let opts = audio.options(*duration, *ring_timeout, DeviceCheck::Require)?;
             let (svc, incoming) = online(cli, &data_dir, &jid, true).await?;
             let ok = CallService::new(svc, Mode::Call(contact), opts, out)
                 .run(incoming)
@@ -363,7 +383,13 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
                 (_, true) => Answer::Reject,
                 _ => Answer::Ask,
             };
-            let opts = audio.options(None, call_service::DEFAULT_RING_TIMEOUT, false)?;
+            // With --reject every call is declined anyway: no audio device is opened.
+            let devices = if answer == Answer::Reject {
+                DeviceCheck::Skip
+            } else {
+                DeviceCheck::Warn
+            };
+            let opts = audio.options(None, call_service::DEFAULT_RING_TIMEOUT, devices)?;
             if let Some(why) = &opts.audio_unavailable {
                 out.warning(&format!("calls will be declined: {why}"));
             }
@@ -378,6 +404,7 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
             let (svc, incoming) = online(cli, &data_dir, &jid, false).await?;
             cmd_listen(svc, incoming, Some(contact), out).await
         }
+        Command::Demo(_) => Ok(()), // handled above
     }
 }
 
@@ -671,8 +698,9 @@ async fn cmd_listen(
     let _ = svc.xmpp().send(unavailable);
     // The ping's answer means the server has processed everything we sent before it.
     let ping = minidom::Element::builder("ping", presence::PING).build();
-    let _ = svc.xmpp().iq(None, false, ping).await;
-    svc.xmpp().close().await;
+    let bound = call_service::LEAVE_TIMEOUT;
+    let _ = tokio::time::timeout(bound, svc.xmpp().iq(None, false, ping)).await;
+    let _ = tokio::time::timeout(bound, svc.xmpp().close()).await;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ pub mod call_service;
 pub mod cli;
 pub mod connection;
 pub mod connectors;
+pub mod demo;
 pub mod error;
 pub mod media_params;
 pub mod omemo_service;

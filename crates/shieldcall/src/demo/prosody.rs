@@ -166,6 +166,8 @@ modules_enabled = {{ "roster", "saslauth", "disco", "pep", "carbons", "ping", "r
 modules_disabled = {{ "s2s" }}
 allow_unencrypted_plain_auth = true
 c2s_require_encryption = false
+-- Call set-up is a burst of small stanzas: do not hold them back for delayed ACKs.
+network_settings = {{ nagle = false }}
 authentication = "internal_hashed"
 storage = "internal"
 VirtualHost "{DOMAIN}"
