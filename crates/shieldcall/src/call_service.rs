@@ -255,6 +255,10 @@ struct CallState {
     ended: Option<(String, String)>,
     ended_at: Option<Instant>,
     recording: Option<PathBuf>,
+    /// Last state and shield, for the live status line.
+    state: String,
+    shield: Option<Shield>,
+    connected_at: Option<Instant>,
 }
 
 impl CallState {
@@ -273,6 +277,9 @@ impl CallState {
             ended: None,
             ended_at: None,
             recording: None,
+            state: String::new(),
+            shield: None,
+            connected_at: None,
         }
     }
 }
@@ -346,6 +353,16 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // the service
 
+/// What woke the service's loop.
+enum Wake {
+    Signal,
+    Incoming(Option<Incoming>),
+    Media(String, media::MediaEvent),
+    MediaDone(String, Result<CallReport, DriverError>),
+    Line(String),
+    Timer,
+}
+
 /// Calls on one connection: see the module docs.
 pub struct CallService {
     engine: Engine<CallCrypto>,
@@ -366,6 +383,8 @@ pub struct CallService {
     /// Waiting for the user's yes/no on this call.
     asking: Option<String>,
     tty: bool,
+    /// The live status line is on screen (see [`CallService::draw_status`]).
+    status_shown: bool,
 }
 
 impl std::fmt::Debug for CallService {
@@ -401,6 +420,7 @@ impl CallService {
             outcome: None,
             asking: None,
             tty: std::io::stdout().is_terminal(),
+            status_shown: false,
         }
     }
 
@@ -465,6 +485,7 @@ impl CallService {
 
         let mut quit_at: Option<Instant> = None;
         loop {
+            self.clear_status();
             self.flush().await;
             if let Some(done) = self.outcome
                 && self.calls.is_empty()
@@ -489,38 +510,54 @@ impl CallService {
             if let Some(q) = quit_at {
                 wake = Some(wake.map_or(q, |w| w.min(q)));
             }
+            if self.live() && self.calls.values().any(|c| c.ended.is_none()) {
+                // Redraw the status line's clock every second.
+                let tick = Instant::now() + Duration::from_secs(1);
+                wake = Some(wake.map_or(tick, |w| w.min(tick)));
+            }
+            self.draw_status();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                _ = sigint.recv() => quit_at = Some(self.hang_up_all(quit_at)),
-                _ = sigterm.recv() => quit_at = Some(self.hang_up_all(quit_at)),
-                ev = incoming.recv() => match ev {
-                    Some(Incoming::Stanza(st)) => self.on_stanza(*st).await,
-                    Some(Incoming::Online(jid)) => {
-                        if let Err(e) = presence::go_online(self.svc().xmpp(), true).await {
-                            self.out.error(&e.to_string());
-                        }
-                        self.out.event("online", json!({ "jid": jid.to_string() }), || {
+            // Receive first, then clear the status line, then handle: whatever the handlers
+            // print starts on a clean line.
+            let woke = tokio::select! {
+                _ = sigint.recv() => Wake::Signal,
+                _ = sigterm.recv() => Wake::Signal,
+                ev = incoming.recv() => Wake::Incoming(ev),
+                Some((sid, ev)) = self.media_rx.recv() => Wake::Media(sid, ev),
+                Some((sid, report)) = self.done_rx.recv() => Wake::MediaDone(sid, report),
+                Some(line) = lines.recv() => Wake::Line(line),
+                _ = sleep => Wake::Timer,
+            };
+            self.clear_status();
+            match woke {
+                Wake::Signal => quit_at = Some(self.hang_up_all(quit_at)),
+                Wake::Incoming(Some(Incoming::Stanza(st))) => self.on_stanza(*st).await,
+                Wake::Incoming(Some(Incoming::Online(jid))) => {
+                    if let Err(e) = presence::go_online(self.svc().xmpp(), true).await {
+                        self.out.error(&e.to_string());
+                    }
+                    self.out
+                        .event("online", json!({ "jid": jid.to_string() }), || {
                             format!("online again as {jid}")
                         });
-                    }
-                    Some(Incoming::Closed(why)) => {
-                        self.stop_all_media();
-                        return Err(ClientError::Connect(why));
-                    }
-                    None => {
-                        self.stop_all_media();
-                        return Err(ClientError::Disconnected);
-                    }
-                },
-                Some((sid, ev)) = self.media_rx.recv() => self.on_media(&sid, ev),
-                Some((sid, report)) = self.done_rx.recv() => self.on_media_done(&sid, report),
-                Some(line) = lines.recv() => self.on_answer_line(&line),
-                _ = sleep => {
+                }
+                Wake::Incoming(Some(Incoming::Closed(why))) => {
+                    self.stop_all_media();
+                    return Err(ClientError::Connect(why));
+                }
+                Wake::Incoming(None) => {
+                    self.stop_all_media();
+                    return Err(ClientError::Disconnected);
+                }
+                Wake::Media(sid, ev) => self.on_media(&sid, ev),
+                Wake::MediaDone(sid, report) => self.on_media_done(&sid, report),
+                Wake::Line(line) => self.on_answer_line(&line),
+                Wake::Timer => {
                     let now = Instant::now();
                     if quit_at.is_some_and(|q| now >= q) {
                         // The grace period is over: leave even if a peer never answered.
@@ -531,30 +568,34 @@ impl CallService {
                         }
                         continue;
                     }
-                    self.engine.handle_timeout(now);
-                    let due: Vec<String> = self
-                        .calls
-                        .iter()
-                        .filter(|(_, c)| c.hangup_at.is_some_and(|t| now >= t))
-                        .map(|(s, _)| s.clone())
-                        .collect();
-                    for sid in due {
-                        if let Some(c) = self.calls.get_mut(&sid) {
-                            c.hangup_at = None;
-                        }
-                        let _ = self.engine.handle_user(now, UserAction::HangUp { sid });
-                    }
-                    let stale: Vec<String> = self
-                        .calls
-                        .iter()
-                        .filter(|(_, c)| c.ended_at.is_some_and(|t| now >= t + MEDIA_STOP_TIMEOUT))
-                        .map(|(s, _)| s.clone())
-                        .collect();
-                    for sid in stale {
-                        self.finish_call(&sid, None);
-                    }
+                    self.on_timer(now);
                 }
             }
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
+        let due: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.hangup_at.is_some_and(|t| now >= t))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for sid in due {
+            if let Some(c) = self.calls.get_mut(&sid) {
+                c.hangup_at = None;
+            }
+            let _ = self.engine.handle_user(now, UserAction::HangUp { sid });
+        }
+        let stale: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.ended_at.is_some_and(|t| now >= t + MEDIA_STOP_TIMEOUT))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for sid in stale {
+            self.finish_call(&sid, None);
         }
     }
 
@@ -586,25 +627,77 @@ impl CallService {
         let _ = tokio::time::timeout(LEAVE_TIMEOUT, xmpp.close()).await;
     }
 
-    fn state(&self, sid: &str, state: &str, extra: Value) {
-        let peer = self
-            .calls
-            .get(sid)
-            .map(|c| c.peer.clone())
-            .unwrap_or_default();
+    fn state(&mut self, sid: &str, state: &str, extra: Value) {
+        let peer = match self.calls.get_mut(sid) {
+            Some(c) => {
+                c.state = state.to_owned();
+                if state == "connected" {
+                    c.connected_at = Some(Instant::now());
+                }
+                c.peer.clone()
+            }
+            None => String::new(),
+        };
         let mut fields = json!({ "state": state, "sid": sid, "peer": peer });
         if let (Some(f), Value::Object(e)) = (fields.as_object_mut(), extra) {
             f.extend(e);
         }
-        let tty = self.tty;
-        self.out.event("call", fields, || {
-            let line = format!("call with {peer}: {state}");
-            if tty {
-                format!("\u{25CF} {line}")
-            } else {
-                line
+        self.out
+            .event("call", fields, || format!("call with {peer}: {state}"));
+    }
+
+    /// Whether the live status line is used: a terminal, human output, not asking a question.
+    fn live(&self) -> bool {
+        self.tty && !self.out.json && self.asking.is_none()
+    }
+
+    /// The live status line of the running call: state, time, shield in words and symbol, peer
+    /// and device.
+    fn status_text(&self) -> Option<String> {
+        let (_, c) = self.calls.iter().find(|(_, c)| c.ended.is_none())?;
+        let elapsed = c
+            .connected_at
+            .map(|t| {
+                let s = t.elapsed().as_secs();
+                format!(" {:02}:{:02}", s / 60, s % 60)
+            })
+            .unwrap_or_default();
+        let shield = match c.shield {
+            Some(sh) => {
+                let (_, symbol, words) = shield_words(sh);
+                format!("{symbol} {words}")
             }
-        });
+            None => "shield: not yet known".to_owned(),
+        };
+        let device = match (c.shield, self.engine.crypto().last_device) {
+            (Some(Shield::Verified | Shield::Encrypted), Some(d)) => format!(", device {d}"),
+            _ => String::new(),
+        };
+        Some(format!(
+            "\u{25CF} {}{elapsed} | {shield} | {}{device}",
+            c.state, c.peer
+        ))
+    }
+
+    /// Removes the live status line before other output.
+    fn clear_status(&mut self) {
+        if self.status_shown {
+            print!("\r\x1b[2K");
+            let _ = std::io::stdout().flush();
+            self.status_shown = false;
+        }
+    }
+
+    /// Draws the live status line (no newline: it is redrawn in place).
+    fn draw_status(&mut self) {
+        if !self.live() {
+            return;
+        }
+        if let Some(text) = self.status_text() {
+            print!("\r\x1b[2K{text}");
+            let _ = std::io::stdout().flush();
+            self.status_shown = true;
+        }
     }
 
     /// Sends the engine's stanzas and handles its events until it has nothing more.
@@ -792,6 +885,7 @@ impl CallService {
                 let device = (shield != Shield::None).then_some(device).flatten();
                 let peer = match self.calls.get_mut(&sid) {
                     Some(c) => {
+                        c.shield = Some(shield);
                         if c.shield_at.is_none() {
                             c.shield_at = Some(now.duration_since(c.started));
                         }
