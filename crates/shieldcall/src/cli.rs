@@ -147,7 +147,8 @@ pub enum Command {
         audio: CallArgs,
     },
     /// Stay online: print incoming messages and take calls until Ctrl-C/SIGTERM. Without
-    /// --auto-answer or --reject, each call is asked about on the terminal.
+    /// --auto-answer or --reject, each call is asked about: answer `y` (or `n`) and Enter on
+    /// standard input (with --json too, after the `ringing` event).
     Listen {
         /// Answer every call (one at a time; calls while busy are declined).
         #[arg(long, conflicts_with = "reject")]
