@@ -239,6 +239,14 @@ class RewriteTest(unittest.TestCase):
         self.assertEqual(forged.get("from"), "mallory@localhost/x")
         self.assertEqual(M.jmi(forged).find("device").get("id"), "129646281")
         self.assertIsNone(M.forge_from(st, "x@y/z", "proceed"))
+        # the callee-side forgery: a session-initiate from another JID, everything else kept
+        si = load("dino-callee-in-session-initiate.xml")
+        forged = reparse(M.forge_from(si, "mallory@localhost/m", "session-initiate"))
+        self.assertEqual(forged.get("from"), "mallory@localhost/m")
+        self.assertEqual(M.jingle(forged).get("action"), "session-initiate")
+        self.assertTrue(same_tree(forged.children[0], si.children[0]))
+        self.assertIsNone(M.forge_from(st, "x@y/z", "session-initiate"))
+        self.assertIsNone(M.forge_from(si, "x@y/z", "session-accept"))
 
     def test_replace_candidates(self):
         for name in JINGLE_WITH_FP + ["conversations-transport-info.xml"]:

