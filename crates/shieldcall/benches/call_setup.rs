@@ -99,8 +99,8 @@ fn one_call(dir: &std::path::Path, alice: &User, bob: &User, plain: bool, i: usi
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it: then
-    // one call of each kind as a smoke check, no warm-up.
+    // `cargo bench` passes --bench; run without it (the binary directly), it makes one call of
+    // each kind as a quick check, no warm-up.
     let bench = std::env::args().any(|a| a == "--bench");
     let n: usize = if bench {
         std::env::var("CALL_BENCH_N")
