@@ -1,4 +1,4 @@
-# Sourced by scripts/test and scripts/demo: install what building and testing needs, on Debian 12.
+# Sourced by scripts/test, scripts/fuzz, scripts/demo and scripts/bench-*: install what building and testing needs, on Debian 12.
 # Nothing here is skipped silently: a missing tool stops the run with the command that installs it.
 
 root_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -42,4 +42,12 @@ ensure_cargo() {
   command -v cargo >/dev/null 2>&1 && return 0
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" && return 0
   echo "error: cargo not found; install the Rust toolchain (rustup) first" >&2; return 1
+}
+
+# cargo-fuzz (from crates.io, pinned), for scripts/fuzz.
+CARGO_FUZZ_VERSION=0.13.2
+ensure_cargo_fuzz() {
+  if command -v cargo-fuzz >/dev/null 2>&1; then return 0; fi
+  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 }
