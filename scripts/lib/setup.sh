@@ -47,7 +47,8 @@ ensure_cargo() {
 # cargo-fuzz (from crates.io, pinned), for scripts/fuzz.
 CARGO_FUZZ_VERSION=0.13.2
 ensure_cargo_fuzz() {
-  if command -v cargo-fuzz >/dev/null 2>&1; then return 0; fi
+  # `cargo fuzz` also finds it in $CARGO_HOME/bin when that is not on PATH.
+  if cargo fuzz --version >/dev/null 2>&1; then return 0; fi
   echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"
   cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 }
