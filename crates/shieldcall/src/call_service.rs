@@ -817,6 +817,18 @@ impl CallService {
                 if let (Some(d), Some(c)) = (device, self.calls.get_mut(&sid)) {
                     c.device = Some(d);
                 }
+                // A contact we verified answered without an OMEMO device: legitimate (OMEMO off
+                // on that device) but also exactly what a server stripping <device/> looks like.
+                // The call goes on unverified (the shield says so); say why, loudly.
+                if device.is_none()
+                    && self.opts.omemo
+                    && let Mode::Call(peer) = self.mode.clone()
+                    && self.peer_has_verified_key(&peer)
+                {
+                    self.out.warning(&format!(
+                        "{peer} has a device you verified, but this answer names no OMEMO device:                          the call cannot be verified (that device may have OMEMO off, or a server                          removed it); use --require-verified to refuse such calls"
+                    ));
+                }
                 // The engine encrypts our fingerprint to that device as soon as media answers
                 // below: make sure a session exists, building it from the bundle if needed.
                 if let Some(d) = device
@@ -941,6 +953,16 @@ impl CallService {
                 }
             }
         }
+    }
+
+    fn peer_has_verified_key(&mut self, peer: &BareJid) -> bool {
+        use shieldcall_omemo::Store as _;
+        self.svc()
+            .account()
+            .store()
+            .identities(peer.as_str())
+            .map(|ids| ids.iter().any(|(_, t)| *t == TrustLevel::Verified))
+            .unwrap_or(false)
     }
 
     fn on_answer_line(&mut self, line: &str) {

@@ -546,3 +546,39 @@ fn human_output_shows_state_shield_symbol_and_device() {
         assert!(text.contains(&want), "{want:?} missing from:\n{text}");
     }
 }
+
+#[test]
+fn verified_contact_answering_without_omemo_is_flagged_not_shielded() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    verify(alice, bob);
+    verify(bob, alice);
+    let mut callee = listen(
+        bob,
+        &[
+            "--auto-answer",
+            "--tone",
+            "880",
+            "--record",
+            "NULL",
+            "--no-omemo",
+        ],
+    );
+    let (caller, ok) = finish(call(
+        alice,
+        bob,
+        &["--tone", "440", "--record", "NULL", "--duration", "0.5"],
+    ));
+    assert!(ok, "{:?}", caller.seen);
+    callee.wait_for(|v| v["event"] == "stats", EVENT_BOUND);
+    assert_eq!(shield(&caller), ["none"]);
+    assert_eq!(shield(&callee), ["none"]);
+    let warning = caller.events("warning").into_iter().find(|v| {
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("names no OMEMO device")
+    });
+    assert!(warning.is_some(), "no warning: {:?}", caller.seen);
+    callee.stop_with("TERM");
+}
