@@ -46,8 +46,10 @@ fn percent_decode(s: &str) -> Result<String, Error> {
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         if c == b'%' {
+            // Exactly two hex digits (from_str_radix alone would take "+1").
             let h = b
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             out.push(h.ok_or_else(|| Error::Uri(format!("bad percent escape in '{s}'")))?);
@@ -120,7 +122,32 @@ impl VerificationUri {
 impl std::fmt::Display for VerificationUri {
     /// `xmpp:JID?omemo-sid-N=hex;omemo-sid-M=hex` (Conversations' and Dino's QR form).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "xmpp:{}", self.jid)?;
+        f.write_str("xmpp:")?;
+        // RFC 5122: characters that would end or confuse the JID part are percent-encoded
+        // (a localpart may contain '?', '#', ';', '=' or '%'); '@' and '/' stay as they are.
+        for c in self.jid.chars() {
+            match c {
+                'A'..='Z'
+                | 'a'..='z'
+                | '0'..='9'
+                | '-'
+                | '.'
+                | '_'
+                | '~'
+                | '@'
+                | '/'
+                | '!'
+                | '$'
+                | '('
+                | ')'
+                | '*'
+                | '+'
+                | ','
+                | ':' => write!(f, "{c}")?,
+                c if !c.is_ascii() => write!(f, "{c}")?,
+                c => write!(f, "%{:02X}", c as u32)?,
+            }
+        }
         for (i, (device, key)) in self.devices.iter().enumerate() {
             let sep = if i == 0 { '?' } else { ';' };
             write!(f, "{sep}omemo-sid-{device}={}", hex(key.montgomery()))?;
@@ -135,6 +162,24 @@ mod tests {
 
     fn key(b: u8) -> PublicKey {
         PublicKey::from_montgomery([b; 32])
+    }
+
+    #[test]
+    fn jids_with_uri_delimiters_survive_display_and_parse() {
+        let u = VerificationUri {
+            jid: "a?b#c;d=e%f'g@example.org".into(),
+            devices: vec![(7, key(3))],
+        };
+        let text = u.to_string();
+        assert!(text.starts_with("xmpp:a%3Fb%23c%3Bd%3De%25f%27g@example.org?omemo-sid-7="));
+        assert_eq!(VerificationUri::parse(&text).unwrap(), u);
+    }
+
+    #[test]
+    fn percent_escapes_need_two_hex_digits() {
+        assert!(percent_decode("a%+1b").is_err());
+        assert!(percent_decode("a%4").is_err());
+        assert_eq!(percent_decode("a%3fb").unwrap(), "a?b");
     }
 
     #[test]
