@@ -5,16 +5,15 @@
 //! hanging it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use shieldcall_media::MediaEvent;
 use shieldcall_media::audio::sink::MemorySink;
 use shieldcall_media::audio::source::ToneSource;
 use shieldcall_media::driver::{CallReport, DriverCommand, MediaEndpoint, RunOptions};
-use shieldcall_media::{JingleRole, MediaEvent, RemoteParams};
 use tokio::sync::{mpsc, oneshot};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 struct Side {
     commands: mpsc::UnboundedSender<DriverCommand>,
@@ -24,38 +23,7 @@ struct Side {
 }
 
 async fn pair() -> (Side, Side) {
-    let mut a = MediaEndpoint::bind(JingleRole::Initiator, &[LOOPBACK])
-        .await
-        .unwrap();
-    let mut b = MediaEndpoint::bind(JingleRole::Responder, &[LOOPBACK])
-        .await
-        .unwrap();
-    let a_desc = a.session().local_description().unwrap();
-    let a_tr = a.session().local_transport().unwrap();
-    let a_dtls = a_tr.dtls.unwrap();
-    b.session()
-        .set_remote(
-            RemoteParams {
-                description: a_desc,
-                transport: a_tr,
-                expected: a_dtls,
-            },
-            Instant::now(),
-        )
-        .unwrap();
-    let b_desc = b.session().local_description().unwrap();
-    let b_tr = b.session().local_transport().unwrap();
-    let b_dtls = b_tr.dtls.unwrap();
-    a.session()
-        .set_remote(
-            RemoteParams {
-                description: b_desc,
-                transport: b_tr,
-                expected: b_dtls,
-            },
-            Instant::now(),
-        )
-        .unwrap();
+    let (a, b) = common::exchanged_pair().await;
     let start = |ep: MediaEndpoint, hz: f64| {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();

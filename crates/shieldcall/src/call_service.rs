@@ -246,7 +246,6 @@ struct CallState {
     endpoint: Option<MediaEndpoint>,
     remote: Vec<RemoteContent>,
     running: Option<Running>,
-    device: Option<u32>,
     shield_at: Option<Duration>,
     first_audio_at: Option<Duration>,
     connected: bool,
@@ -269,7 +268,6 @@ impl CallState {
             endpoint: None,
             remote: Vec::new(),
             running: None,
-            device: None,
             shield_at: None,
             first_audio_at: None,
             connected: false,
@@ -814,9 +812,6 @@ impl CallService {
             Event::PeerRinging { sid } => self.state(&sid, "ringing", json!({})),
             Event::Proceeding { sid, device } => {
                 self.state(&sid, "proceeding", json!({ "device": device }));
-                if let (Some(d), Some(c)) = (device, self.calls.get_mut(&sid)) {
-                    c.device = Some(d);
-                }
                 // A contact we verified answered without an OMEMO device: legitimate (OMEMO off
                 // on that device) but also exactly what a server stripping <device/> looks like.
                 // The call goes on unverified (the shield says so); say why, loudly.
@@ -826,7 +821,9 @@ impl CallService {
                     && self.peer_has_verified_key(&peer)
                 {
                     self.out.warning(&format!(
-                        "{peer} has a device you verified, but this answer names no OMEMO device:                          the call cannot be verified (that device may have OMEMO off, or a server                          removed it); use --require-verified to refuse such calls"
+                        "{peer} has a device you verified, but this answer names no OMEMO device: \
+                         the call cannot be verified (that device may have OMEMO off, or a server \
+                         removed it); use --require-verified to refuse such calls"
                     ));
                 }
                 // The engine encrypts our fingerprint to that device as soon as media answers

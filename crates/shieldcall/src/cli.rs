@@ -575,7 +575,9 @@ async fn online(
 
 fn is_jingle_iq(iq: &xmpp_parsers::iq::Iq) -> bool {
     match iq {
-        xmpp_parsers::iq::Iq::Set { payload, .. } => payload.is("jingle", "urn:xmpp:jingle:1"),
+        xmpp_parsers::iq::Iq::Set { payload, .. } => {
+            payload.is("jingle", shieldcall_jingle::ns::JINGLE)
+        }
         _ => false,
     }
 }

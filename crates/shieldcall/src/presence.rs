@@ -3,6 +3,7 @@
 //! ping (XEP-0199).
 
 use minidom::Element;
+use shieldcall_jingle::ns;
 use xmpp_parsers::caps::{Caps, compute_disco, hash_caps};
 use xmpp_parsers::disco::{DiscoInfoResult, Identity};
 use xmpp_parsers::hashes::Algo;
@@ -39,12 +40,12 @@ const BASE_FEATURES: [&str; 7] = [
 /// and JMI. Conversations and Dino offer a call button only for contacts whose caps show these.
 /// The verification draft has no feature of its own: the `<device/>` in `<proceed/>` signals it.
 pub const CALL_FEATURES: [&str; 6] = [
-    "urn:xmpp:jingle:1",
-    "urn:xmpp:jingle:apps:rtp:1",
+    ns::JINGLE,
+    ns::JINGLE_RTP,
     "urn:xmpp:jingle:apps:rtp:audio",
-    "urn:xmpp:jingle:transports:ice-udp:1",
-    "urn:xmpp:jingle:apps:dtls:0",
-    "urn:xmpp:jingle-message:0",
+    ns::JINGLE_ICE_UDP,
+    ns::JINGLE_DTLS,
+    ns::JINGLE_MESSAGE,
 ];
 
 /// What we advertise; `calls` when this session answers calls.

@@ -579,6 +579,10 @@ fn verified_contact_answering_without_omemo_is_flagged_not_shielded() {
             .unwrap_or("")
             .contains("names no OMEMO device")
     });
-    assert!(warning.is_some(), "no warning: {:?}", caller.seen);
+    let warning = warning.unwrap_or_else(|| panic!("no warning: {:?}", caller.seen));
+    assert!(
+        !warning["message"].as_str().unwrap().contains("  "),
+        "one readable line: {warning}"
+    );
     callee.stop_with("TERM");
 }

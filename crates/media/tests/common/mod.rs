@@ -59,6 +59,45 @@ pub struct CallResult {
     pub responder_wav: PathBuf,
 }
 
+/// A bound initiator and responder on 127.0.0.1 that know each other's parameters directly
+/// (offer to the responder, answer to the initiator), ready to run.
+pub async fn exchanged_pair() -> (MediaEndpoint, MediaEndpoint) {
+    let mut a = MediaEndpoint::bind(JingleRole::Initiator, &[LOOPBACK])
+        .await
+        .unwrap();
+    let mut b = MediaEndpoint::bind(JingleRole::Responder, &[LOOPBACK])
+        .await
+        .unwrap();
+    let a_desc = a.session().local_description().unwrap();
+    let a_tr = a.session().local_transport().unwrap();
+    let a_dtls = a_tr.dtls.unwrap();
+    let now = std::time::Instant::now();
+    b.session()
+        .set_remote(
+            RemoteParams {
+                description: a_desc,
+                transport: a_tr,
+                expected: a_dtls,
+            },
+            now,
+        )
+        .unwrap();
+    let b_desc = b.session().local_description().unwrap();
+    let b_tr = b.session().local_transport().unwrap();
+    let b_dtls = b_tr.dtls.unwrap();
+    a.session()
+        .set_remote(
+            RemoteParams {
+                description: b_desc,
+                transport: b_tr,
+                expected: b_dtls,
+            },
+            now,
+        )
+        .unwrap();
+    (a, b)
+}
+
 /// Two endpoints on 127.0.0.1, configured only through Jingle-shaped parameters: the
 /// initiator sends 440 Hz, the responder 880 Hz, each records what it hears to a WAV file.
 pub async fn call(name: &str, setup: CallSetup) -> CallResult {
