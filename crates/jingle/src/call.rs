@@ -23,7 +23,7 @@ use crate::jmi::{Accept, DeviceClaim, JingleMessage, Proceed, Propose, Reject, R
 use crate::reason::{CallError, reason_element};
 use crate::transport::{IceUdpTransport, MAX_CANDIDATES_PER_CONTENT, TransportFingerprint};
 use crate::verification::{
-    self, Expectation, IdentityKey, Mode, OmemoCrypto, Shield, VerificationError,
+    self, Downgrade, Expectation, IdentityKey, Mode, OmemoCrypto, Shield, Trust, VerificationError,
 };
 use crate::{ns, xml};
 
@@ -325,6 +325,22 @@ pub enum Event {
         sid: String,
         /// New state.
         shield: Shield,
+        /// The peer's OMEMO device this call's fingerprints travelled with (None for plain
+        /// fingerprints): the device to show beside the shield, this call's and no other's.
+        device: Option<u32>,
+    },
+    /// The contact had been verified (a verified key, or an earlier verified call), and this
+    /// call is less than verified. Reported once per call, as soon as it is known and always
+    /// before [`Event::PlayMedia`]; under a require-verified policy the call then ends.
+    Downgrade {
+        /// Session id.
+        sid: String,
+        /// The contact.
+        peer: BareJid,
+        /// What went wrong.
+        kind: Downgrade,
+        /// The peer's device concerned, when one is known.
+        device: Option<u32>,
     },
     /// The call is over; the engine forgot it.
     Ended {
@@ -437,6 +453,8 @@ struct Call {
     incoming_add_remote: Vec<RemoteContent>,
     /// Our `content-add` awaiting the peer's answer.
     outgoing_add: Option<Vec<LocalContent>>,
+    /// A [`Event::Downgrade`] was reported for this call.
+    downgrade_reported: bool,
 }
 
 impl Call {
@@ -464,6 +482,7 @@ impl Call {
             incoming_add: None,
             incoming_add_remote: Vec::new(),
             outgoing_add: None,
+            downgrade_reported: false,
         }
     }
 
@@ -550,7 +569,7 @@ impl<C: OmemoCrypto> Engine<C> {
         match action {
             UserAction::Call { peer, sid, media } => self.user_call(now, peer, sid, media),
             UserAction::CallDirect { peer, sid, media } => {
-                if self.config.require_verified {
+                if self.requires_verified(&peer.to_bare()) {
                     return Err(ApiError::NotVerifiable);
                 }
                 let media = normalise_media(media)?;
@@ -628,7 +647,7 @@ impl<C: OmemoCrypto> Engine<C> {
         media: Vec<Media>,
     ) -> Result<(), ApiError> {
         // Without OMEMO we can never encrypt the offer.
-        if self.config.require_verified && self.crypto.own_device_id().is_none() {
+        if self.requires_verified(&peer) && self.crypto.own_device_id().is_none() {
             return Err(ApiError::NotVerifiable);
         }
         let media = normalise_media(media)?;
@@ -664,7 +683,7 @@ impl<C: OmemoCrypto> Engine<C> {
         match call.state {
             State::Ringing => {
                 let own_device = self.crypto.own_device_id();
-                if self.config.require_verified && own_device.is_none() {
+                if self.requires_verified(&call.peer_bare) && own_device.is_none() {
                     // Refuse to proceed: without a device nobody can encrypt to us.
                     self.abort(
                         &sid,
@@ -836,25 +855,44 @@ impl<C: OmemoCrypto> Engine<C> {
         let plain: Vec<Fingerprint> = local.iter().map(|l| l.fingerprint.clone()).collect();
         // protocol.md §10 caller 3: encrypt every content to the proceed device, or none.
         let mut encrypted = None;
+        let mut downgrade = None;
+        let mut failure = None;
         if let Some(device) = target {
-            match verification::encrypt_local(&mut self.crypto, &peer_bare, device, &plain) {
-                Ok((fps, identity)) => {
-                    if self.config.require_verified
-                        && self.crypto.trust(&peer_bare, &identity) != verification::Trust::Verified
-                    {
-                        self.abort(sid, VerificationError::NotVerifiable.into());
-                        return;
-                    }
-                    encrypted = Some((fps, identity));
-                }
-                Err(e) => {
-                    // Silent fallback to plain (§3.6) — never under require_verified.
-                    if self.config.require_verified {
-                        self.abort(sid, VerificationError::Encryption(e).into());
-                        return;
+            // Never to a device whose key the user distrusted: then the fingerprints go plain.
+            let known = self.crypto.session_identity(&peer_bare, device);
+            if known.is_some_and(|id| self.crypto.trust(&peer_bare, &id) == Trust::Untrusted) {
+                downgrade = Some(Downgrade::UnverifiedDevice);
+            } else {
+                match verification::encrypt_local(&mut self.crypto, &peer_bare, device, &plain) {
+                    Ok((fps, identity)) => match self.crypto.trust(&peer_bare, &identity) {
+                        // Learnt only now (no session before): the ciphertext is not sent.
+                        Trust::Untrusted => downgrade = Some(Downgrade::UnverifiedDevice),
+                        trust => {
+                            if trust != Trust::Verified {
+                                downgrade = Some(Downgrade::UnverifiedDevice);
+                            }
+                            encrypted = Some((fps, identity));
+                        }
+                    },
+                    Err(e) => {
+                        // The draft's silent fallback to plain (§3.6), reported as a downgrade,
+                        // and never taken under require-verified.
+                        downgrade = Some(Downgrade::OmemoFailed);
+                        failure = Some(e);
                     }
                 }
             }
+        }
+        if let Some(kind) = downgrade {
+            self.report_downgrade(sid, kind, target);
+        }
+        if self.requires_verified(&peer_bare) && (encrypted.is_none() || downgrade.is_some()) {
+            let error = match failure {
+                Some(e) => VerificationError::Encryption(e),
+                None => VerificationError::NotVerifiable,
+            };
+            self.abort(sid, error.into());
+            return;
         }
         let mode = if encrypted.is_some() {
             Mode::Encrypted
@@ -885,7 +923,12 @@ impl<C: OmemoCrypto> Engine<C> {
         let peer_bare = call.peer_bare.clone();
         let plain: Vec<Fingerprint> = local.iter().map(|l| l.fingerprint.clone()).collect();
         let mut encrypted = None;
-        if call.offer == Some(Mode::Encrypted) {
+        let distrusted = call
+            .identity
+            .is_some_and(|id| self.crypto.trust(&peer_bare, &id) == Trust::Untrusted);
+        // A caller whose key the user distrusted gets no encrypted fingerprint of ours: the
+        // answer goes plain (a draft caller then ends the call; it is never shielded).
+        if call.offer == Some(Mode::Encrypted) && !distrusted {
             let (Some(device), Some(identity)) = (call.target_device, call.identity) else {
                 return;
             };
@@ -1339,13 +1382,17 @@ impl<C: OmemoCrypto> Engine<C> {
             _ => None,
         };
         let media = call.media.clone();
+        let peer_bare = call.peer_bare.clone();
         if let Some(call) = self.calls.get_mut(sid) {
             call.peer = Some(from);
             call.target_device = device;
             call.state = State::AwaitingLocalOffer;
             call.deadline = None;
         }
-        if self.config.require_verified && device.is_none() {
+        if device.is_none() {
+            self.report_downgrade(sid, Downgrade::NoDevice, None);
+        }
+        if self.requires_verified(&peer_bare) && device.is_none() {
             // security-tests.md line 1: refuse a proceed that offers no verification.
             self.abort(sid, VerificationError::NotVerifiable.into());
             return;
@@ -1609,7 +1656,21 @@ impl<C: OmemoCrypto> Engine<C> {
             &j.contents,
             Expectation::Offer,
         )?;
-        if self.config.require_verified {
+        let downgrade = match (remote.mode, remote.sender, jmi) {
+            (Mode::Plain, _, _) => Some((Downgrade::PlainFingerprints, None)),
+            // Encrypted without JMI: no device was ever agreed on, it can never be verified.
+            (Mode::Encrypted, sender, false) => Some((Downgrade::NoDevice, sender.map(|s| s.0))),
+            (Mode::Encrypted, Some((device, id)), true)
+                if self.crypto.trust(&peer_bare, &id) != Trust::Verified =>
+            {
+                Some((Downgrade::UnverifiedDevice, Some(device)))
+            }
+            (Mode::Encrypted, _, true) => None,
+        };
+        if let Some((kind, device)) = downgrade {
+            self.report_downgrade(sid, kind, device);
+        }
+        if self.requires_verified(&peer_bare) {
             // security-tests.md line 2: a plain offer, a direct call, or an identity that is not
             // verified can never become Verified.
             let verified_identity = remote.sender.is_some_and(|(_, id)| {
@@ -2064,9 +2125,11 @@ impl<C: OmemoCrypto> Engine<C> {
             call.identity.as_ref(),
             call.dtls_proven && call.jmi,
         );
+        let encrypted = call.offer == Some(Mode::Encrypted) && call.answer == Some(Mode::Encrypted);
+        let device = call.target_device.filter(|_| encrypted);
         let changed = call.shield != Some(shield);
         let first = !call.media_allowed;
-        if self.config.require_verified && shield != Shield::Verified {
+        if self.requires_verified(&call.peer_bare) && shield != Shield::Verified {
             self.abort(sid, VerificationError::NotVerifiable.into());
             return;
         }
@@ -2078,6 +2141,7 @@ impl<C: OmemoCrypto> Engine<C> {
             self.event(Event::Shield {
                 sid: sid.to_owned(),
                 shield,
+                device,
             });
         }
         if first {
@@ -2085,6 +2149,35 @@ impl<C: OmemoCrypto> Engine<C> {
                 sid: sid.to_owned(),
             });
         }
+    }
+
+    /// `require_verified` for everyone, or the contact's own policy.
+    fn requires_verified(&self, peer: &BareJid) -> bool {
+        self.config.require_verified || self.crypto.contact_policy(peer).require_verified
+    }
+
+    /// Reports a [`Event::Downgrade`] once per call, when the contact had been verified and our
+    /// own OMEMO is on (a call made with OMEMO switched off here is the user's choice).
+    fn report_downgrade(&mut self, sid: &str, kind: Downgrade, device: Option<u32>) {
+        let Some(call) = self.calls.get(sid) else {
+            return;
+        };
+        if call.downgrade_reported
+            || self.crypto.own_device_id().is_none()
+            || !self.crypto.contact_policy(&call.peer_bare).expect_verified
+        {
+            return;
+        }
+        let peer = call.peer_bare.clone();
+        if let Some(call) = self.calls.get_mut(sid) {
+            call.downgrade_reported = true;
+        }
+        self.event(Event::Downgrade {
+            sid: sid.to_owned(),
+            peer,
+            kind,
+            device,
+        });
     }
 
     // ----------------------------------------------------------------------------------------

@@ -26,9 +26,13 @@ pub enum FingerprintError {
     /// `setup` is not `active`, `passive` or `actpass`.
     #[error("invalid setup {0:?}")]
     InvalidSetup(String),
-    /// Hex text is not colon-separated pairs of hex digits.
-    #[error("invalid fingerprint hex {0:?}")]
-    InvalidHex(String),
+    /// Hex text is not colon-separated pairs of hex digits. Only its length is kept: the text
+    /// may be a decrypted plaintext, which must not travel on in an error.
+    #[error("fingerprint text of {len} bytes is not colon-separated hex")]
+    InvalidHex {
+        /// Length of the text in bytes.
+        len: usize,
+    },
     /// A `sha-256` digest that is not 32 bytes.
     #[error("sha-256 fingerprint of {0} bytes")]
     WrongLength(usize),
@@ -156,7 +160,7 @@ pub fn to_hex(value: &[u8]) -> String {
 /// decrypted plaintext untrimmed, protocol.md §3.1; trimming only makes us more tolerant).
 pub fn parse_hex(text: &str, hash: &Algo) -> Result<Vec<u8>, FingerprintError> {
     let text = text.trim();
-    let bad = || FingerprintError::InvalidHex(text.chars().take(120).collect());
+    let bad = || FingerprintError::InvalidHex { len: text.len() };
     let mut value = Vec::with_capacity(SHA256_LEN);
     for pair in text.split(':') {
         if pair.len() != 2 || !pair.bytes().all(|b| b.is_ascii_hexdigit()) {

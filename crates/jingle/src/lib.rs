@@ -29,6 +29,6 @@ pub use call::{
 };
 pub use reason::CallError;
 pub use verification::{
-    CryptoError, Decrypted, Encrypted, IdentityKey, Mode, OmemoCrypto, Shield, Trust,
-    VerificationError,
+    ContactPolicy, CryptoError, Decrypted, Downgrade, Encrypted, IdentityKey, Mode, OmemoCrypto,
+    Shield, Trust, VerificationError,
 };

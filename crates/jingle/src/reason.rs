@@ -1,4 +1,10 @@
 //! Errors of the call layer and how they map to the `<reason/>` the peer receives.
+//!
+//! What a peer (and every server on the way) receives is a condition and a **fixed** text per
+//! condition ([`CallError::peer_text`], a `&'static str`): never the error's `Display`, which may
+//! name decrypted bytes, OMEMO counters, prekey ids or parser details. A server that injects a
+//! withheld chat message's `<encrypted/>` as a call fingerprint must learn nothing from our
+//! answer (security-tests.md line 17). The detail stays local, in the `Ended` event.
 
 use xmpp_parsers::jingle::{Reason, ReasonElement};
 
@@ -58,18 +64,45 @@ impl CallError {
         }
     }
 
-    /// The `<reason/>` element, with this error's text (Conversations adds `<text/>` only
-    /// when non-empty, protocol.md §3.6).
+    /// The text the peer receives with [`CallError::reason`]: one fixed sentence per kind of
+    /// failure, revealing nothing of what was received, decrypted or stored. (Conversations'
+    /// own texts where it has one for the case, protocol.md §3.6.)
+    pub fn peer_text(&self) -> &'static str {
+        match self {
+            CallError::Verification(v) => v.peer_text(),
+            CallError::MediaMismatch { .. } => {
+                "the session-initiate does not carry the media that were proposed"
+            }
+            CallError::UnsupportedApplication => "unsupported application",
+            CallError::InvalidJingle(JingleError::UnsupportedTransport(_)) => {
+                "unsupported transport"
+            }
+            CallError::InvalidJingle(JingleError::Transport(TransportError::Fingerprint(_))) => {
+                FINGERPRINT_UNUSABLE
+            }
+            CallError::InvalidJingle(_) => "malformed jingle element",
+            CallError::MediaFailed(_) => "media could not be established",
+            CallError::Timeout => "timed out",
+        }
+    }
+
+    /// The `<reason/>` element: the condition and the fixed [`CallError::peer_text`]
+    /// (Conversations adds `<text/>` only when non-empty, protocol.md §3.6).
     pub fn to_reason_element(&self) -> ReasonElement {
-        reason_element(self.reason(), Some(self.to_string()))
+        reason_element(self.reason(), Some(self.peer_text()))
     }
 }
 
-/// Builds `<reason><condition/>[<text/>]</reason>`.
-pub fn reason_element(reason: Reason, text: Option<String>) -> ReasonElement {
+/// The fixed text for every fingerprint that cannot be used (malformed, undecryptable, or
+/// decrypting to something that is not a fingerprint): the peer learns that, nothing more.
+pub(crate) const FINGERPRINT_UNUSABLE: &str = "DTLS fingerprint could not be verified";
+
+/// Builds `<reason><condition/>[<text/>]</reason>`. The text is `'static` on purpose: only
+/// fixed sentences may travel to a peer, never anything built from received or decrypted data.
+pub fn reason_element(reason: Reason, text: Option<&'static str>) -> ReasonElement {
     let mut texts = std::collections::BTreeMap::new();
     if let Some(t) = text.filter(|t| !t.is_empty()) {
-        texts.insert(String::new(), t);
+        texts.insert(String::new(), t.to_owned());
     }
     ReasonElement { reason, texts }
 }

@@ -14,6 +14,7 @@ use xmpp_parsers::jingle_dtls_srtp::{Fingerprint, Setup};
 
 use crate::fingerprint::{self, EncryptedFingerprint, FingerprintError};
 use crate::jingle::RtpContent;
+use crate::reason::FINGERPRINT_UNUSABLE;
 use crate::transport::TransportFingerprint;
 
 /// A serialised 33-byte Curve25519 identity public key (`0x05` ‖ 32 bytes, protocol.md §6.2).
@@ -45,12 +46,55 @@ pub struct Decrypted {
 pub enum Trust {
     /// Verified by QR code or URI: the only level that yields [`Shield::Verified`].
     Verified,
-    /// Trusted without verification (blind trust / TOFU).
+    /// Trusted without verification (blind trust under BTBV, before any key of the contact was
+    /// verified): at most [`Shield::Encrypted`].
     Trusted,
-    /// Never decided.
+    /// Never decided (under BTBV: a new key of a contact who has a verified key, which is also
+    /// what a server injecting its own device looks like): [`Shield::None`].
     Undecided,
-    /// Explicitly distrusted: no shield at all.
+    /// Explicitly distrusted: [`Shield::None`], and our fingerprint is never encrypted to it.
     Untrusted,
+}
+
+/// What the user decided about calls with one contact, and what they saw before; the engine
+/// asks [`OmemoCrypto::contact_policy`] whenever it decides (so a change made meanwhile, also by
+/// another process, counts at the next [`crate::Engine::handle_trust_change`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContactPolicy {
+    /// Every call with this contact must be [`Shield::Verified`], as with
+    /// [`crate::Config::require_verified`] for all contacts.
+    pub require_verified: bool,
+    /// The contact has a key the user verified, or an earlier call with them was verified: a
+    /// call that ends up less than verified is a [`Downgrade`] to report.
+    pub expect_verified: bool,
+}
+
+/// Why a call with a contact that had been verified is less than verified
+/// ([`crate::Event::Downgrade`], reported before any media is played).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downgrade {
+    /// The fingerprints travel OMEMO-encrypted, but with a device whose key is not verified
+    /// (a new device, or one the user distrusted).
+    UnverifiedDevice,
+    /// The peer sent plain XEP-0320 fingerprints although we offered OMEMO.
+    PlainFingerprints,
+    /// The peer's `<proceed/>` named no (usable) OMEMO device: nothing can be encrypted.
+    NoDevice,
+    /// Our OMEMO could not encrypt to the device the peer named (no session, no bundle, …):
+    /// the fingerprints went plain.
+    OmemoFailed,
+}
+
+impl Downgrade {
+    /// Stable name (JSON `kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Downgrade::UnverifiedDevice => "unverified-device",
+            Downgrade::PlainFingerprints => "plain-fingerprints",
+            Downgrade::NoDevice => "no-device",
+            Downgrade::OmemoFailed => "omemo-failed",
+        }
+    }
 }
 
 /// Why OMEMO could not encrypt or decrypt. The engine only needs to know *that* it failed
@@ -88,6 +132,15 @@ pub trait OmemoCrypto {
     fn decrypt(&mut self, peer: &BareJid, encrypted: &Element) -> Result<Decrypted, CryptoError>;
     /// Current trust of (peer, identity key).
     fn trust(&self, peer: &BareJid, identity_key: &IdentityKey) -> Trust;
+    /// The identity key of our session with (peer, device), if there is one: the engine never
+    /// encrypts its fingerprint to a device whose key is distrusted.
+    fn session_identity(&self, _peer: &BareJid, _device: u32) -> Option<IdentityKey> {
+        None
+    }
+    /// The user's policy for calls with `peer` and whether they were verified before.
+    fn contact_policy(&self, _peer: &BareJid) -> ContactPolicy {
+        ContactPolicy::default()
+    }
 }
 
 /// What the call shows (security-tests.md preamble).
@@ -138,9 +191,18 @@ pub enum VerificationError {
     /// OMEMO could not encrypt our answer; the callee never downgrades (§10 callee 3).
     #[error("could not encrypt fingerprint: {0}")]
     Encryption(CryptoError),
-    /// A malformed fingerprint element or decrypted plaintext.
+    /// A malformed fingerprint element.
     #[error("malformed fingerprint: {0}")]
     Malformed(FingerprintError),
+    /// The draft fingerprint decrypted, but not to a SHA-256 fingerprint text: whatever it is
+    /// (a server may inject a withheld chat message here), it is neither shown nor echoed.
+    #[error(
+        "the encrypted fingerprint decrypted to {len} bytes that are not a SHA-256 fingerprint"
+    )]
+    NotAFingerprint {
+        /// Length of the plaintext (its content is never kept).
+        len: usize,
+    },
     /// `hash` other than `sha-256` (security-tests.md line 6).
     #[error("unsupported fingerprint hash {0}")]
     UnsupportedHash(String),
@@ -162,6 +224,31 @@ pub enum VerificationError {
 }
 
 impl VerificationError {
+    /// The fixed text the peer receives (see [`crate::CallError::peer_text`]).
+    pub fn peer_text(&self) -> &'static str {
+        match self {
+            VerificationError::MissingFingerprint => "DTLS fingerprint missing",
+            VerificationError::AmbiguousFingerprints => "ambiguous DTLS fingerprints",
+            VerificationError::MixedContents => "some contents encrypted, some plain",
+            VerificationError::UnexpectedlyPlain => {
+                "DTLS fingerprint was unexpectedly not verifiable"
+            }
+            VerificationError::UnexpectedlyEncrypted => "encrypted answer to a plain offer",
+            VerificationError::DeviceMismatch { .. } => "Device Ids did not match",
+            VerificationError::IdentityMismatch => "Session Fingerprints did not match",
+            VerificationError::Decryption(_)
+            | VerificationError::Malformed(_)
+            | VerificationError::NotAFingerprint { .. } => FINGERPRINT_UNUSABLE,
+            VerificationError::Encryption(_) => "DTLS fingerprint could not be encrypted",
+            VerificationError::UnsupportedHash(_) => "unsupported fingerprint hash",
+            VerificationError::BadSetup(_) => "setup inconsistent with the sender's role",
+            VerificationError::NotVerifiable => "call cannot be verified",
+            VerificationError::DigestMismatch => "DTLS certificate does not match the fingerprint",
+            VerificationError::DigestMissing => "DTLS certificate was not verified",
+            VerificationError::FingerprintChanged => "fingerprint changed during the call",
+        }
+    }
+
     /// The Jingle reason the peer receives.
     pub fn reason(&self) -> xmpp_parsers::jingle::Reason {
         use xmpp_parsers::jingle::Reason;
@@ -319,10 +406,7 @@ fn read_remote_inner(
             return Err(VerificationError::IdentityMismatch);
         }
         sender = Some((d.device, d.identity_key));
-        let text = core::str::from_utf8(&d.plaintext).map_err(|_| {
-            VerificationError::Malformed(FingerprintError::InvalidHex(String::new()))
-        })?;
-        let value = fingerprint::parse_hex(text, &e.hash).map_err(VerificationError::Malformed)?;
+        let value = decrypted_fingerprint(d.plaintext, &e.hash)?;
         fingerprints.push(Fingerprint {
             hash: e.hash.clone(),
             setup: e.setup.clone(),
@@ -334,6 +418,21 @@ fn read_remote_inner(
         fingerprints,
         sender,
     })
+}
+
+/// The fingerprint a decrypted draft element carries. Anything else is refused without keeping
+/// or quoting it: the plaintext is wiped here, whatever it was (security-tests.md line 17).
+fn decrypted_fingerprint(
+    mut plaintext: Vec<u8>,
+    hash: &Algo,
+) -> Result<Vec<u8>, VerificationError> {
+    let len = plaintext.len();
+    let value = core::str::from_utf8(&plaintext)
+        .ok()
+        .and_then(|text| fingerprint::parse_hex(text, hash).ok())
+        .filter(|v| v.len() == fingerprint::SHA256_LEN);
+    zeroize::Zeroize::zeroize(&mut plaintext);
+    value.ok_or(VerificationError::NotAFingerprint { len })
 }
 
 /// Encrypts each local fingerprint to (peer, device): one OMEMO message per content
@@ -372,6 +471,8 @@ pub fn encrypt_local(
 ///
 /// `Verified` needs: offer and answer encrypted, one (device, identity) for both, DTLS proved
 /// the certificate, and the identity is VERIFIED now (security-tests.md lines 3, 7).
+/// `Encrypted` needs the same with a key the user trusts (blindly, under BTBV); an undecided or
+/// distrusted key gives `None`: a lock must never be shown for a key nobody trusted.
 pub fn shield_for(
     crypto: &dyn OmemoCrypto,
     peer: &BareJid,
@@ -384,8 +485,8 @@ pub fn shield_for(
         (Some(Mode::Encrypted), Some(Mode::Encrypted), Some(id), true) => {
             match crypto.trust(peer, id) {
                 Trust::Verified => Shield::Verified,
-                Trust::Trusted | Trust::Undecided => Shield::Encrypted,
-                Trust::Untrusted => Shield::None,
+                Trust::Trusted => Shield::Encrypted,
+                Trust::Undecided | Trust::Untrusted => Shield::None,
             }
         }
         _ => Shield::None,

@@ -418,7 +418,8 @@ fn conversations_caller_side() {
         vec![
             Event::Shield {
                 sid: SID.into(),
-                shield: Shield::Verified
+                shield: Shield::Verified,
+                device: Some(JULIET_DEV),
             },
             Event::PlayMedia { sid: SID.into() }
         ]
@@ -668,7 +669,8 @@ fn dino_caller_side() {
         events[0],
         Event::Shield {
             sid: DINO_SID.into(),
-            shield: Shield::Verified
+            shield: Shield::Verified,
+            device: Some(ALICE_DEV),
         }
     );
 
@@ -774,7 +776,8 @@ fn dino_callee_side() {
         events[0],
         Event::Shield {
             sid: DINO_SID.into(),
-            shield: Shield::Verified
+            shield: Shield::Verified,
+            device: Some(CAROL_DEV),
         }
     );
 

@@ -9,7 +9,8 @@ mod common;
 use common::*;
 use shieldcall_jingle::call::{Config, MAX_CALLS};
 use shieldcall_jingle::{
-    ApiError, CallEnd, CallError, Event, Handled, Shield, Trust, UserAction, VerificationError,
+    ApiError, CallEnd, CallError, ContactPolicy, Downgrade, Event, Handled, Shield, Trust,
+    UserAction, VerificationError,
 };
 use xmpp_parsers::jingle::Reason;
 
@@ -256,7 +257,9 @@ fn l3_caller_unknown_device_falls_back_to_plain() {
 fn l3_caller_untrusted_or_new_device_never_verified() {
     for (trust, expected) in [
         (Trust::Untrusted, Shield::None),
-        (Trust::Undecided, Shield::Encrypted),
+        // A key nobody trusted (BTBV: a new device of a contact with a verified key) never
+        // gets a lock.
+        (Trust::Undecided, Shield::None),
     ] {
         let mut net = three_nodes(trust, Trust::Verified);
         net.call(ROMEO, "juliet@capulet.example");
@@ -1030,4 +1033,390 @@ fn l10_proposal_flood_is_bounded() {
     let busy = net.delivered_to(ROMEO, "reject");
     assert_eq!(busy.len(), 5);
     assert!(String::from(&busy[0]).contains("<busy/>"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7 (continued). Trust × shield: only a key the user trusts gets a lock
+
+#[test]
+fn l7_undecided_key_gives_no_shield_in_both_roles() {
+    for victim in [ROMEO, JULIET] {
+        let (r, j) = if victim == ROMEO {
+            (Trust::Undecided, Trust::Verified)
+        } else {
+            (Trust::Verified, Trust::Undecided)
+        };
+        let mut net = three_nodes(r, j);
+        net.call(ROMEO, "juliet@capulet.example");
+        assert_eq!(net.get(victim).shields(), vec![Shield::None], "{victim}");
+        // The call still works, just unverified.
+        assert!(net.get(victim).played(), "{victim}");
+    }
+}
+
+#[test]
+fn l7_distrusted_key_gets_no_shield_and_never_our_encrypted_fingerprint() {
+    // Caller side: Romeo distrusts Juliet's laptop. He does not encrypt to it (plain offer), the
+    // call goes on unverified.
+    let mut net = three_nodes(Trust::Untrusted, Trust::Verified);
+    net.call(ROMEO, "juliet@capulet.example");
+    assert!(net.get(ROMEO).engine.crypto().encrypt_log.is_empty());
+    let initiate = &net.delivered_to(JULIET, "jingle")[0];
+    assert!(!String::from(initiate).contains(DRAFT), "{initiate:?}");
+    assert_eq!(net.get(ROMEO).shields(), vec![Shield::None]);
+    assert_eq!(net.get(JULIET).shields(), vec![Shield::None]);
+
+    // Callee side: Juliet distrusts Romeo. She reads his encrypted offer but answers plain; the
+    // caller, who sent an encrypted offer, then ends the call (protocol.md §3.6).
+    let mut net = three_nodes(Trust::Verified, Trust::Untrusted);
+    net.call(ROMEO, "juliet@capulet.example");
+    assert!(net.get(JULIET).engine.crypto().encrypt_log.is_empty());
+    let accept = net
+        .delivered_to(ROMEO, "jingle")
+        .into_iter()
+        .find(|s| jingle_action(s) == Some("session-accept"))
+        .unwrap();
+    assert!(!String::from(&accept).contains(DRAFT), "{accept:?}");
+    assert!(net.get(JULIET).shields().iter().all(|s| *s == Shield::None));
+    assert_eq!(
+        reason_of(net.get(ROMEO).ended()),
+        Some(Reason::SecurityError)
+    );
+}
+
+#[test]
+fn l7_shield_event_names_the_device_of_this_call() {
+    let mut net = verified_net();
+    net.call(ROMEO, "juliet@capulet.example");
+    assert_eq!(net.get(ROMEO).shield_devices(), vec![Some(JULIET_DEV)]);
+    assert_eq!(net.get(JULIET).shield_devices(), vec![Some(ROMEO_DEV)]);
+    // A plain call names no device.
+    let mut net = verified_net();
+    net.tamper = strip_device(ROMEO);
+    net.call(ROMEO, "juliet@capulet.example");
+    assert_eq!(net.get(ROMEO).shield_devices(), vec![None]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 17. No oracle: nothing decrypted or peer-derived is echoed to the peer
+
+/// A chat message's text, the way a server operator would inject it (security-tests.md line 17).
+const SECRET: &str = "the launch code is 7421-alpha-zulu";
+
+/// True when `text` contains the secret or any 8-byte window of it.
+fn leaks(text: &str) -> bool {
+    let s = SECRET.as_bytes();
+    s.windows(8)
+        .any(|w| text.contains(core::str::from_utf8(w).unwrap()))
+}
+
+/// The encrypted fingerprint going to `victim` replaced by a withheld "chat message" of the
+/// same session (same sender device and identity, next counter): what an operator can do.
+fn inject_message(victim: &'static str, action: &'static str, text: &'static str) -> Tamper {
+    let (sender, sender_dev, victim_bare, victim_dev) = if victim == JULIET {
+        (ROMEO, ROMEO_DEV, "juliet@capulet.example", JULIET_DEV)
+    } else {
+        (JULIET, JULIET_DEV, "romeo@montague.example", ROMEO_DEV)
+    };
+    let _ = sender;
+    rewrite_transport(victim, action, move |t| {
+        let mut sender_omemo = FakeOmemo::new(Some(sender_dev)).with_session(
+            victim_bare,
+            victim_dev,
+            ident(0),
+            Trust::Verified,
+        );
+        let enc = sender_omemo.encrypt_text(victim_bare, victim_dev, text.as_bytes());
+        let fp = fp_child(t);
+        assert_eq!(fp.ns(), DRAFT, "the call was meant to be encrypted");
+        let mut new = xml(&format!(
+            "<fingerprint xmlns='{DRAFT}' hash='sha-256' setup='{}'/>",
+            fp.attr("setup").unwrap()
+        ));
+        new.append_child(enc);
+        *fp = new;
+    })
+}
+
+#[test]
+fn l17_injected_chat_message_as_fingerprint_reveals_nothing_in_both_roles() {
+    for (victim, action, peer) in [
+        (JULIET, "session-initiate", ROMEO),
+        (ROMEO, "session-accept", JULIET),
+    ] {
+        let mut net = verified_net();
+        net.tamper = inject_message(victim, action, SECRET);
+        net.call(ROMEO, "juliet@capulet.example");
+        // The victim decrypted it (the attack reached OMEMO) ...
+        assert!(
+            !net.get(victim).engine.crypto().decrypt_log.is_empty(),
+            "{victim}"
+        );
+        // ... refused it as a security-error before any media ...
+        match net.get(victim).ended() {
+            Some(CallEnd::Failed(
+                e @ CallError::Verification(VerificationError::NotAFingerprint { len }),
+            )) => {
+                assert_eq!(*len, SECRET.len());
+                assert_eq!(e.reason(), Reason::SecurityError);
+                assert!(
+                    !leaks(&e.to_string()),
+                    "the local detail quotes the plaintext: {e}"
+                );
+            }
+            other => panic!("{victim}: {other:?}"),
+        }
+        assert!(!net.get(victim).played());
+        assert_eq!(
+            net.get(peer).ended(),
+            Some(&CallEnd::PeerTerminated(Reason::SecurityError)),
+            "{peer}"
+        );
+        // ... and nothing either side sent (terminate, finish, IQ answers) carries any of it.
+        for d in &net.log {
+            let text = String::from(&d.stanza);
+            assert!(!leaks(&text), "{} sent {text}", d.from);
+        }
+        let texts: Vec<String> = net
+            .log
+            .iter()
+            .filter(|d| d.from.as_str() == victim)
+            .flat_map(|d| {
+                d.stanza
+                    .children()
+                    .flat_map(|c| c.children())
+                    .filter(|c| c.name() == "reason")
+                    .flat_map(|r| r.children())
+                    .filter(|c| c.name() == "text")
+                    .map(|t| t.text())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            vec!["DTLS fingerprint could not be verified".to_owned(); 2],
+            "{victim}: terminate and finish carry the fixed text"
+        );
+    }
+}
+
+#[test]
+fn l17_injected_valid_fingerprint_of_another_call_gives_no_shield_in_both_roles() {
+    // The operator's withheld message decrypts to a well-formed fingerprint (another call's
+    // certificate): DTLS then proves the real certificate differs.
+    const OTHER: &str = "3A:9F:0C:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:C1";
+    for (victim, action) in [(JULIET, "session-initiate"), (ROMEO, "session-accept")] {
+        let mut net = verified_net();
+        net.tamper = inject_message(victim, action, OTHER);
+        net.call(ROMEO, "juliet@capulet.example");
+        assert_eq!(
+            net.get(victim).ended(),
+            Some(&CallEnd::Failed(CallError::Verification(
+                VerificationError::DigestMismatch
+            ))),
+            "{victim}"
+        );
+        never_verified(&net, victim);
+        assert!(!net.get(victim).played());
+        for d in &net.log {
+            let text = String::from(&d.stanza);
+            assert!(!text.contains(&OTHER[..23]), "{} sent {text}", d.from);
+        }
+    }
+}
+
+#[test]
+fn l17_every_error_sends_a_fixed_text_without_peer_data() {
+    use shieldcall_jingle::CryptoError;
+    use shieldcall_jingle::fingerprint::FingerprintError;
+    use shieldcall_jingle::jingle::JingleError;
+    use shieldcall_jingle::transport::TransportError;
+    let p = || SECRET.to_owned();
+    let errors = vec![
+        CallError::MediaFailed(p()),
+        CallError::MediaMismatch {
+            proposed: vec![p()],
+            initiated: vec![p()],
+        },
+        CallError::InvalidJingle(JingleError::InvalidDescription(p())),
+        CallError::InvalidJingle(JingleError::UnsupportedTransport(p())),
+        CallError::InvalidJingle(JingleError::Transport(
+            TransportError::InvalidCandidate(p()),
+        )),
+        CallError::InvalidJingle(JingleError::Transport(TransportError::Fingerprint(
+            FingerprintError::UnexpectedChild(p()),
+        ))),
+        CallError::InvalidJingle(JingleError::Transport(TransportError::Fingerprint(
+            FingerprintError::InvalidSetup(p()),
+        ))),
+        VerificationError::Decryption(CryptoError::InvalidMessage(p())).into(),
+        VerificationError::Decryption(CryptoError::Other(p())).into(),
+        VerificationError::Encryption(CryptoError::Other(p())).into(),
+        VerificationError::UnsupportedHash(p()).into(),
+        VerificationError::Malformed(FingerprintError::UnexpectedChild(p())).into(),
+        VerificationError::DeviceMismatch {
+            expected: 7421,
+            got: 7422,
+        }
+        .into(),
+    ];
+    for e in errors {
+        let xml = String::from(&minidom::Element::from(e.to_reason_element()));
+        assert!(!leaks(&xml), "{e:?} sends {xml}");
+        assert!(!xml.contains("7421"), "{e:?} sends {xml}");
+        assert!(xml.contains(e.peer_text()), "{xml}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 18. Downgrade warnings, per-contact require-verified
+
+fn expecting(net: &mut Net, jid: &str, peer: &str, require_verified: bool) {
+    net.node(jid).engine.crypto_mut().policy.insert(
+        peer.to_owned(),
+        ContactPolicy {
+            require_verified,
+            expect_verified: true,
+        },
+    );
+}
+
+/// (victim, setup) → the downgrade the victim must report, before media.
+#[test]
+fn l18_each_downgrade_is_reported_before_media_in_its_role() {
+    type Setup = fn(&mut Net);
+    let cases: Vec<(&str, &str, Setup, Downgrade, Option<u32>)> = vec![
+        (
+            ROMEO,
+            "no device",
+            |n| n.tamper = strip_device(ROMEO),
+            Downgrade::NoDevice,
+            None,
+        ),
+        (
+            ROMEO,
+            "encryption failed",
+            |n| n.node(ROMEO).engine.crypto_mut().fail_encrypt = true,
+            Downgrade::OmemoFailed,
+            Some(JULIET_DEV),
+        ),
+        (
+            ROMEO,
+            "new device",
+            |n| {
+                n.node(ROMEO)
+                    .engine
+                    .crypto_mut()
+                    .trust
+                    .insert(juliet_id(), Trust::Undecided);
+            },
+            Downgrade::UnverifiedDevice,
+            Some(JULIET_DEV),
+        ),
+        (
+            ROMEO,
+            "distrusted device",
+            |n| {
+                n.node(ROMEO)
+                    .engine
+                    .crypto_mut()
+                    .trust
+                    .insert(juliet_id(), Trust::Untrusted);
+            },
+            Downgrade::UnverifiedDevice,
+            Some(JULIET_DEV),
+        ),
+        (
+            JULIET,
+            "plain offer",
+            |n| n.node(ROMEO).engine.crypto_mut().fail_encrypt = true,
+            Downgrade::PlainFingerprints,
+            None,
+        ),
+        (
+            JULIET,
+            "new device",
+            |n| {
+                n.node(JULIET)
+                    .engine
+                    .crypto_mut()
+                    .trust
+                    .insert(romeo_id(), Trust::Undecided);
+            },
+            Downgrade::UnverifiedDevice,
+            Some(ROMEO_DEV),
+        ),
+    ];
+    for (victim, what, setup, kind, device) in cases {
+        let peer = if victim == ROMEO {
+            "juliet@capulet.example"
+        } else {
+            "romeo@montague.example"
+        };
+        // Reported when the contact had been verified, media still flows (unverified) ...
+        let mut net = verified_net();
+        setup(&mut net);
+        expecting(&mut net, victim, peer, false);
+        net.call(ROMEO, "juliet@capulet.example");
+        assert_eq!(
+            net.get(victim).downgrades(),
+            vec![(kind, device, true)],
+            "{victim} {what}"
+        );
+        never_verified(&net, victim);
+        // ... never when nothing was verified before ...
+        let mut net = verified_net();
+        setup(&mut net);
+        net.call(ROMEO, "juliet@capulet.example");
+        assert!(net.get(victim).downgrades().is_empty(), "{victim} {what}");
+        // ... and the contact's require-verified policy refuses the call, with no media.
+        let mut net = verified_net();
+        setup(&mut net);
+        expecting(&mut net, victim, peer, true);
+        net.call(ROMEO, "juliet@capulet.example");
+        assert_eq!(
+            reason_of(net.get(victim).ended()),
+            Some(Reason::SecurityError),
+            "{victim} {what}: {:?}",
+            net.get(victim).events
+        );
+        assert!(!net.get(victim).played(), "{victim} {what}");
+    }
+}
+
+#[test]
+fn l18_verified_call_reports_no_downgrade_and_policy_lets_it_through() {
+    for victim in [ROMEO, JULIET] {
+        let peer = if victim == ROMEO {
+            "juliet@capulet.example"
+        } else {
+            "romeo@montague.example"
+        };
+        let mut net = verified_net();
+        expecting(&mut net, victim, peer, true);
+        net.call(ROMEO, "juliet@capulet.example");
+        assert!(net.get(victim).downgrades().is_empty());
+        assert_eq!(net.get(victim).shields(), vec![Shield::Verified]);
+    }
+}
+
+#[test]
+fn l18_policy_change_mid_call_is_enforced_on_the_next_trust_change() {
+    // BTBV call (encrypted), then the user sets require-verified for Juliet in another process:
+    // the running call ends once the change is signalled.
+    let mut net = three_nodes(Trust::Trusted, Trust::Trusted);
+    net.call(ROMEO, "juliet@capulet.example");
+    assert_eq!(net.get(ROMEO).shields(), vec![Shield::Encrypted]);
+    net.node(ROMEO).engine.crypto_mut().policy.insert(
+        "juliet@capulet.example".into(),
+        ContactPolicy {
+            require_verified: true,
+            expect_verified: false,
+        },
+    );
+    net.trust_changed(ROMEO);
+    assert_eq!(
+        reason_of(net.get(ROMEO).ended()),
+        Some(Reason::SecurityError)
+    );
 }

@@ -9,8 +9,8 @@ use minidom::Element;
 use minidom::rxml::{Namespace, NcName};
 use shieldcall_jingle::call::RING_TIMEOUT;
 use shieldcall_jingle::{
-    Config, CryptoError, Decrypted, Encrypted, Engine, Event, IdentityKey, LocalContent, Media,
-    MediaEvent, OmemoCrypto, Output, Role, Trust, UserAction,
+    Config, ContactPolicy, CryptoError, Decrypted, Encrypted, Engine, Event, IdentityKey,
+    LocalContent, Media, MediaEvent, OmemoCrypto, Output, Role, Trust, UserAction,
 };
 use xmpp_parsers::hashes::Algo;
 use xmpp_parsers::jingle::Senders;
@@ -75,6 +75,8 @@ pub struct FakeOmemo {
     pub fail_decrypt: bool,
     pub encrypt_log: Vec<(String, u32)>,
     pub decrypt_log: Vec<(String, u32)>,
+    /// Per peer bare JID: the user's policy and history (default: none).
+    pub policy: BTreeMap<String, ContactPolicy>,
     counter: u32,
     seen: BTreeSet<(String, u32, u32)>,
 }
@@ -89,6 +91,7 @@ impl FakeOmemo {
             fail_decrypt: false,
             encrypt_log: Vec::new(),
             decrypt_log: Vec::new(),
+            policy: BTreeMap::new(),
             counter: 0,
             seen: BTreeSet::new(),
         }
@@ -97,6 +100,11 @@ impl FakeOmemo {
         self.sessions.insert((bare(peer).to_string(), device), id);
         self.trust.insert(id, trust);
         self
+    }
+    /// Encrypts any plaintext as `peer`'s session with our device would (what a withheld chat
+    /// message of that session looks like).
+    pub fn encrypt_text(&mut self, to: &str, device: u32, text: &[u8]) -> Element {
+        self.encrypt(&bare(to), device, text).unwrap().element
     }
 
     fn checksum(pt: &[u8], rid: u32, counter: u32) -> u32 {
@@ -202,6 +210,12 @@ impl OmemoCrypto for FakeOmemo {
             .copied()
             .unwrap_or(Trust::Undecided)
     }
+    fn session_identity(&self, peer: &BareJid, device: u32) -> Option<IdentityKey> {
+        self.sessions.get(&(peer.to_string(), device)).copied()
+    }
+    fn contact_policy(&self, peer: &BareJid) -> ContactPolicy {
+        self.policy.get(peer.as_str()).copied().unwrap_or_default()
+    }
 }
 
 /// A test certificate fingerprint: 32 bytes of `b`.
@@ -302,6 +316,29 @@ impl Node {
         self.events
             .iter()
             .any(|e| matches!(e, Event::PlayMedia { .. }))
+    }
+    /// The downgrades reported, each with whether it came before any `PlayMedia`.
+    pub fn downgrades(&self) -> Vec<(shieldcall_jingle::Downgrade, Option<u32>, bool)> {
+        let mut played = false;
+        let mut out = Vec::new();
+        for e in &self.events {
+            match e {
+                Event::PlayMedia { .. } => played = true,
+                Event::Downgrade { kind, device, .. } => out.push((*kind, *device, !played)),
+                _ => {}
+            }
+        }
+        out
+    }
+    /// The devices reported with each shield.
+    pub fn shield_devices(&self) -> Vec<Option<u32>> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Shield { device, .. } => Some(*device),
+                _ => None,
+            })
+            .collect()
     }
 }
 
