@@ -10,8 +10,13 @@
 )]
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use shieldcall_omemo::keys::KeyPair;
-use shieldcall_omemo::xml::{Bundle, EncryptedElement};
+use shieldcall_omemo::account::{
+    MAX_CHAIN_STEPS_PER_STANZA, MAX_KEYS_FOR_OWN_DEVICE, MAX_STATES_TRIED_PER_KEY,
+};
+use shieldcall_omemo::keys::{KeyPair, PublicKey};
+use shieldcall_omemo::session::MAX_ARCHIVED_STATES;
+use shieldcall_omemo::wire::{PreKeySignalMessage, SignalMessage};
+use shieldcall_omemo::xml::{Bundle, EncryptedElement, KeyElement};
 use shieldcall_omemo::{Account, MemoryStore, Recipient};
 
 const MESSAGE: [u8; 95] = [b'A'; 95];
@@ -163,9 +168,95 @@ fn pieces(c: &mut Criterion) {
     });
 }
 
+/// A forged SignalMessage: a fresh ratchet key (every state tried must do a DH ratchet step),
+/// `counter` steps into the new chain, a MAC that never verifies.
+fn forged(counter: u32, alice: &PublicKey, bob: &PublicKey) -> SignalMessage {
+    let ratchet = KeyPair::generate().unwrap().public;
+    SignalMessage::new(&[9u8; 32], ratchet, counter, 0, vec![7u8; 48], alice, bob)
+}
+
+/// The most expensive `<encrypted/>` the caps still let through to the ratchet (docs/omemo.md,
+/// "Bounded work per stanza"): Bob's session with Alice holds every archived state libsignal
+/// keeps, and the element carries the most keys for Bob that are tried. Each must fail (the
+/// state stays unchanged, so every iteration costs the same).
+fn limits(c: &mut Criterion) {
+    let mut alice = fresh("alice@bench");
+    let mut bob = fresh("bob@bench");
+    let bob_dev = bob.device_id();
+    for _ in 0..=MAX_ARCHIVED_STATES {
+        alice
+            .build_session("bob@bench", bob_dev, &bob.bundle().unwrap())
+            .unwrap();
+        let m = alice
+            .encrypt(&[Recipient::new("bob@bench", bob_dev)], &MESSAGE)
+            .unwrap();
+        bob.decrypt("alice@bench", &m).unwrap();
+    }
+    let (ak, bk) = (alice.identity_key(), bob.identity_key());
+    let element = |keys: Vec<KeyElement>| EncryptedElement {
+        sid: alice.device_id(),
+        keys,
+        iv: vec![0; 12],
+        payload: Some(vec![0; 95]),
+    };
+    // Every key × state tried, each walking an equal share of the chain-step budget.
+    let trials = (MAX_KEYS_FOR_OWN_DEVICE * MAX_STATES_TRIED_PER_KEY) as u32;
+    let share = MAX_CHAIN_STEPS_PER_STANZA / trials;
+    let spread = element(
+        (0..MAX_KEYS_FOR_OWN_DEVICE)
+            .map(|_| KeyElement {
+                rid: bob_dev,
+                prekey: false,
+                data: forged(share - 1, &ak, &bk).serialize(),
+            })
+            .collect(),
+    );
+    c.bench_function(
+        "worst case within the caps: SignalMessages (2 keys x 4 states, DH step and 312 chain steps each)",
+        |bn| bn.iter(|| assert!(bob.decrypt("alice@bench", &spread).is_err())),
+    );
+    // One key at the largest gap, then the budget refuses the next trial (after its DH step).
+    let deep = element(
+        (0..MAX_KEYS_FOR_OWN_DEVICE)
+            .map(|_| KeyElement {
+                rid: bob_dev,
+                prekey: false,
+                data: forged(2000, &ak, &bk).serialize(),
+            })
+            .collect(),
+    );
+    c.bench_function(
+        "worst case within the caps: SignalMessages (2 keys at the largest gap)",
+        |bn| bn.iter(|| assert!(bob.decrypt("alice@bench", &deep).is_err())),
+    );
+    // PreKeySignalMessages naming a real prekey: an X3DH each before the ratchet.
+    let bundle = bob.bundle().unwrap();
+    let prekeys = element(
+        (0..MAX_KEYS_FOR_OWN_DEVICE)
+            .map(|i| KeyElement {
+                rid: bob_dev,
+                prekey: true,
+                data: PreKeySignalMessage {
+                    registration_id: alice.device_id(),
+                    pre_key_id: Some(bundle.pre_keys[i].0),
+                    signed_pre_key_id: bundle.signed_pre_key_id,
+                    base_key: KeyPair::generate().unwrap().public,
+                    identity_key: ak,
+                    message: forged(MAX_CHAIN_STEPS_PER_STANZA / 2 - 1, &ak, &bk),
+                }
+                .serialize(),
+            })
+            .collect(),
+    );
+    c.bench_function(
+        "worst case within the caps: PreKeySignalMessages (2 keys, X3DH and 1250 chain steps each)",
+        |bn| bn.iter(|| assert!(bob.decrypt("alice@bench", &prekeys).is_err())),
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = operations, pieces
+    targets = operations, pieces, limits
 }
 criterion_main!(benches);

@@ -3,12 +3,21 @@
 //! Sans-IO: it never fetches a bundle or sends a message itself, and time comes in as an argument.
 //! Every operation that changes state builds one [`Changes`] batch and applies it before
 //! returning its result, so what leaves the engine is always backed by committed state.
+//!
+//! Several processes may use one account's store at once (`listen` in one terminal, `trust` or
+//! `send` in another): every read-modify-write runs between [`Store::begin`] and the
+//! [`Store::apply`] that commits it, so what it read (a session record, the next prekey id) is
+//! still current when its result is written, and no prekey id is ever given to two keys.
+//!
+//! Decryption work per `<encrypted/>` is bounded ([`DecryptLimits`]): a peer or server sending
+//! many keys for us, or keys that make us try every archived state with a long chain walk,
+//! gets a fast, precise error instead of seconds of CPU (security-tests.md line 19).
 
 use crate::error::{Error, KeyError, StoreError};
 use crate::fingerprint::VerificationUri;
 use crate::keys::{KeyPair, PublicKey};
 use crate::message::{decrypt_payload, encrypt_payload, key_transport_material};
-use crate::ratchet::SessionState;
+use crate::ratchet::{Budget, MAX_MESSAGE_GAP, SessionState};
 use crate::secret::random_in;
 use crate::session::SessionRecord;
 use crate::store::{Changes, OwnIdentity, PreKeyRecord, SignedPreKeyRecord, Store};
@@ -26,6 +35,46 @@ pub const SIGNED_PRE_KEY_ROTATION: u64 = 7 * 24 * 3600;
 /// A replaced signed prekey still accepts PreKeySignalMessages for this long (seconds), since
 /// peers may hold our old bundle.
 pub const SIGNED_PRE_KEY_GRACE: u64 = 30 * 24 * 3600;
+
+/// Most `<key>`s addressed to our device that one chat message may make us try. Clients send
+/// one per device; a second one covers a sender that re-encrypted for us. More is refused
+/// unread.
+pub const MAX_KEYS_FOR_OWN_DEVICE: usize = 2;
+/// Session states (the current one, then the newest archived ones) tried per key. libsignal
+/// tries all 40; the ones that matter in practice (simultaneous initiation, a peer that rebuilt
+/// its session) are the newest few.
+pub const MAX_STATES_TRIED_PER_KEY: usize = 4;
+/// Chain steps one `<encrypted/>` may make us walk over all its keys and states: one message
+/// at the largest gap [`MAX_MESSAGE_GAP`] allows, plus a quarter of that for the attempts
+/// before it.
+pub const MAX_CHAIN_STEPS_PER_STANZA: u32 = MAX_MESSAGE_GAP + 1 + MAX_MESSAGE_GAP / 4;
+
+/// What one `<encrypted/>` may cost to decrypt; over a cap, [`Account::decrypt_with`] fails
+/// fast with a precise error and stores nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecryptLimits {
+    /// Keys for our device tried (more: [`Error::TooManyKeysForDevice`] before any crypto).
+    pub keys_for_own_device: usize,
+    /// Session states tried per key ([`Error::SessionStatesExhausted`]).
+    pub states_per_key: usize,
+    /// Chain steps for the whole element ([`Error::ChainStepBudgetExhausted`]).
+    pub chain_steps: u32,
+}
+
+impl DecryptLimits {
+    /// Chat messages.
+    pub const MESSAGE: DecryptLimits = DecryptLimits {
+        keys_for_own_device: MAX_KEYS_FOR_OWN_DEVICE,
+        states_per_key: MAX_STATES_TRIED_PER_KEY,
+        chain_steps: MAX_CHAIN_STEPS_PER_STANZA,
+    };
+    /// Elements meant for exactly one device, such as the call verification draft's encrypted
+    /// DTLS fingerprints (protocol.md §2.3: one `<key/>`, for the target device only).
+    pub const SINGLE_KEY: DecryptLimits = DecryptLimits {
+        keys_for_own_device: 1,
+        ..Self::MESSAGE
+    };
+}
 
 /// A device to encrypt for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +167,25 @@ impl<S: Store> Account<S> {
         Ok(Self { store, own })
     }
 
+    /// Opens the identity in `store`, or creates one (as [`Self::create`]) when it has none,
+    /// in one transaction: two processes starting on a new store at once get one identity.
+    /// The flag says whether it was created.
+    pub fn open_or_create(mut store: S, jid: &str, now: u64) -> Result<(Self, bool), Error> {
+        store.begin()?;
+        match store.own() {
+            Ok(Some(own)) => {
+                store.rollback();
+                Ok((Self { store, own }, false))
+            }
+            // `create`'s apply commits the transaction begun here.
+            Ok(None) => Self::create(store, jid, None, now).map(|a| (a, true)),
+            Err(e) => {
+                store.rollback();
+                Err(e.into())
+            }
+        }
+    }
+
     /// Opens the identity already in `store`.
     pub fn open(store: S) -> Result<Self, Error> {
         let own = store.own()?.ok_or(StoreError::NoIdentity)?;
@@ -127,6 +195,12 @@ impl<S: Store> Account<S> {
     /// The store (read access, e.g. for listing sessions).
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// True when trust levels changed since the last call, also by another process (for
+    /// example `shieldcall trust` while a call runs); the first call only starts counting.
+    pub fn trust_changed(&mut self) -> Result<bool, Error> {
+        Ok(self.store.trust_changed()?)
     }
 
     /// Our device id.
@@ -219,6 +293,40 @@ impl<S: Store> Account<S> {
         Ok(())
     }
 
+    /// Runs a read-modify-write in one store transaction: `f` reads through `self` (seeing the
+    /// latest committed state, with no other writer until it ends) and returns its result and
+    /// the changes, which are committed before the result is returned. On error nothing is
+    /// written. Our identity row is re-read first: another process may have allocated prekey
+    /// ids since.
+    fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<(T, Changes), Error>,
+    ) -> Result<T, Error> {
+        self.store.begin()?;
+        let result = self.refresh_own().and_then(|()| f(self));
+        match result {
+            Ok((value, changes)) => {
+                let own = changes.own.clone();
+                self.store.apply(changes)?;
+                if let Some(own) = own {
+                    self.own = own;
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                self.store.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn refresh_own(&mut self) -> Result<(), Error> {
+        if let Some(own) = self.store.own()? {
+            self.own = own;
+        }
+        Ok(())
+    }
+
     /// Marks every key of a verification URI as verified (as a QR scan does). Like Conversations,
     /// the device ids in the URI are informative only: trust belongs to (JID, identity key).
     /// Returns each key with its previous level.
@@ -226,19 +334,30 @@ impl<S: Store> Account<S> {
         &mut self,
         uri: &VerificationUri,
     ) -> Result<Vec<(u32, PublicKey, TrustLevel)>, Error> {
-        let mut before = Vec::new();
-        for (device, key) in &uri.devices {
-            before.push((*device, *key, self.trust(&uri.jid, key)?));
-        }
-        self.store.apply(Changes {
-            trust: uri
-                .devices
-                .iter()
-                .map(|(_, k)| (uri.jid.clone(), *k, TrustLevel::Verified))
-                .collect(),
-            ..Changes::default()
-        })?;
-        Ok(before)
+        self.apply_verification_uri_as(uri, TrustLevel::Verified)
+    }
+
+    /// As [`Self::apply_verification_uri`], giving the keys `level` (e.g. distrusting them).
+    pub fn apply_verification_uri_as(
+        &mut self,
+        uri: &VerificationUri,
+        level: TrustLevel,
+    ) -> Result<Vec<(u32, PublicKey, TrustLevel)>, Error> {
+        self.in_transaction(|acct| {
+            let mut before = Vec::new();
+            for (device, key) in &uri.devices {
+                before.push((*device, *key, acct.trust(&uri.jid, key)?));
+            }
+            let changes = Changes {
+                trust: uri
+                    .devices
+                    .iter()
+                    .map(|(_, k)| (uri.jid.clone(), *k, level))
+                    .collect(),
+                ..Changes::default()
+            };
+            Ok((before, changes))
+        })
     }
 
     /// BTBV for a key seen in a new session: record it if it is new.
@@ -292,13 +411,14 @@ impl<S: Store> Account<S> {
             our_registration_id: self.own.device_id,
             their_registration_id: device,
         })?;
-        let mut record = self.store.session(jid, device)?.unwrap_or_default();
-        record.promote(state);
-        let mut changes = Changes::default();
-        self.note_identity(jid, &bundle.identity_key, &mut changes)?;
-        changes.sessions.push((jid.to_owned(), device, record));
-        self.store.apply(changes)?;
-        Ok(bundle.identity_key)
+        self.in_transaction(|acct| {
+            let mut record = acct.store.session(jid, device)?.unwrap_or_default();
+            record.promote(state);
+            let mut changes = Changes::default();
+            acct.note_identity(jid, &bundle.identity_key, &mut changes)?;
+            changes.sessions.push((jid.to_owned(), device, record));
+            Ok((bundle.identity_key, changes))
+        })
     }
 
     /// Encrypts `plaintext` once and its key for every recipient (each must have a session).
@@ -343,60 +463,90 @@ impl<S: Store> Account<S> {
         if recipients.is_empty() {
             return Err(Error::NoRecipients);
         }
-        let mut changes = Changes::default();
-        let mut keys = Vec::with_capacity(recipients.len());
-        for r in recipients {
-            let no_session = || Error::NoSession {
-                jid: r.jid.clone(),
-                device: r.device,
-            };
-            let mut record = self
-                .store
-                .session(&r.jid, r.device)?
-                .ok_or_else(no_session)?;
-            if record.current().is_none() {
-                return Err(no_session());
+        // Committed before the ciphertext leaves: a crash may lose this message, never reuse its
+        // key; and read in the same transaction, so another process's ratchet step is not lost.
+        self.in_transaction(|acct| {
+            let mut changes = Changes::default();
+            let mut keys = Vec::with_capacity(recipients.len());
+            for r in recipients {
+                let no_session = || Error::NoSession {
+                    jid: r.jid.clone(),
+                    device: r.device,
+                };
+                let mut record = acct
+                    .store
+                    .session(&r.jid, r.device)?
+                    .ok_or_else(no_session)?;
+                if record.current().is_none() {
+                    return Err(no_session());
+                }
+                let msg = record.encrypt(material)?;
+                keys.push(KeyElement {
+                    rid: r.device,
+                    prekey: msg.is_prekey(),
+                    data: msg.serialize(),
+                });
+                changes.sessions.push((r.jid.clone(), r.device, record));
             }
-            let msg = record.encrypt(material)?;
-            keys.push(KeyElement {
-                rid: r.device,
-                prekey: msg.is_prekey(),
-                data: msg.serialize(),
-            });
-            changes.sessions.push((r.jid.clone(), r.device, record));
-        }
-        // Committed before the ciphertext leaves: a crash may lose this message, never reuse its key.
-        self.store.apply(changes)?;
-        Ok(keys)
+            Ok((keys, changes))
+        })
     }
 
-    /// Decrypts an `<encrypted/>` element from `from_jid` (a bare JID). Tries every `<key>` for
-    /// our device. On any error nothing is stored.
+    /// Decrypts an `<encrypted/>` element from `from_jid` (a bare JID) within
+    /// [`DecryptLimits::MESSAGE`]. Tries each `<key>` for our device. On any error nothing is
+    /// stored.
     pub fn decrypt(
         &mut self,
         from_jid: &str,
         encrypted: &EncryptedElement,
     ) -> Result<Decrypted, Error> {
-        let own = self.own.device_id;
-        let mut last_error = None;
-        for key in encrypted.keys.iter().filter(|k| k.rid == own) {
-            match self.decrypt_key(from_jid, encrypted, key) {
-                Ok(d) => return Ok(d),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| Error::NotForThisDevice {
-            own,
-            rids: encrypted.keys.iter().map(|k| k.rid).take(32).collect(),
-        }))
+        self.decrypt_with(from_jid, encrypted, &DecryptLimits::MESSAGE)
     }
 
+    /// As [`Self::decrypt`], within `limits`.
+    pub fn decrypt_with(
+        &mut self,
+        from_jid: &str,
+        encrypted: &EncryptedElement,
+        limits: &DecryptLimits,
+    ) -> Result<Decrypted, Error> {
+        let own = self.own.device_id;
+        let ours: Vec<&KeyElement> = encrypted.keys.iter().filter(|k| k.rid == own).collect();
+        if ours.is_empty() {
+            return Err(Error::NotForThisDevice {
+                own,
+                rids: encrypted.keys.iter().map(|k| k.rid).take(32).collect(),
+            });
+        }
+        if ours.len() > limits.keys_for_own_device {
+            return Err(Error::TooManyKeysForDevice {
+                keys: ours.len(),
+                max: limits.keys_for_own_device,
+            });
+        }
+        self.in_transaction(|acct| {
+            let mut budget = Budget::new(limits.chain_steps);
+            let mut last_error = None;
+            for key in ours {
+                match acct.decrypt_key(from_jid, encrypted, key, &mut budget, limits) {
+                    Ok(done) => return Ok(done),
+                    Err(e @ Error::ChainStepBudgetExhausted { .. }) => return Err(e),
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            Err(last_error.unwrap_or(Error::BadCiphertext))
+        })
+    }
+
+    /// One key: the decrypted message and the changes to commit with it.
     fn decrypt_key(
         &mut self,
         jid: &str,
         enc: &EncryptedElement,
         key: &KeyElement,
-    ) -> Result<Decrypted, Error> {
+        budget: &mut Budget,
+        limits: &DecryptLimits,
+    ) -> Result<(Decrypted, Changes), Error> {
         let sid = enc.sid;
         let mut changes = Changes::default();
         let record = self.store.session(jid, sid)?;
@@ -406,6 +556,8 @@ impl<S: Store> Account<S> {
                 sid,
                 record,
                 &PreKeySignalMessage::parse(&key.data)?,
+                budget,
+                limits,
                 &mut changes,
             )?
         } else {
@@ -413,7 +565,11 @@ impl<S: Store> Account<S> {
                 jid: jid.to_owned(),
                 device: sid,
             })?;
-            let material = record.decrypt(&SignalMessage::parse(&key.data)?)?;
+            let material = record.decrypt_within(
+                &SignalMessage::parse(&key.data)?,
+                budget,
+                limits.states_per_key,
+            )?;
             (record, material, false)
         };
         let material = zeroize::Zeroizing::new(material);
@@ -431,26 +587,27 @@ impl<S: Store> Account<S> {
                 })?;
         let trust = self.note_identity(jid, &sender_identity, &mut changes)?;
         changes.sessions.push((jid.to_owned(), sid, record));
-        let own_update = changes.own.clone();
-        self.store.apply(changes)?;
-        if let Some(own) = own_update {
-            self.own = own;
-        }
-        Ok(Decrypted {
-            plaintext,
-            sender_device: sid,
-            sender_identity,
-            trust,
-            bundle_changed,
-        })
+        Ok((
+            Decrypted {
+                plaintext,
+                sender_device: sid,
+                sender_identity,
+                trust,
+                bundle_changed,
+            },
+            changes,
+        ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decrypt_prekey_message(
         &mut self,
         jid: &str,
         sid: u32,
         record: Option<SessionRecord>,
         msg: &PreKeySignalMessage,
+        budget: &mut Budget,
+        limits: &DecryptLimits,
         changes: &mut Changes,
     ) -> Result<(SessionRecord, Vec<u8>, bool), Error> {
         let mut record = record.unwrap_or_default();
@@ -464,7 +621,7 @@ impl<S: Store> Account<S> {
         }
         if record.has_state_with_base_key(&msg.base_key) {
             // A repeat of a session we already built from this message: no second X3DH.
-            let pt = record.decrypt(&msg.message)?;
+            let pt = record.decrypt_within(&msg.message, budget, limits.states_per_key)?;
             return Ok((record, pt, false));
         }
         let pre_key_id = msg.pre_key_id.ok_or(Error::MissingPreKeyId)?;
@@ -488,8 +645,10 @@ impl<S: Store> Account<S> {
             their_registration_id: msg.registration_id,
         })?;
         record.promote(state);
-        let pt = record.decrypt(&msg.message)?;
-        // The one-time prekey is used up: replace it in the same commit.
+        // Only the new state can decrypt the message that created it.
+        let pt = record.decrypt_within(&msg.message, budget, 1)?;
+        // The one-time prekey is used up: replace it in the same commit, under the next id as
+        // committed (read in this transaction), so no id is ever given to two keys.
         let mut own = self.own.clone();
         changes.pre_keys_removed.push(pre_key_id);
         changes.pre_keys_added.push(PreKeyRecord {
@@ -505,6 +664,10 @@ impl<S: Store> Account<S> {
     /// signed prekey after [`SIGNED_PRE_KEY_ROTATION`] and forgets replaced ones after
     /// [`SIGNED_PRE_KEY_GRACE`]. Returns true when the bundle changed (republish it).
     pub fn maintain(&mut self, now: u64) -> Result<bool, Error> {
+        self.in_transaction(|acct| acct.maintenance(now))
+    }
+
+    fn maintenance(&mut self, now: u64) -> Result<(bool, Changes), Error> {
         let mut changes = Changes::default();
         let mut own = self.own.clone();
         let have = self.store.pre_keys()?.len();
@@ -545,14 +708,12 @@ impl<S: Store> Account<S> {
             }
         }
         if changes.is_empty() {
-            return Ok(false);
+            return Ok((false, changes));
         }
         if !changes.pre_keys_added.is_empty() {
-            changes.own = Some(own.clone());
+            changes.own = Some(own);
         }
-        self.store.apply(changes)?;
-        self.own = own;
-        Ok(true)
+        Ok((true, changes))
     }
 
     /// Hands the store back.

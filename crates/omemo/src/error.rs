@@ -276,4 +276,29 @@ pub enum Error {
     /// A verification URI is malformed.
     #[error("verification URI: {0}")]
     Uri(String),
+    /// More `<key>`s for our device in one `<encrypted/>` than are tried
+    /// ([`crate::account::DecryptLimits`]); nothing was tried or stored.
+    #[error("{keys} keys for this device in one message; at most {max} are tried")]
+    TooManyKeysForDevice {
+        /// Keys for our device found.
+        keys: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Every session state that may be tried for one key failed, and older ones exist that were
+    /// not tried ([`crate::account::MAX_STATES_TRIED_PER_KEY`]).
+    #[error(
+        "none of the {tried} newest session states decrypts this message; older ones are not tried"
+    )]
+    SessionStatesExhausted {
+        /// States tried.
+        tried: usize,
+    },
+    /// Trying the message would walk more chain steps than one stanza may cost
+    /// ([`crate::account::MAX_CHAIN_STEPS_PER_STANZA`]); it was refused before the walk.
+    #[error("decrypting this message needs more than the {max} chain steps one message may cost")]
+    ChainStepBudgetExhausted {
+        /// The budget of one stanza.
+        max: u32,
+    },
 }

@@ -30,6 +30,40 @@ pub const MAX_SKIPPED_KEYS: usize = 2000;
 /// Receiving chains kept per session state (libsignal keeps 5); the oldest is dropped.
 pub const MAX_RECEIVER_CHAINS: usize = 5;
 
+/// What decrypting one stanza may still cost: chain steps (each two HMACs and an HKDF), shared
+/// by every key and session state the stanza makes us try. A message whose walk would exceed
+/// it is refused before walking, so a flood of forged messages costs bounded CPU each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Chain steps left.
+    pub chain_steps: u32,
+    /// The stanza's whole budget (for the error).
+    pub max: u32,
+}
+
+impl Budget {
+    /// A budget of `chain_steps`.
+    pub fn new(chain_steps: u32) -> Self {
+        Self {
+            chain_steps,
+            max: chain_steps,
+        }
+    }
+
+    /// Enough for any single message [`MAX_MESSAGE_GAP`] allows (and no more).
+    pub fn one_message() -> Self {
+        Self::new(MAX_MESSAGE_GAP + 1)
+    }
+
+    fn spend(&mut self, steps: u32) -> Result<(), Error> {
+        if steps > self.chain_steps {
+            return Err(Error::ChainStepBudgetExhausted { max: self.max });
+        }
+        self.chain_steps -= steps;
+        Ok(())
+    }
+}
+
 const INFO_RATCHET: &[u8] = b"WhisperRatchet";
 const INFO_MESSAGE_KEYS: &[u8] = b"WhisperMessageKeys";
 
@@ -112,7 +146,14 @@ impl ChainKey {
 
     /// The next chain key.
     pub fn next(&self) -> ChainKey {
-        self.step().1
+        let Ok(mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose()) else {
+            // HMAC takes keys of any length; this branch cannot be reached.
+            return self.clone();
+        };
+        ChainKey {
+            key: finish(mac, &[0x02]),
+            index: self.index.saturating_add(1),
+        }
     }
 
     /// This index's message keys and the next chain key, sharing one HMAC key set-up:
@@ -243,10 +284,20 @@ impl SessionState {
         })
     }
 
-    /// Decrypts one message. Everything is computed into locals first and `self` changes only
-    /// after the MAC and the padding checked out, so a forged or replayed message leaves the state
-    /// exactly as it was (and no copy of the state is needed to try it).
+    /// Decrypts one message (with the budget of one message, [`Budget::one_message`]).
     pub fn decrypt(&mut self, message: &SignalMessage) -> Result<Vec<u8>, Error> {
+        self.decrypt_within(message, &mut Budget::one_message())
+    }
+
+    /// Decrypts one message, spending its chain walk from `budget`. Everything is computed into
+    /// locals first and `self` changes only after the MAC and the padding checked out, so a
+    /// forged or replayed message leaves the state exactly as it was (and no copy of the state
+    /// is needed to try it).
+    pub fn decrypt_within(
+        &mut self,
+        message: &SignalMessage,
+        budget: &mut Budget,
+    ) -> Result<Vec<u8>, Error> {
         let existing = self
             .receiver_chains
             .iter()
@@ -262,7 +313,7 @@ impl SessionState {
         };
         let counter = message.counter;
         let mut skipped_used = None;
-        let mut newly_skipped = Vec::new();
+        let mut skip_from: Option<ChainKey> = None;
         let mut next_chain = None;
         let keys = if counter < chain_key.index {
             let found = self
@@ -284,12 +335,15 @@ impl SessionState {
                     max: MAX_MESSAGE_GAP,
                 });
             }
+            budget.spend(gap + 1)?;
+            // Only the chain keys on the way (one HMAC each): the message keys of the skipped
+            // ones are derived after the MAC checked out, so a forged message far ahead costs a
+            // fifth of the walk an authentic one does.
             let mut ck = chain_key.clone();
             while ck.index < counter {
-                let (keys, next) = ck.step();
-                newly_skipped.push(keys);
-                ck = next;
+                ck = ck.next();
             }
+            skip_from = Some(chain_key.clone());
             let (keys, next) = ck.step();
             next_chain = Some(next);
             keys
@@ -304,7 +358,15 @@ impl SessionState {
                 .decrypt_padded_vec::<Pkcs7>(&message.ciphertext)
                 .map_err(|_| Error::BadCiphertext)?;
 
-        // Authentic: commit.
+        // Authentic: commit, with the message keys of the messages skipped on the way.
+        let mut newly_skipped = Vec::new();
+        if let Some(mut ck) = skip_from {
+            while ck.index < counter {
+                let (keys, next) = ck.step();
+                newly_skipped.push(keys);
+                ck = next;
+            }
+        }
         if let Some(i) = skipped_used {
             self.skipped.remove(i);
         }

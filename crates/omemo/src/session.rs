@@ -8,7 +8,9 @@ use prost::Message;
 
 use crate::error::{Error, StoreError};
 use crate::keys::{KeyPair, PrivateKey, PublicKey};
-use crate::ratchet::{ChainKey, MessageKeys, PendingPreKey, ReceiverChain, RootKey, SessionState};
+use crate::ratchet::{
+    Budget, ChainKey, MessageKeys, PendingPreKey, ReceiverChain, RootKey, SessionState,
+};
 use crate::secret::Secret;
 use crate::wire::{CiphertextMessage, SignalMessage};
 
@@ -81,27 +83,57 @@ impl SessionRecord {
     }
 
     /// Decrypts with the current state, else with the archived ones (promoting the one that
-    /// works). Nothing changes when every state refuses.
+    /// works), with the budget of one message and every state tried. Nothing changes when every
+    /// state refuses.
     pub fn decrypt(&mut self, message: &SignalMessage) -> Result<Vec<u8>, Error> {
+        self.decrypt_within(message, &mut Budget::one_message(), usize::MAX)
+    }
+
+    /// As [`Self::decrypt`], trying at most `max_states` states (current first, then the newest
+    /// archived ones) and spending their chain walks from `budget`; an exhausted budget ends the
+    /// attempt at once.
+    pub fn decrypt_within(
+        &mut self,
+        message: &SignalMessage,
+        budget: &mut Budget,
+        max_states: usize,
+    ) -> Result<Vec<u8>, Error> {
         // States change only on success (see `SessionState::decrypt`), so they are tried in place.
-        let first_error = match self.current.as_mut().map(|s| s.decrypt(message)) {
-            Some(Ok(pt)) => return Ok(pt),
-            // A duplicate in the current chain is reported as such (libsignal does the same).
-            Some(Err(e @ (Error::DuplicateMessage { .. } | Error::GapTooLarge { .. }))) => {
-                return Err(e);
+        let mut tried = 0;
+        let first_error = match self.current.as_mut() {
+            Some(s) if max_states > 0 => {
+                tried += 1;
+                match s.decrypt_within(message, budget) {
+                    Ok(pt) => return Ok(pt),
+                    // A duplicate in the current chain is reported as such (libsignal does the
+                    // same); so is a message the stanza cannot afford.
+                    Err(
+                        e @ (Error::DuplicateMessage { .. }
+                        | Error::GapTooLarge { .. }
+                        | Error::ChainStepBudgetExhausted { .. }),
+                    ) => return Err(e),
+                    Err(e) => Some(e),
+                }
             }
-            Some(Err(e)) => Some(e),
-            None => None,
+            _ => None,
         };
         for i in 0..self.previous.len() {
+            if tried >= max_states {
+                return Err(Error::SessionStatesExhausted { tried });
+            }
             let Some(state) = self.previous.get_mut(i) else {
                 break;
             };
-            if let Ok(pt) = state.decrypt(message) {
-                if let Some(state) = self.previous.remove(i) {
-                    self.promote(state);
+            tried += 1;
+            match state.decrypt_within(message, budget) {
+                Ok(pt) => {
+                    if let Some(state) = self.previous.remove(i) {
+                        self.promote(state);
+                    }
+                    return Ok(pt);
                 }
-                return Ok(pt);
+                Err(e @ Error::ChainStepBudgetExhausted { .. }) => return Err(e),
+                Err(_) => {}
             }
         }
         Err(Error::NoValidState(Box::new(

@@ -7,7 +7,7 @@ mod memory;
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 
 use crate::error::StoreError;
 use crate::keys::{KeyPair, PublicKey};
@@ -104,8 +104,22 @@ pub trait Store {
     fn identities(&self, jid: &str) -> Result<Vec<(PublicKey, TrustLevel)>, StoreError>;
     /// Cached device list of `jid`.
     fn device_list(&self, jid: &str) -> Result<Option<Vec<u32>>, StoreError>;
-    /// Applies a batch atomically: all of it or, on error, none of it.
+    /// Applies a batch atomically: all of it or, on error, none of it. After [`Store::begin`]
+    /// this commits the transaction begun there (or, on error, rolls it back).
     fn apply(&mut self, changes: Changes) -> Result<(), StoreError>;
+    /// Begins a read-modify-write: until the next [`Store::apply`] or [`Store::rollback`], reads
+    /// see the latest committed state and nobody else (no other connection, no other process)
+    /// commits. A store only one connection uses needs nothing here.
+    fn begin(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Ends what [`Store::begin`] began, writing nothing.
+    fn rollback(&mut self) {}
+    /// True when trust levels changed since the last call (the first call only starts
+    /// counting), whoever changed them: another connection, another process, or this one.
+    fn trust_changed(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// A boxed store is a store, so one engine type can run over a store chosen at run time.
@@ -136,5 +150,14 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn apply(&mut self, changes: Changes) -> Result<(), StoreError> {
         (**self).apply(changes)
+    }
+    fn begin(&mut self) -> Result<(), StoreError> {
+        (**self).begin()
+    }
+    fn rollback(&mut self) {
+        (**self).rollback()
+    }
+    fn trust_changed(&mut self) -> Result<bool, StoreError> {
+        (**self).trust_changed()
     }
 }

@@ -1,6 +1,13 @@
 //! SQLite store (rusqlite, bundled SQLite). Each [`Changes`] batch is one transaction, with the
 //! database in WAL mode and `synchronous=FULL`, so a committed ratchet step survives a crash and
 //! an uncommitted one leaves no trace.
+//!
+//! Several processes may open one file: [`Store::begin`] is `BEGIN IMMEDIATE` (the write lock is
+//! taken before the first read, so what a read-modify-write read cannot change under it), a busy
+//! timeout makes the others wait for it instead of failing, and a counter that every trust change
+//! increments in its own commit tells a long-running process that trust changed (`shieldcall
+//! trust` in another terminal). (`PRAGMA data_version` is not used for that: with several
+//! connections to the file in one process it missed commits of other processes here.)
 
 use std::path::Path;
 
@@ -35,12 +42,22 @@ CREATE TABLE IF NOT EXISTS identities (
     jid TEXT NOT NULL, key BLOB NOT NULL, trust TEXT NOT NULL, PRIMARY KEY (jid, key)
 );
 CREATE TABLE IF NOT EXISTS device_lists (jid TEXT PRIMARY KEY, devices TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trust_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL
+);
 ";
+
+/// How long a connection waits for another one's transaction before giving up.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A store in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    /// A transaction begun by [`Store::begin`] is open.
+    in_transaction: bool,
+    /// The trust generation when last asked.
+    trust_generation: Option<i64>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -62,8 +79,12 @@ fn private_key(what: &'static str, b: &[u8]) -> Result<PrivateKey, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. A new file is created readable and
+    /// writable by its owner only (0600; SQLite gives its `-wal` and `-shm` files the same
+    /// mode), and an existing one is restricted to that.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        restrict_to_owner(path)?;
         Self::init(Connection::open(path).map_err(db)?)
     }
 
@@ -77,11 +98,108 @@ impl SqliteStore {
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            in_transaction: false,
+            trust_generation: None,
+        })
     }
+}
+
+/// Creates `path` with mode 0600 if it does not exist, else sets that mode.
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// Writes one batch inside the caller's transaction.
+fn write(tx: &Connection, c: &Changes) -> Result<(), StoreError> {
+    if let Some(own) = &c.own {
+        tx.execute(
+                "INSERT OR REPLACE INTO own (id, jid, device_id, identity_private, next_pre_key_id) VALUES (1, ?1, ?2, ?3, ?4)",
+                params![own.jid, own.device_id, own.identity.private.to_bytes().as_slice(), own.next_pre_key_id],
+            )
+            .map_err(db)?;
+    }
+    for (jid, device, record) in &c.sessions {
+        let mut bytes = record.to_bytes();
+        let r = tx.execute(
+            "INSERT OR REPLACE INTO sessions (jid, device, record) VALUES (?1, ?2, ?3)",
+            params![jid, device, bytes],
+        );
+        zeroize::Zeroize::zeroize(&mut bytes);
+        r.map_err(db)?;
+    }
+    for id in &c.pre_keys_removed {
+        tx.execute("DELETE FROM pre_keys WHERE id = ?1", params![id])
+            .map_err(db)?;
+    }
+    for pk in &c.pre_keys_added {
+        tx.execute(
+            "INSERT OR REPLACE INTO pre_keys (id, private) VALUES (?1, ?2)",
+            params![pk.id, pk.pair.private.to_bytes().as_slice()],
+        )
+        .map_err(db)?;
+    }
+    for id in &c.signed_pre_keys_removed {
+        tx.execute("DELETE FROM signed_pre_keys WHERE id = ?1", params![id])
+            .map_err(db)?;
+    }
+    for spk in &c.signed_pre_keys {
+        tx.execute(
+                "INSERT OR REPLACE INTO signed_pre_keys (id, private, signature, created_at, replaced_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    spk.id,
+                    spk.pair.private.to_bytes().as_slice(),
+                    spk.signature,
+                    i64::try_from(spk.created_at).unwrap_or(i64::MAX),
+                    spk.replaced_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+                ],
+            )
+            .map_err(db)?;
+    }
+    if !c.trust.is_empty() {
+        tx.execute(
+                "INSERT INTO trust_generation (id, value) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET value = value + 1",
+                [],
+            )
+            .map_err(db)?;
+    }
+    for (jid, key, level) in &c.trust {
+        tx.execute(
+                "INSERT INTO identities (jid, key, trust) VALUES (?1, ?2, ?3) ON CONFLICT (jid, key) DO UPDATE SET trust = excluded.trust",
+                params![jid, key.serialize().as_slice(), level.as_str()],
+            )
+            .map_err(db)?;
+    }
+    for (jid, list) in &c.device_lists {
+        let s = list
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        tx.execute(
+            "INSERT OR REPLACE INTO device_lists (jid, devices) VALUES (?1, ?2)",
+            params![jid, s],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -249,70 +367,52 @@ impl Store for SqliteStore {
     }
 
     fn apply(&mut self, c: Changes) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(db)?;
-        if let Some(own) = &c.own {
-            tx.execute(
-                "INSERT OR REPLACE INTO own (id, jid, device_id, identity_private, next_pre_key_id) VALUES (1, ?1, ?2, ?3, ?4)",
-                params![own.jid, own.device_id, own.identity.private.to_bytes().as_slice(), own.next_pre_key_id],
-            )
+        if self.in_transaction {
+            self.in_transaction = false;
+            let result = write(&self.conn, &c);
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            let ended = self.conn.execute_batch(end).map_err(db);
+            if ended.is_err() && result.is_ok() {
+                // A failed COMMIT (disk full, …) leaves the transaction open: end it.
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return result.and(ended);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db)?;
-        }
-        for (jid, device, record) in &c.sessions {
-            let mut bytes = record.to_bytes();
-            let r = tx.execute(
-                "INSERT OR REPLACE INTO sessions (jid, device, record) VALUES (?1, ?2, ?3)",
-                params![jid, device, bytes],
-            );
-            zeroize::Zeroize::zeroize(&mut bytes);
-            r.map_err(db)?;
-        }
-        for id in &c.pre_keys_removed {
-            tx.execute("DELETE FROM pre_keys WHERE id = ?1", params![id])
-                .map_err(db)?;
-        }
-        for pk in &c.pre_keys_added {
-            tx.execute(
-                "INSERT OR REPLACE INTO pre_keys (id, private) VALUES (?1, ?2)",
-                params![pk.id, pk.pair.private.to_bytes().as_slice()],
-            )
-            .map_err(db)?;
-        }
-        for id in &c.signed_pre_keys_removed {
-            tx.execute("DELETE FROM signed_pre_keys WHERE id = ?1", params![id])
-                .map_err(db)?;
-        }
-        for spk in &c.signed_pre_keys {
-            tx.execute(
-                "INSERT OR REPLACE INTO signed_pre_keys (id, private, signature, created_at, replaced_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    spk.id,
-                    spk.pair.private.to_bytes().as_slice(),
-                    spk.signature,
-                    i64::try_from(spk.created_at).unwrap_or(i64::MAX),
-                    spk.replaced_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
-                ],
-            )
-            .map_err(db)?;
-        }
-        for (jid, key, level) in &c.trust {
-            tx.execute(
-                "INSERT INTO identities (jid, key, trust) VALUES (?1, ?2, ?3) ON CONFLICT (jid, key) DO UPDATE SET trust = excluded.trust",
-                params![jid, key.serialize().as_slice(), level.as_str()],
-            )
-            .map_err(db)?;
-        }
-        for (jid, list) in &c.device_lists {
-            let s = list
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            tx.execute(
-                "INSERT OR REPLACE INTO device_lists (jid, devices) VALUES (?1, ?2)",
-                params![jid, s],
-            )
-            .map_err(db)?;
-        }
+        write(&tx, &c)?;
         tx.commit().map_err(db)
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        if self.in_transaction {
+            return Err(StoreError::Database(
+                "a transaction is already open on this connection".into(),
+            ));
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if self.in_transaction {
+            self.in_transaction = false;
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn trust_changed(&mut self) -> Result<bool, StoreError> {
+        let v: i64 = self
+            .conn
+            .query_row("SELECT value FROM trust_generation WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db)?
+            .unwrap_or(0);
+        Ok(self.trust_generation.replace(v).is_some_and(|old| old != v))
     }
 }
