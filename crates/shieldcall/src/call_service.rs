@@ -17,15 +17,16 @@ use minidom::Element;
 use serde_json::{Value, json};
 use shieldcall_jingle::verification::{CryptoError, Decrypted, Encrypted, Trust};
 use shieldcall_jingle::{
-    CallEnd, Config, Engine, Event, Handled, Media, MediaEvent as EngineMedia, OmemoCrypto, Output,
-    RemoteContent, Role, Shield, UserAction,
+    CallEnd, Config, ContactPolicy, Downgrade, Engine, Event, Handled, IdentityKey, Media,
+    MediaEvent as EngineMedia, OmemoCrypto, Output, RemoteContent, Role, Shield, UserAction,
 };
 use shieldcall_media as media;
 use shieldcall_media::audio::sink::{AudioSink, NullSink, WavSink};
 use shieldcall_media::audio::source::{AudioSource, SilenceSource, ToneSource, WavSource};
 use shieldcall_media::driver::{CallReport, DriverCommand, DriverError, MediaEndpoint, RunOptions};
+use shieldcall_omemo::account::DecryptLimits;
 use shieldcall_omemo::xml::EncryptedElement;
-use shieldcall_omemo::{Recipient, TrustLevel};
+use shieldcall_omemo::{Recipient, Store as _, TrustLevel};
 use tokio::sync::{mpsc, oneshot};
 use xmpp_parsers::hashes::Algo;
 use xmpp_parsers::iq::Iq;
@@ -52,23 +53,26 @@ pub const MEDIA_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RING_TIMEOUT: f64 = 30.0;
 /// Tone amplitude (of full scale) for `--tone`.
 pub const TONE_AMPLITUDE: f64 = 0.3;
+/// How often a running call looks for trust or policy changes made by another process
+/// (`shieldcall trust` in another terminal): well within the second it must take.
+pub const TRUST_POLL: Duration = Duration::from_millis(300);
 
 // ---------------------------------------------------------------------------------------------
 // OMEMO for the engine
 
-/// The engine's OMEMO: the account's sessions, one device at a time.
+/// The engine's OMEMO: the account's sessions, one device at a time, and the user's call
+/// policies.
 ///
 /// Encrypting needs an existing session; the service builds it from the peer's bundle on
 /// `<proceed/>` before the engine encrypts (see [`CallService`]). With OMEMO switched off
 /// (`--no-omemo`) there is no own device id, so the engine never asks for verification.
+/// An encrypted fingerprint must carry exactly one key for us ([`DecryptLimits::SINGLE_KEY`]).
 #[derive(Debug)]
 pub struct CallCrypto {
     svc: OmemoService,
     enabled: bool,
     /// A PreKeySignalMessage consumed a prekey: the bundle must be republished.
     bundle_changed: bool,
-    /// The peer device each call's fingerprints went to or came from, for the status line.
-    last_device: Option<u32>,
 }
 
 impl CallCrypto {
@@ -78,8 +82,21 @@ impl CallCrypto {
             svc,
             enabled,
             bundle_changed: false,
-            last_device: None,
         }
+    }
+
+    /// Whether the user verified a key of `peer`.
+    fn has_verified_key(
+        &self,
+        peer: &BareJid,
+    ) -> Result<bool, shieldcall_omemo::error::StoreError> {
+        Ok(self
+            .svc
+            .account()
+            .store()
+            .identities(peer.as_str())?
+            .iter()
+            .any(|(_, t)| *t == TrustLevel::Verified))
     }
 
     /// The OMEMO service.
@@ -119,7 +136,6 @@ impl OmemoCrypto for CallCrypto {
         let encrypted = account
             .encrypt(&[Recipient::new(peer.as_str(), device)], plaintext)
             .map_err(|e| CryptoError::Other(e.to_string()))?;
-        self.last_device = Some(device);
         Ok(Encrypted {
             element: encrypted.to_element(),
             identity_key: identity.serialize(),
@@ -135,7 +151,7 @@ impl OmemoCrypto for CallCrypto {
         let d = self
             .svc
             .account_mut()
-            .decrypt(peer.as_str(), &parsed)
+            .decrypt_with(peer.as_str(), &parsed, &DecryptLimits::SINGLE_KEY)
             .map_err(|e| match e {
                 shieldcall_omemo::Error::NotForThisDevice { .. } => CryptoError::NotForThisDevice,
                 other => CryptoError::InvalidMessage(other.to_string()),
@@ -144,7 +160,6 @@ impl OmemoCrypto for CallCrypto {
         let plaintext = d
             .plaintext
             .ok_or_else(|| CryptoError::InvalidMessage("no payload".into()))?;
-        self.last_device = Some(d.sender_device);
         Ok(Decrypted {
             plaintext,
             device: d.sender_device,
@@ -160,6 +175,30 @@ impl OmemoCrypto for CallCrypto {
             Ok(t) => trust_for_engine(t),
             // A storage failure must never look like trust.
             Err(_) => Trust::Untrusted,
+        }
+    }
+
+    fn session_identity(&self, peer: &BareJid, device: u32) -> Option<IdentityKey> {
+        self.svc
+            .account()
+            .session_identity(peer.as_str(), device)
+            .ok()
+            .flatten()
+            .map(|k| k.serialize())
+    }
+
+    fn contact_policy(&self, peer: &BareJid) -> ContactPolicy {
+        let settings = self.svc.policies().contact(peer.as_str());
+        match (settings, self.has_verified_key(peer)) {
+            (Ok(s), Ok(verified_key)) => ContactPolicy {
+                require_verified: s.require_verified(),
+                expect_verified: verified_key || s.last_verified_call.is_some(),
+            },
+            // A storage failure must never relax a policy: refuse what cannot be verified.
+            _ => ContactPolicy {
+                require_verified: true,
+                expect_verified: true,
+            },
         }
     }
 }
@@ -242,6 +281,7 @@ struct Running {
 
 struct CallState {
     peer: String,
+    peer_bare: BareJid,
     started: Instant,
     endpoint: Option<MediaEndpoint>,
     remote: Vec<RemoteContent>,
@@ -254,16 +294,18 @@ struct CallState {
     ended: Option<(String, String)>,
     ended_at: Option<Instant>,
     recording: Option<PathBuf>,
-    /// Last state and shield, for the live status line.
+    /// Last state and shield with its device, for the live status line.
     state: String,
     shield: Option<Shield>,
+    device: Option<u32>,
     connected_at: Option<Instant>,
 }
 
 impl CallState {
-    fn new(peer: String, now: Instant) -> Self {
+    fn new(peer: String, peer_bare: BareJid, now: Instant) -> Self {
         Self {
             peer,
+            peer_bare,
             started: now,
             endpoint: None,
             remote: Vec::new(),
@@ -277,6 +319,7 @@ impl CallState {
             recording: None,
             state: String::new(),
             shield: None,
+            device: None,
             connected_at: None,
         }
     }
@@ -461,8 +504,10 @@ impl CallService {
         if let Mode::Call(peer) = self.mode.clone() {
             let sid = random_sid()?;
             let now = Instant::now();
-            self.calls
-                .insert(sid.clone(), CallState::new(peer.to_string(), now));
+            self.calls.insert(
+                sid.clone(),
+                CallState::new(peer.to_string(), peer.clone(), now),
+            );
             let action = UserAction::Call {
                 peer: peer.clone(),
                 sid: sid.clone(),
@@ -471,9 +516,10 @@ impl CallService {
             if let Err(e) = self.engine.handle_user(now, action) {
                 self.calls.remove(&sid);
                 let why = match e {
-                    shieldcall_jingle::ApiError::NotVerifiable => {
-                        "--require-verified: this call cannot be verified (OMEMO is off)".to_owned()
-                    }
+                    shieldcall_jingle::ApiError::NotVerifiable => format!(
+                        "this call cannot be verified (OMEMO is off), and calls with {peer} must \
+                         be (--require-verified, or `shieldcall policy`)"
+                    ),
                     other => other.to_string(),
                 };
                 return Err(ClientError::Usage(why));
@@ -482,8 +528,15 @@ impl CallService {
         }
 
         let mut quit_at: Option<Instant> = None;
+        // Start counting trust and policy changes now: one made from here on counts.
+        self.check_trust_elsewhere();
+        let mut next_trust_check = Instant::now() + TRUST_POLL;
         loop {
             self.clear_status();
+            if !self.calls.is_empty() && Instant::now() >= next_trust_check {
+                next_trust_check = Instant::now() + TRUST_POLL;
+                self.check_trust_elsewhere();
+            }
             self.flush().await;
             if let Some(done) = self.outcome
                 && self.calls.is_empty()
@@ -507,6 +560,9 @@ impl CallService {
             }
             if let Some(q) = quit_at {
                 wake = Some(wake.map_or(q, |w| w.min(q)));
+            }
+            if !self.calls.is_empty() {
+                wake = Some(wake.map_or(next_trust_check, |w| w.min(next_trust_check)));
             }
             if self.live() && self.calls.values().any(|c| c.ended.is_none()) {
                 // Redraw the status line's clock every second.
@@ -569,6 +625,18 @@ impl CallService {
                     self.on_timer(now);
                 }
             }
+        }
+    }
+
+    /// Another process committed to the account database (`shieldcall trust`, `distrust` or
+    /// `policy` in another terminal): the engine re-decides every running call's shield.
+    fn check_trust_elsewhere(&mut self) {
+        match self.svc().trust_or_policy_changed() {
+            Ok(true) => self.engine.handle_trust_change(Instant::now()),
+            Ok(false) => {}
+            Err(e) => self
+                .out
+                .warning(&format!("cannot read the account database: {e}")),
         }
     }
 
@@ -667,9 +735,9 @@ impl CallService {
             }
             None => "shield: not yet known".to_owned(),
         };
-        let device = match (c.shield, self.engine.crypto().last_device) {
-            (Some(Shield::Verified | Shield::Encrypted), Some(d)) => format!(", device {d}"),
-            _ => String::new(),
+        let device = match c.device {
+            Some(d) => format!(", device {d}"),
+            None => String::new(),
         };
         Some(format!(
             "\u{25CF} {}{elapsed} | {shield} | {}{device}",
@@ -769,8 +837,10 @@ impl CallService {
                 media,
                 jmi,
             } => {
-                self.calls
-                    .insert(sid.clone(), CallState::new(from.to_string(), now));
+                self.calls.insert(
+                    sid.clone(),
+                    CallState::new(from.to_string(), from.to_bare(), now),
+                );
                 self.state(&sid, "ringing", json!({ "jmi": jmi }));
                 let busy = self
                     .calls
@@ -812,20 +882,6 @@ impl CallService {
             Event::PeerRinging { sid } => self.state(&sid, "ringing", json!({})),
             Event::Proceeding { sid, device } => {
                 self.state(&sid, "proceeding", json!({ "device": device }));
-                // A contact we verified answered without an OMEMO device: legitimate (OMEMO off
-                // on that device) but also exactly what a server stripping <device/> looks like.
-                // The call goes on unverified (the shield says so); say why, loudly.
-                if device.is_none()
-                    && self.opts.omemo
-                    && let Mode::Call(peer) = self.mode.clone()
-                    && self.peer_has_verified_key(&peer)
-                {
-                    self.out.warning(&format!(
-                        "{peer} has a device you verified, but this answer names no OMEMO device: \
-                         the call cannot be verified (that device may have OMEMO off, or a server \
-                         removed it); use --require-verified to refuse such calls"
-                    ));
-                }
                 // The engine encrypts our fingerprint to that device as soon as media answers
                 // below: make sure a session exists, building it from the bundle if needed.
                 if let Some(d) = device
@@ -875,6 +931,12 @@ impl CallService {
                     .handle_user(now, UserAction::RejectContent { sid });
             }
             Event::ContentAccepted { .. } | Event::ContentRejected { .. } => {}
+            Event::Downgrade {
+                sid,
+                peer,
+                kind,
+                device,
+            } => self.on_downgrade(&sid, &peer, kind, device),
             Event::PlayMedia { sid } => {
                 let duration = self.opts.duration;
                 if let Some(c) = self.calls.get_mut(&sid) {
@@ -888,20 +950,35 @@ impl CallService {
                 }
                 self.state(&sid, "connected", json!({}));
             }
-            Event::Shield { sid, shield } => {
-                let device = self.engine.crypto().last_device;
+            Event::Shield {
+                sid,
+                shield,
+                device,
+            } => {
                 let (state, symbol, words) = shield_words(shield);
-                let device = (shield != Shield::None).then_some(device).flatten();
-                let peer = match self.calls.get_mut(&sid) {
+                let (peer, peer_bare) = match self.calls.get_mut(&sid) {
                     Some(c) => {
                         c.shield = Some(shield);
+                        c.device = device;
                         if c.shield_at.is_none() {
                             c.shield_at = Some(now.duration_since(c.started));
                         }
-                        c.peer.clone()
+                        (c.peer.clone(), Some(c.peer_bare.clone()))
                     }
-                    None => String::new(),
+                    None => (String::new(), None),
                 };
+                // Remembered: a later call with this contact that is less than verified is a
+                // downgrade to warn about.
+                if let (Shield::Verified, Some(d), Some(bare)) = (shield, device, &peer_bare)
+                    && let Err(e) = self.svc().policies().record_verified_call(
+                        bare.as_str(),
+                        d,
+                        crate::omemo_service::now(),
+                    )
+                {
+                    self.out
+                        .warning(&format!("cannot remember the verified call: {e}"));
+                }
                 self.out.event(
                     "shield",
                     json!({ "sid": sid, "state": state, "device": device }),
@@ -952,14 +1029,21 @@ impl CallService {
         }
     }
 
-    fn peer_has_verified_key(&mut self, peer: &BareJid) -> bool {
-        use shieldcall_omemo::Store as _;
-        self.svc()
-            .account()
-            .store()
-            .identities(peer.as_str())
-            .map(|ids| ids.iter().any(|(_, t)| *t == TrustLevel::Verified))
-            .unwrap_or(false)
+    /// A call with a contact that had been verified is less than verified: said where a person
+    /// cannot miss it, before any media plays.
+    fn on_downgrade(&mut self, sid: &str, peer: &BareJid, kind: Downgrade, device: Option<u32>) {
+        let refused = self.opts.require_verified
+            || self
+                .svc()
+                .policies()
+                .contact(peer.as_str())
+                .map_or(true, |s| s.require_verified());
+        let text = downgrade_text(peer, kind, device, refused);
+        self.out.alarm(
+            "downgrade",
+            json!({ "sid": sid, "kind": kind.as_str(), "peer": peer.to_string(), "device": device, "text": text }),
+            &text,
+        );
     }
 
     fn on_answer_line(&mut self, line: &str) {
@@ -1353,6 +1437,41 @@ impl CallService {
             }
         }
     }
+}
+
+/// What a person reads about a downgrade (also the JSON `text`).
+pub fn downgrade_text(
+    peer: &BareJid,
+    kind: Downgrade,
+    device: Option<u32>,
+    refused: bool,
+) -> String {
+    let device = device.map_or_else(String::new, |d| format!(" {d}"));
+    let what = match kind {
+        Downgrade::UnverifiedDevice => format!(
+            "this call uses {peer}'s device{device}, whose key you have not verified (a new device, \
+             or one you distrusted)"
+        ),
+        Downgrade::PlainFingerprints => format!(
+            "{peer}'s side sent its call keys (DTLS fingerprints) unencrypted, without OMEMO"
+        ),
+        Downgrade::NoDevice => format!(
+            "{peer}'s answer names no OMEMO device, so the call keys cannot travel encrypted"
+        ),
+        Downgrade::OmemoFailed => format!(
+            "OMEMO could not encrypt the call keys to {peer}'s device{device}, so they travel \
+             unencrypted"
+        ),
+    };
+    let then = if refused {
+        "The call is refused: calls with this contact must be verified.".to_owned()
+    } else {
+        format!(
+            "The call is NOT verified: a server operator could be listening in. To refuse such \
+             calls: shieldcall policy {peer} --require-verified on"
+        )
+    };
+    format!("NOT VERIFIED: you verified {peer} before, but {what}. {then}")
 }
 
 fn fail_text(f: &media::session::FailReason) -> String {

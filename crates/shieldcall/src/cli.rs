@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use shieldcall_omemo::TrustLevel;
 use shieldcall_omemo::fingerprint::VerificationUri;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::stanza::Stanza;
@@ -13,8 +14,10 @@ use xmpp_parsers::stanza::Stanza;
 use crate::call_service::{self, Answer, AudioIn, AudioOut, CallOptions, CallService, Mode};
 use crate::connection::{self, ConnectOptions, Incoming};
 use crate::error::ClientError;
+use crate::lock::OnlineLock;
 use crate::omemo_service::{self, OmemoService, Received, contact_jid, fingerprint, open_account};
 use crate::output::Output;
+use crate::policy::{Policies, Setting};
 use crate::presence;
 
 const AFTER_HELP: &str = "\
@@ -49,6 +52,20 @@ The shield (shown in words and a symbol for the whole call):
 
 Trust: keys of a contact are trusted blindly until you verify one of them (BTBV, as
 Conversations does); after that, new keys stay undecided and get no messages until verified.
+Only a trusted key gets the \u{1F512}; an undecided (new) or distrusted key gives \u{26A0}, and
+shieldcall never encrypts its call keys to a distrusted device.
+
+Downgrades: once you verified a contact (or had a verified call with them), a call with them
+that is less than verified (a device you have not verified, plain fingerprints, an answer
+without OMEMO device, OMEMO failing) is announced before any audio plays, in red on stderr and
+as a `downgrade` event. To refuse such calls for good:
+  shieldcall --account alice@example.org policy bob@example.org --require-verified on
+  shieldcall --account alice@example.org policy --default --require-verified on   (all contacts)
+
+One account, several terminals: only one online process (listen, call, chat) per account and
+data dir; a second one is refused with the pid of the first. fingerprint, trust, distrust,
+policy and devices --offline work beside it, and a running call takes a trust change made
+there into account within a second (verifying the contact turns its shield to verified).
 
 With --json, one object per line, each flushed as it happens, e.g.:
   {\"event\":\"fingerprint\",\"device_id\":N,\"fingerprint\":\"…\",\"uri\":\"xmpp:…\"}
@@ -57,6 +74,7 @@ With --json, one object per line, each flushed as it happens, e.g.:
   {\"event\":\"trusted\",\"jid\":\"…\",\"device\":N,\"fingerprint\":\"…\"}
   {\"event\":\"call\",\"state\":\"proposing|ringing|proceeding|connecting|connected|ended\",\"sid\":\"…\",\"peer\":\"JID\"}
   {\"event\":\"shield\",\"sid\":\"…\",\"state\":\"verified|encrypted|none\",\"device\":N}
+  {\"event\":\"downgrade\",\"sid\":\"…\",\"kind\":\"unverified-device|plain-fingerprints|no-device|omemo-failed\",\"peer\":\"JID\",\"device\":N,\"text\":\"…\"}
   {\"event\":\"audio\",\"sid\":\"…\",\"state\":\"first\",\"ms\":N}
   {\"event\":\"ended\",\"sid\":\"…\",\"reason\":\"success|security-error|failed-application|decline|timeout|retracted|answered-elsewhere|…\",\"text\":\"…\"}
   {\"event\":\"stats\",\"sid\":\"…\",\"packets_sent\":N,\"packets_received\":N,\"frames_played\":N,\"loss\":F,\"jitter_ms\":F,\"rtt_ms\":F,\"ms_to_shield\":N,\"ms_to_first_audio\":N,…}
@@ -119,10 +137,43 @@ pub enum Command {
         #[arg(long, value_name = "FILE.png", conflicts_with = "uri")]
         qr: Option<PathBuf>,
     },
+    /// Mark the fingerprints of a verification URI (or QR code) as distrusted: that key never
+    /// gets a shield or a lock, nor shieldcall's encrypted call keys or messages. Works offline.
+    Distrust {
+        /// The URI.
+        #[arg(required_unless_present = "qr")]
+        uri: Option<String>,
+        /// A PNG image with the QR code instead of the URI.
+        #[arg(long, value_name = "FILE.png", conflicts_with = "uri")]
+        qr: Option<PathBuf>,
+    },
     /// List the OMEMO devices of a contact (or of your own account) with fingerprints and trust.
     Devices {
         /// The contact's JID, or your own.
         jid: String,
+        /// Do not connect: show what the account database knows (works beside a running
+        /// listen or call).
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Show or set whether calls must be verified: `--require-verified on` makes every call
+    /// with the contact (or, with --default, with every contact without a setting of its own)
+    /// behave as with `call/listen --require-verified`. Without --require-verified it shows
+    /// the settings and the last verified call. Works offline; a running listen or call takes
+    /// a change into account within a second.
+    Policy {
+        /// The contact's JID.
+        #[arg(required_unless_present_any = ["default", "list"])]
+        jid: Option<String>,
+        /// The default for all contacts without a setting of their own.
+        #[arg(long, conflicts_with_all = ["jid", "list"])]
+        default: bool,
+        /// List every contact with a setting and the default.
+        #[arg(long, conflicts_with = "require_verified")]
+        list: bool,
+        /// on: refuse every call that cannot be verified; off: allow unverified calls.
+        #[arg(long, value_name = "on|off")]
+        require_verified: Option<OnOff>,
     },
     /// Send an OMEMO-encrypted message to all trusted devices of a contact and your other devices.
     Send {
@@ -169,6 +220,15 @@ pub enum Command {
     /// Run the demo: a throw-away local Prosody, two accounts that verify each other's QR code
     /// URI and exchange OMEMO messages, then a verified call with a tone each way (no --account).
     Demo(crate::demo::DemoArgs),
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Yes.
+    On,
+    /// No.
+    Off,
 }
 
 /// Options shared by `call` and `listen`.
@@ -337,18 +397,54 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
                     return Err(ClientError::Usage("give a URI or --qr FILE.png".into()));
                 }
             };
-            cmd_trust(&data_dir, &jid, &text, out)
+            cmd_trust(&data_dir, &jid, &text, TrustLevel::Verified, out)
         }
-        Command::Devices { jid: contact } => {
+        Command::Distrust { uri, qr } => {
+            let text = match (uri, qr) {
+                (Some(u), _) => u.clone(),
+                (None, Some(png)) => decode_qr(png)?,
+                (None, None) => {
+                    return Err(ClientError::Usage("give a URI or --qr FILE.png".into()));
+                }
+            };
+            cmd_trust(&data_dir, &jid, &text, TrustLevel::Distrusted, out)
+        }
+        Command::Policy {
+            jid: contact,
+            default,
+            list,
+            require_verified,
+        } => {
+            // Without a JID the setting is the default (clap requires --default or --list then).
+            let _ = default;
+            cmd_policy(
+                &data_dir,
+                &jid,
+                contact.as_deref(),
+                *list,
+                *require_verified,
+                out,
+            )
+        }
+        Command::Devices {
+            jid: contact,
+            offline,
+        } => {
             let contact = contact_jid(contact)?;
-            let mut svc = online(cli, &data_dir, &jid, false).await?.0;
+            if *offline {
+                let account = open_account(&data_dir, &jid)?;
+                let devices = omemo_service::offline_devices(&account, &contact)?;
+                return print_devices(&contact, devices, out);
+            }
+            let (mut svc, _, _lock) =
+                online(cli, &data_dir, &jid, Online::Guest("devices")).await?;
             let res = cmd_devices(&mut svc, &contact, out).await;
             svc.xmpp().close().await;
             res
         }
         Command::Send { jid: contact, text } => {
             let contact = contact_jid(contact)?;
-            let mut svc = online(cli, &data_dir, &jid, false).await?.0;
+            let (mut svc, _, _lock) = online(cli, &data_dir, &jid, Online::Guest("send")).await?;
             let res = cmd_send(&mut svc, &contact, text, out).await;
             svc.xmpp().close().await;
             res
@@ -364,7 +460,8 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
                 return Err(ClientError::Usage("you cannot call yourself".into()));
             }
             let opts = audio.options(*duration, *ring_timeout, DeviceCheck::Require)?;
-            let (svc, incoming) = online(cli, &data_dir, &jid, true).await?;
+            let (svc, incoming, _lock) =
+                online(cli, &data_dir, &jid, Online::Exclusive("call")).await?;
             let ok = CallService::new(svc, Mode::Call(contact), opts, out)
                 .run(incoming)
                 .await?;
@@ -394,7 +491,8 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
             if let Some(why) = &opts.audio_unavailable {
                 out.warning(&format!("calls will be declined: {why}"));
             }
-            let (svc, incoming) = online(cli, &data_dir, &jid, true).await?;
+            let (svc, incoming, _lock) =
+                online(cli, &data_dir, &jid, Online::Exclusive("listen")).await?;
             CallService::new(svc, Mode::Listen(answer), opts, out)
                 .run(incoming)
                 .await
@@ -402,7 +500,8 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
         }
         Command::Chat { jid: contact } => {
             let contact = contact_jid(contact)?;
-            let (svc, incoming) = online(cli, &data_dir, &jid, false).await?;
+            let (svc, incoming, _lock) =
+                online(cli, &data_dir, &jid, Online::Exclusive("chat")).await?;
             cmd_listen(svc, incoming, Some(contact), out).await
         }
         Command::Demo(_) => Ok(()), // handled above
@@ -514,31 +613,132 @@ pub fn decode_qr(path: &Path) -> Result<String, ClientError> {
     Ok(content)
 }
 
-fn cmd_trust(data_dir: &Path, jid: &BareJid, uri: &str, out: Output) -> Result<(), ClientError> {
+fn cmd_trust(
+    data_dir: &Path,
+    jid: &BareJid,
+    uri: &str,
+    level: TrustLevel,
+    out: Output,
+) -> Result<(), ClientError> {
     let parsed = VerificationUri::parse(uri)?;
     let mut account = open_account(data_dir, jid)?;
-    let before = account.apply_verification_uri(&parsed)?;
+    let before = account.apply_verification_uri_as(&parsed, level)?;
+    let (event, words) = match level {
+        TrustLevel::Distrusted => ("distrusted", "distrusted"),
+        _ => ("trusted", "verified"),
+    };
     for (device, key, prev) in before {
         let fp = fingerprint(&key);
         out.event(
-            "trusted",
+            event,
             json!({ "jid": parsed.jid, "device": device, "fingerprint": fp, "previous": prev.as_str() }),
-            || format!("{} device {device}: {fp} is now verified (was {})", parsed.jid, prev.as_str()),
+            || format!("{} device {device}: {fp} is now {words} (was {})", parsed.jid, prev.as_str()),
         );
     }
     Ok(())
 }
 
-/// Logs in, publishes our OMEMO keys and answers disco/ping in the background. With `calls`,
-/// Jingle IQs are left to the caller (the call engine answers them) and disco shows call support.
+fn setting_name(s: Option<Setting>) -> Option<&'static str> {
+    s.map(|s| match s {
+        Setting::On => "on",
+        Setting::Off => "off",
+    })
+}
+
+fn cmd_policy(
+    data_dir: &Path,
+    jid: &BareJid,
+    contact: Option<&str>,
+    list: bool,
+    require_verified: Option<OnOff>,
+    out: Output,
+) -> Result<(), ClientError> {
+    // The database exists (owner-only) before the policy tables are added to it.
+    drop(open_account(data_dir, jid)?);
+    let mut policies = Policies::open(&omemo_service::database_path(data_dir, jid))?;
+    let contact = contact.map(contact_jid).transpose()?;
+    if let Some(on) = require_verified {
+        policies.set(contact.as_ref().map(|c| c.as_str()), on == OnOff::On)?;
+    }
+    let default_setting = policies.default_setting()?;
+    if contact.is_none() {
+        out.event(
+            "policy",
+            json!({ "jid": "*", "require_verified": default_setting == Some(Setting::On), "own": setting_name(default_setting) }),
+            || {
+                format!(
+                    "default for all contacts: require-verified {}",
+                    setting_name(default_setting).unwrap_or("off (not set)")
+                )
+            },
+        );
+    }
+    let contacts: Vec<String> = match &contact {
+        Some(c) => vec![c.to_string()],
+        None if list => policies.all()?.into_iter().map(|(j, _)| j).collect(),
+        None => Vec::new(),
+    };
+    for c in contacts {
+        let s = policies.contact(&c)?;
+        let last = s
+            .last_verified_call
+            .map(|(device, at)| json!({ "device": device, "at": at }));
+        out.event(
+            "policy",
+            json!({ "jid": c, "require_verified": s.require_verified(), "own": setting_name(s.own), "last_verified_call": last }),
+            || {
+                let own = match s.own {
+                    Some(_) => "",
+                    None => " (the default)",
+                };
+                let when = match s.last_verified_call {
+                    Some((d, _)) => format!("; last verified call with device {d}"),
+                    None => String::new(),
+                };
+                format!(
+                    "{c}: require-verified {}{own}{when}",
+                    if s.require_verified() { "on" } else { "off" }
+                )
+            },
+        );
+    }
+    Ok(())
+}
+
+/// How a command goes online (see `lock.rs`).
+#[derive(Debug, Clone, Copy)]
+enum Online {
+    /// `listen`, `call`, `chat`: the only online process of the account; refused while another
+    /// one runs.
+    Exclusive(&'static str),
+    /// `send`, `devices`: takes the lock if free, else runs beside its holder without
+    /// publishing keys.
+    Guest(&'static str),
+}
+
+/// The connection, its incoming stanzas, and the online lock if this process holds it.
+type Connected = (
+    OmemoService,
+    tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+    Option<OnlineLock>,
+);
+
+/// Logs in, publishes our OMEMO keys and answers disco/ping in the background. For `listen` and
+/// `call`, Jingle IQs are left to the caller (the call engine answers them) and disco shows call
+/// support. The returned lock is kept while online.
 async fn online(
     cli: &Cli,
     data_dir: &Path,
     jid: &BareJid,
-    calls: bool,
-) -> Result<(OmemoService, tokio::sync::mpsc::UnboundedReceiver<Incoming>), ClientError> {
+    how: Online,
+) -> Result<Connected, ClientError> {
+    let calls = matches!(how, Online::Exclusive("listen" | "call"));
     let password = read_password(cli)?;
     let account = open_account(data_dir, jid)?;
+    let lock = match how {
+        Online::Exclusive(cmd) => Some(OnlineLock::acquire(data_dir, jid, cmd)?),
+        Online::Guest(cmd) => OnlineLock::try_acquire(data_dir, jid, cmd)?.ok(),
+    };
     let opts = ConnectOptions {
         jid: Jid::from(jid.clone()),
         password,
@@ -566,11 +766,13 @@ async fn online(
         }
     });
     let mut svc = OmemoService::new(xmpp, account, data_dir)?;
-    if svc.account_mut().maintain(omemo_service::now())? {
+    // A guest leaves key maintenance and publishing to the process holding the lock.
+    svc.set_guest(lock.is_none());
+    if lock.is_some() && svc.account_mut().maintain(omemo_service::now())? {
         // New prekeys or a rotated signed prekey: publish_own below publishes the bundle.
     }
     svc.publish_own().await?;
-    Ok((svc, rx))
+    Ok((svc, rx, lock))
 }
 
 fn is_jingle_iq(iq: &xmpp_parsers::iq::Iq) -> bool {
@@ -588,6 +790,14 @@ async fn cmd_devices(
     out: Output,
 ) -> Result<(), ClientError> {
     let devices = svc.devices(contact).await?;
+    print_devices(contact, devices, out)
+}
+
+fn print_devices(
+    contact: &BareJid,
+    devices: Vec<omemo_service::DeviceInfo>,
+    out: Output,
+) -> Result<(), ClientError> {
     if devices.is_empty() && !out.json {
         println!("{contact} has no OMEMO devices");
     }

@@ -36,6 +36,9 @@ pub enum ClientError {
     /// A file could not be read or written.
     #[error("{0}")]
     Io(String),
+    /// Another process is online with this account and device (see `lock.rs`).
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl From<shieldcall_omemo::error::StoreError> for ClientError {

@@ -18,10 +18,12 @@ pub mod connection;
 pub mod connectors;
 pub mod demo;
 pub mod error;
+pub mod lock;
 pub mod media_params;
 pub mod omemo_service;
 pub mod output;
 pub mod pep;
+pub mod policy;
 pub mod presence;
 
 pub use error::ClientError;

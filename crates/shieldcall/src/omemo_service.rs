@@ -16,6 +16,7 @@ use xmpp_parsers::message::{Message, MessageType};
 use crate::connection::Xmpp;
 use crate::error::ClientError;
 use crate::pep::{self, Fetched};
+use crate::policy::Policies;
 
 /// XEP-0380 explicit message encryption.
 pub const EME: &str = "urn:xmpp:eme:0";
@@ -44,25 +45,30 @@ pub fn database_path(data_dir: &Path, jid: &BareJid) -> PathBuf {
     data_dir.join(format!("{jid}.sqlite"))
 }
 
+/// Creates the data dir (and missing parents) readable by the user only (0700).
+pub fn create_data_dir(data_dir: &Path) -> Result<(), ClientError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(data_dir)
+        .map_err(|e| ClientError::Io(format!("cannot create {}: {e}", data_dir.display())))
+}
+
 /// Opens the account's OMEMO identity, creating one (new device id, keys) the first time.
 pub fn open_account(data_dir: &Path, jid: &BareJid) -> Result<Account<SqliteStore>, ClientError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| ClientError::Io(format!("cannot create {}: {e}", data_dir.display())))?;
+    create_data_dir(data_dir)?;
     let path = database_path(data_dir, jid);
-    let store = SqliteStore::open(&path)?;
-    if store.own()?.is_some() {
-        let account = Account::open(store)?;
-        if account.jid() != jid.as_str() {
-            return Err(ClientError::Storage(format!(
-                "{} belongs to {}, not {jid}",
-                path.display(),
-                account.jid()
-            )));
-        }
-        Ok(account)
-    } else {
-        Ok(Account::create(store, jid.as_str(), None, now())?)
+    let (account, _created) =
+        Account::open_or_create(SqliteStore::open(&path)?, jid.as_str(), now())?;
+    if account.jid() != jid.as_str() {
+        return Err(ClientError::Storage(format!(
+            "{} belongs to {}, not {jid}",
+            path.display(),
+            account.jid()
+        )));
     }
+    Ok(account)
 }
 
 /// One device of a contact (or of us) as `devices` shows it.
@@ -120,9 +126,13 @@ pub struct OmemoService {
     /// A second connection to the same database, for the device-list cache (the engine's store
     /// is read-only from outside).
     cache: SqliteStore,
+    /// Call policies and history, in the same database.
+    policies: Policies,
     own: BareJid,
     /// Our account's device list as last fetched, published or notified in this session.
     own_devices: Option<Vec<u32>>,
+    /// Another process holds the online lock: it publishes our keys, this one does not.
+    guest: bool,
 }
 
 fn parse_bare(jid: &str) -> Result<BareJid, ClientError> {
@@ -150,14 +160,42 @@ impl OmemoService {
         data_dir: &Path,
     ) -> Result<Self, ClientError> {
         let own = xmpp.bare();
-        let cache = SqliteStore::open(database_path(data_dir, &own))?;
+        let path = database_path(data_dir, &own);
+        let cache = SqliteStore::open(&path)?;
+        let policies = Policies::open(&path)?;
         Ok(Self {
             xmpp,
             account,
             cache,
+            policies,
             own,
             own_devices: None,
+            guest: false,
         })
+    }
+
+    /// Marks this service as a guest beside the process holding the online lock: it never
+    /// publishes our bundle or device list (the holder does, from the same database).
+    pub fn set_guest(&mut self, guest: bool) {
+        self.guest = guest;
+    }
+
+    /// Whether this service is a guest (see [`Self::set_guest`]).
+    pub fn is_guest(&self) -> bool {
+        self.guest
+    }
+
+    /// Call policies and history.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// True when trust or a call policy changed since the last call, also in another process
+    /// (the first call only starts counting).
+    pub fn trust_or_policy_changed(&mut self) -> Result<bool, ClientError> {
+        let trust = self.account.trust_changed()?;
+        let policy = self.policies.changed()?;
+        Ok(trust || policy)
     }
 
     /// The engine.
@@ -221,6 +259,9 @@ impl OmemoService {
             Err(e) => return Err(e),
         };
         let me = self.account.device_id();
+        if self.guest {
+            return Ok(());
+        }
         // Bundle first: a peer that sees our id in the list should find the bundle.
         self.publish_bundle().await?;
         if !devices.contains(&me) {
@@ -231,6 +272,9 @@ impl OmemoService {
     }
 
     async fn publish_device_list(&mut self, devices: &[u32]) -> Result<(), ClientError> {
+        if self.guest {
+            return Ok(());
+        }
         let el = DeviceList {
             devices: devices.to_vec(),
         }
@@ -242,8 +286,11 @@ impl OmemoService {
         Ok(())
     }
 
-    /// Publishes our current bundle.
+    /// Publishes our current bundle (not as a guest: the lock holder keeps it current).
     pub async fn publish_bundle(&mut self) -> Result<(), ClientError> {
+        if self.guest {
+            return Ok(());
+        }
         let bundle = self.account.bundle()?.to_element();
         pep::publish(
             &self.xmpp,
@@ -555,6 +602,52 @@ impl OmemoService {
         }
         Ok(out)
     }
+}
+
+/// Devices of `contact` as the account database knows them, without connecting: the cached
+/// device list (or, without one, the devices we hold sessions with), each with the identity key
+/// of our session and its trust. For our own JID, this device is included.
+pub fn offline_devices(
+    account: &Account<SqliteStore>,
+    contact: &BareJid,
+) -> Result<Vec<DeviceInfo>, ClientError> {
+    let store = account.store();
+    let mut list = match store.device_list(contact.as_str())? {
+        Some(l) => l,
+        None => store.session_devices(contact.as_str())?,
+    };
+    let own = contact.as_str() == account.jid();
+    if own && !list.contains(&account.device_id()) {
+        list.push(account.device_id());
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for d in list {
+        if own && d == account.device_id() {
+            out.push(DeviceInfo {
+                device: d,
+                identity: Some(account.identity_key()),
+                trust: Some(TrustLevel::Verified),
+                problem: None,
+                this_device: true,
+            });
+            continue;
+        }
+        let identity = account.session_identity(contact.as_str(), d)?;
+        let trust = match &identity {
+            Some(k) => Some(account.trust(contact.as_str(), k)?),
+            None => None,
+        };
+        out.push(DeviceInfo {
+            device: d,
+            problem: identity
+                .is_none()
+                .then(|| "no session yet (its key is fetched when online)".to_owned()),
+            identity,
+            trust,
+            this_device: false,
+        });
+    }
+    Ok(out)
 }
 
 /// The OMEMO chat message as Conversations sends it: `<encrypted/>`, the EME hint, the store hint

@@ -37,6 +37,24 @@ impl Output {
         }
     }
 
+    /// Prints an alarm a person must not miss: in JSON mode the event `name` with `fields`; in
+    /// human mode `text` framed on stderr, in bold red on a terminal.
+    pub fn alarm(&self, name: &str, fields: Value, text: &str) {
+        if self.json {
+            self.event(name, fields, String::new);
+            return;
+        }
+        use std::io::IsTerminal;
+        let mut err = std::io::stderr().lock();
+        let (on, off) = if std::io::stderr().is_terminal() {
+            ("\x1b[1;31m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
+        let bar = "\u{26A0}".repeat(3);
+        let _ = writeln!(err, "{on}{bar} {text} {bar}{off}");
+    }
+
     /// Prints a warning (something skipped, the command goes on).
     pub fn warning(&self, message: &str) {
         if self.json {

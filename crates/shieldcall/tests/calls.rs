@@ -547,13 +547,202 @@ fn human_output_shows_state_shield_symbol_and_device() {
     }
 }
 
+// ---- trust × shield, downgrades and per-contact policies (security hardening) --------------------
+
+/// The `downgrade` events of a side: (kind, device), each checked to come before `connected`
+/// (before any media plays) and to carry its text.
+fn downgrades(l: &Listener) -> Vec<(String, Option<u64>)> {
+    let connected = l
+        .seen
+        .iter()
+        .position(|v| v["event"] == "call" && v["state"] == "connected");
+    l.seen
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v["event"] == "downgrade")
+        .map(|(i, v)| {
+            assert!(
+                connected.is_none_or(|c| i < c),
+                "downgrade after media started: {:?}",
+                l.seen
+            );
+            let text = v["text"].as_str().unwrap_or("");
+            assert!(text.starts_with("NOT VERIFIED"), "{v}");
+            assert!(v["peer"].as_str().is_some_and(|p| !p.contains('/')), "{v}");
+            (v["kind"].as_str().unwrap().to_owned(), v["device"].as_u64())
+        })
+        .collect()
+}
+
+fn policy(u: &User, contact: &str, on: &str) {
+    let out = u.run(&["policy", contact, "--require-verified", on]);
+    assert!(out.status.success(), "{out:?}");
+    let v = &common::json_lines(&out)[0];
+    assert_eq!(v["require_verified"], on == "on", "{v}");
+}
+
+/// One call from `caller` to `callee` (auto-answer), tones both ways; both sides' events.
+fn one_call(
+    caller: &User,
+    callee: &User,
+    caller_extra: &[&str],
+    callee_extra: &[&str],
+) -> (Listener, Listener) {
+    let mut listen_args = vec!["--auto-answer", "--tone", "880", "--record", "NULL"];
+    listen_args.extend_from_slice(callee_extra);
+    let mut l = listen(callee, &listen_args);
+    let mut call_args = vec!["--tone", "440", "--record", "NULL", "--duration", "0.5"];
+    call_args.extend_from_slice(caller_extra);
+    let (c, _) = finish(call(caller, callee, &call_args));
+    l.wait_for(|v| v["event"] == "stats", EVENT_BOUND);
+    l.signal("TERM");
+    let _ = l.wait_exit(EVENT_BOUND);
+    (c, l)
+}
+
+/// Alice verified bob's first device; bob answers (or calls) from a second one she never
+/// verified: a lock would be exactly what a server injecting its own device gets.
 #[test]
-fn verified_contact_answering_without_omemo_is_flagged_not_shielded() {
+fn new_device_of_a_verified_contact_gives_no_shield_and_a_downgrade_in_both_roles() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let bob2 = w.second_device(1);
+    verify(alice, bob);
+    verify(bob, alice);
+    let bob2_device = fingerprint(&bob2)["device_id"].as_u64().unwrap();
+
+    // Alice calls; bob's new device answers.
+    let (caller, callee) = one_call(alice, &bob2, &[], &[]);
+    assert_eq!(shield(&caller), ["none"], "{:?}", caller.seen);
+    assert_eq!(
+        downgrades(&caller),
+        [("unverified-device".to_owned(), Some(bob2_device))]
+    );
+    // Bob's new device has verified nothing: blind trust (BTBV) gives it the lock, honestly.
+    assert_eq!(shield(&callee), ["encrypted"], "{:?}", callee.seen);
+    assert!(downgrades(&callee).is_empty());
+
+    // The new device calls alice.
+    let (caller, callee) = one_call(&bob2, alice, &[], &[]);
+    assert_eq!(shield(&callee), ["none"], "{:?}", callee.seen);
+    assert_eq!(
+        downgrades(&callee),
+        [("unverified-device".to_owned(), Some(bob2_device))]
+    );
+    assert_eq!(shield(&caller), ["encrypted"]);
+
+    // With alice's policy for bob, both are refused before any media.
+    policy(alice, "bob@localhost", "on");
+    let (caller, callee) = one_call(alice, &bob2, &[], &[]);
+    assert_eq!(ended(&caller), "security-error", "{:?}", caller.seen);
+    assert_no_media(&caller);
+    assert_no_media(&callee);
+    let (caller, callee) = one_call(&bob2, alice, &[], &[]);
+    assert_eq!(ended(&callee), "security-error", "{:?}", callee.seen);
+    assert_no_media(&callee);
+    assert_no_media(&caller);
+}
+
+#[test]
+fn distrusted_device_gets_no_shield_and_none_of_our_encrypted_fingerprints() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let uri = fingerprint(bob)["uri"].as_str().unwrap().to_owned();
+    let out = alice.run(&["distrust", &uri]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(common::json_lines(&out)[0]["event"], "distrusted");
+
+    // Alice calls: she sends plain fingerprints, the call goes on unverified on both sides.
+    let (caller, callee) = one_call(alice, bob, &[], &[]);
+    assert_eq!(shield(&caller), ["none"], "{:?}", caller.seen);
+    assert_eq!(shield(&callee), ["none"], "{:?}", callee.seen);
+    assert!(
+        caller
+            .events("call")
+            .iter()
+            .any(|v| v["state"] == "connected")
+    );
+
+    // Bob calls: alice answers plain, bob's client (which encrypted) ends the call; no lock ever.
+    let (caller, callee) = one_call(bob, alice, &[], &[]);
+    assert!(
+        shield(&callee).iter().all(|s| s == "none"),
+        "{:?}",
+        callee.seen
+    );
+    assert_eq!(ended(&caller), "security-error", "{:?}", caller.seen);
+    assert_no_media(&callee);
+
+    // With alice's policy for bob, her call to the distrusted device is refused, with no media.
+    policy(alice, "bob@localhost", "on");
+    let (caller, callee) = one_call(alice, bob, &[], &[]);
+    assert_eq!(ended(&caller), "security-error", "{:?}", caller.seen);
+    assert_no_media(&caller);
+    assert_no_media(&callee);
+}
+
+/// A verified call happened; later the contact's side falls back to plain: a downgrade in the
+/// words of what each side sees (the callee gets plain fingerprints, the caller an answer
+/// without device), refused once the policy is on.
+#[test]
+fn plain_fallback_after_a_verified_call_is_a_downgrade_in_both_roles() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let bob_device = verify(alice, bob);
+    verify(bob, alice);
+    let (caller, callee) = one_call(alice, bob, &[], &[]);
+    assert_eq!(
+        (shield(&caller), shield(&callee)),
+        (vec!["verified".to_owned()], vec!["verified".to_owned()])
+    );
+    let out = alice.run(&["policy", "bob@localhost"]);
+    let v = &common::json_lines(&out)[0];
+    assert_eq!(v["last_verified_call"]["device"], bob_device, "{v}");
+    assert_eq!(v["require_verified"], false);
+
+    // Alice calls without OMEMO: bob sees plain fingerprints.
+    let (_, callee) = one_call(alice, bob, &["--no-omemo"], &[]);
+    assert_eq!(shield(&callee), ["none"]);
+    assert_eq!(
+        downgrades(&callee),
+        [("plain-fingerprints".to_owned(), None)]
+    );
+    // Bob answers without OMEMO: alice's answer names no device.
+    let (caller, _) = one_call(alice, bob, &[], &["--no-omemo"]);
+    assert_eq!(shield(&caller), ["none"]);
+    assert_eq!(downgrades(&caller), [("no-device".to_owned(), None)]);
+
+    // Policies on: both refused, nothing flows.
+    policy(bob, "alice@localhost", "on");
+    let (_, callee) = one_call(alice, bob, &["--no-omemo"], &[]);
+    assert_eq!(ended(&callee), "security-error", "{:?}", callee.seen);
+    assert_no_media(&callee);
+    // (Bob's own policy would make him refuse to answer without OMEMO at all.)
+    policy(bob, "alice@localhost", "off");
+    policy(alice, "bob@localhost", "on");
+    let (caller, _) = one_call(alice, bob, &[], &["--no-omemo"]);
+    assert_eq!(ended(&caller), "security-error", "{:?}", caller.seen);
+    assert_no_media(&caller);
+    // The default for all contacts does the same for a contact without a setting of its own.
+    policy(alice, "bob@localhost", "off");
+    let out = alice.run(&["policy", "--default", "--require-verified", "on"]);
+    assert!(out.status.success(), "{out:?}");
+    let (caller, _) = one_call(alice, bob, &[], &["--no-omemo"]);
+    assert_eq!(downgrades(&caller), [("no-device".to_owned(), None)]);
+    assert!(
+        caller.events("ended")[0]["reason"] != "security-error",
+        "bob's own setting (off) wins over the default: {:?}",
+        caller.seen
+    );
+}
+
+#[test]
+fn human_output_shows_a_downgrade_in_a_line_nobody_misses() {
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
     verify(alice, bob);
     verify(bob, alice);
-    let mut callee = listen(
+    let callee = listen(
         bob,
         &[
             "--auto-answer",
@@ -564,25 +753,147 @@ fn verified_contact_answering_without_omemo_is_flagged_not_shielded() {
             "--no-omemo",
         ],
     );
-    let (caller, ok) = finish(call(
+    let rec = discard(alice);
+    let mut human = std::process::Command::new(common::BIN);
+    human
+        .args([
+            "--insecure-loopback",
+            "--server",
+            &alice.server,
+            "--account",
+            &alice.jid,
+        ])
+        .arg("--data-dir")
+        .arg(&alice.data)
+        .args(["call", &bob.jid, "--media-ip", "127.0.0.1", "--tone", "440"])
+        .args(["--record", &rec, "--duration", "0.5"])
+        .env("SHIELDCALL_PASSWORD", &alice.password)
+        .stdin(std::process::Stdio::null());
+    let out = common::run_with_timeout(human, CALL_BOUND);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("NOT VERIFIED"))
+        .unwrap_or_else(|| panic!("no downgrade line on stderr:\n{err}"));
+    assert!(
+        line.contains("bob@localhost") && line.contains("no OMEMO device"),
+        "{line}"
+    );
+    assert!(
+        line.contains("shieldcall policy bob@localhost --require-verified on"),
+        "{line}"
+    );
+    assert!(line.starts_with("\u{26A0}\u{26A0}\u{26A0}"), "{line}");
+    callee.stop_with("TERM");
+}
+
+// ---- one account, several processes --------------------------------------------------------------
+
+#[test]
+fn a_second_online_process_is_refused_and_offline_commands_work_beside_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let first = listen(bob, &["--reject"]);
+    let rec = w.path("second.wav").display().to_string();
+    for cmd in [
+        vec!["listen", "--reject"],
+        vec![
+            "call",
+            "alice@localhost",
+            "--tone",
+            "440",
+            "--record",
+            rec.as_str(),
+        ],
+    ] {
+        let out = bob.run(&cmd);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {out:?}");
+        let err = common::json_lines(&out)
+            .into_iter()
+            .find(|v| v["event"] == "error")
+            .unwrap_or_else(|| panic!("{cmd:?}: no error: {out:?}"));
+        let msg = err["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!("`shieldcall listen` (pid {})", first.pid()))
+                && msg.contains("already online as bob@localhost"),
+            "{msg}"
+        );
+    }
+    // Offline commands work while it runs; so does a short online one (as a guest).
+    let alice_uri = fingerprint(alice)["uri"].as_str().unwrap().to_owned();
+    let out = alice.run(&["devices", "alice@localhost"]); // alice publishes her keys
+    assert!(out.status.success(), "{out:?}");
+    for cmd in [
+        vec!["fingerprint"],
+        vec!["trust", alice_uri.as_str()],
+        vec!["devices", "--offline", "alice@localhost"],
+        vec!["policy", "alice@localhost"],
+        vec!["send", "alice@localhost", "from a second terminal"],
+    ] {
+        let out = bob.run(&cmd);
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    }
+    // Owner-only files: the data dir 0700, the database and the lock 0600.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&bob.data), 0o700);
+    for f in ["bob@localhost.sqlite", "bob@localhost.lock"] {
+        assert_eq!(mode(&bob.data.join(f)), 0o600, "{f}");
+    }
+    assert!(first.stop().is_some_and(|s| s.success()));
+    // Once it stopped, another may go online.
+    let again = listen(bob, &["--reject"]);
+    assert!(again.stop().is_some_and(|s| s.success()));
+}
+
+#[test]
+fn trust_and_policy_in_another_terminal_reach_a_running_call_within_a_second() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let bob_uri = fingerprint(bob)["uri"].as_str().unwrap().to_owned();
+    let callee = listen(bob, &["--auto-answer", "--tone", "880", "--record", "NULL"]);
+    let mut caller = call(
         alice,
         bob,
-        &["--tone", "440", "--record", "NULL", "--duration", "0.5"],
-    ));
-    assert!(ok, "{:?}", caller.seen);
-    callee.wait_for(|v| v["event"] == "stats", EVENT_BOUND);
-    assert_eq!(shield(&caller), ["none"]);
-    assert_eq!(shield(&callee), ["none"]);
-    let warning = caller.events("warning").into_iter().find(|v| {
-        v["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("names no OMEMO device")
-    });
-    let warning = warning.unwrap_or_else(|| panic!("no warning: {:?}", caller.seen));
-    assert!(
-        !warning["message"].as_str().unwrap().contains("  "),
-        "one readable line: {warning}"
+        &["--tone", "440", "--record", "NULL", "--duration", "6"],
     );
+    // Nothing verified yet: blind trust, the lock.
+    caller.wait_for(|v| v["event"] == "shield", EVENT_BOUND);
+    assert_eq!(shield(&caller), ["encrypted"]);
+    // Alice scans bob's code in another terminal while the call runs.
+    let out = alice.run(&["trust", &bob_uri]);
+    assert!(out.status.success(), "{out:?}");
+    let trusted = std::time::Instant::now();
+    caller.wait_for(
+        |v| v["event"] == "shield" && v["state"] == "verified",
+        Duration::from_secs(5),
+    );
+    let took = trusted.elapsed();
+    eprintln!(
+        "shield verified {} ms after `trust` exited",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(1), "the shield took {took:?}");
+    // Distrusting it again takes the shield (and the lock) away ...
+    let out = alice.run(&["distrust", &bob_uri]);
+    assert!(out.status.success(), "{out:?}");
+    caller.wait_for(
+        |v| v["event"] == "shield" && v["state"] == "none",
+        Duration::from_secs(2),
+    );
+    // ... and a require-verified policy set now ends the call that is no longer verified.
+    let out = alice.run(&["policy", "bob@localhost", "--require-verified", "on"]);
+    assert!(out.status.success(), "{out:?}");
+    let set = std::time::Instant::now();
+    let ended_ev = caller.wait_for(|v| v["event"] == "ended", Duration::from_secs(2));
+    assert!(
+        set.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        set.elapsed()
+    );
+    assert_eq!(ended_ev["reason"], "security-error", "{ended_ev}");
+    let (caller, ok) = finish(caller);
+    assert!(!ok, "{:?}", caller.seen);
+    assert_eq!(shield(&caller), ["encrypted", "verified", "none"]);
     callee.stop_with("TERM");
 }

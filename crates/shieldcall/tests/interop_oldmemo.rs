@@ -434,3 +434,177 @@ fn huge_device_list_is_capped() {
     let m = py.wait_for(|v| v["event"] == "message");
     assert_eq!(m["body"], "capped");
 }
+
+/// One account, several processes (security hardening, must-show 4): 200 messages reach `listen`
+/// while another process works on the same data dir in a loop (`trust`, `devices --offline`, and
+/// `send` as a guest, which ratchets the very session the messages arrive on), and fresh devices
+/// of other accounts start sessions (each using up one of bob's one-time prekeys). Every message
+/// decrypts exactly once, nothing is lost either way, no prekey id is given to two keys, and the
+/// bundle an independent client (python-oldmemo) fetches is exactly what bob's database holds.
+#[test]
+fn messages_decrypt_once_while_another_process_uses_the_account() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const MESSAGES: usize = 200;
+    const FRESH: usize = 6;
+    let mut names = vec!["alice".to_owned(), "bob".to_owned(), "pyobs".to_owned()];
+    names.extend((0..FRESH).map(|k| format!("fresh{k}")));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = Prosody::start(&refs);
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = User::new(&p, "alice", tmp.path().join("alice"));
+    let bob = User::new(&p, "bob", tmp.path().join("bob"));
+    let alice_uri = json_lines(&alice.run(&["fingerprint"]))[0]["uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bob_listen = bob.listen();
+    let mut chat = alice.chat("bob@localhost");
+
+    // The other terminal: bob's data dir, in a loop until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let looper = {
+        let stop = stop.clone();
+        let bob = User {
+            jid: bob.jid.clone(),
+            password: bob.password.clone(),
+            data: bob.data.clone(),
+            server: bob.server.clone(),
+        };
+        std::thread::spawn(move || {
+            let mut sent = Vec::new();
+            let mut failures = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let text = format!("loop {n}");
+                for cmd in [
+                    vec!["trust", alice_uri.as_str()],
+                    vec!["devices", "--offline", "alice@localhost"],
+                    vec!["send", "alice@localhost", text.as_str()],
+                ] {
+                    let out = bob.run(&cmd);
+                    if !out.status.success() {
+                        failures.push(format!("{cmd:?}: {out:?}"));
+                    }
+                }
+                sent.push(text);
+                n += 1;
+            }
+            (sent, failures)
+        })
+    };
+    for i in 0..MESSAGES {
+        chat.say(&format!("msg {i}"));
+    }
+    let fresh: Vec<User> = (0..FRESH)
+        .map(|k| {
+            User::new(
+                &p,
+                &format!("fresh{k}"),
+                tmp.path().join(format!("fresh{k}")),
+            )
+        })
+        .collect();
+    for (k, f) in fresh.iter().enumerate() {
+        let out = f.run(&["send", "bob@localhost", &format!("fresh {k}")]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    // Everything arrives at bob, each once.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut bodies: BTreeMap<String, usize> = BTreeMap::new();
+    while bodies.len() < MESSAGES + FRESH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} of {} arrived",
+            bodies.len(),
+            MESSAGES + FRESH
+        );
+        let m = bob_listen.wait_for(|v| v["event"] == "message" || v["event"] == "error", left);
+        assert_eq!(m["event"], "message", "bob: {m}");
+        *bodies
+            .entry(m["body"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (loop_sent, failures) = looper.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "the other process failed: {failures:#?}"
+    );
+    assert!(loop_sent.len() >= 2, "the loop hardly ran: {loop_sent:?}");
+    eprintln!(
+        "the other process ran its loop {} times during the messages",
+        loop_sent.len()
+    );
+    for i in 0..MESSAGES {
+        assert_eq!(bodies.get(&format!("msg {i}")), Some(&1), "msg {i}");
+    }
+    for k in 0..FRESH {
+        assert_eq!(bodies.get(&format!("fresh {k}")), Some(&1), "fresh {k}");
+    }
+    // Alice got every message the other process sent, each once, and no error.
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < loop_sent.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "alice got {got:?} of {loop_sent:?}");
+        let m = chat.wait_for(|v| v["event"] == "message" || v["event"] == "error", left);
+        assert_eq!(m["event"], "message", "alice: {m}");
+        *got.entry(m["body"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(got.values().all(|n| *n == 1), "{got:?}");
+    assert!(
+        bob_listen.events("error").is_empty(),
+        "{:?}",
+        bob_listen.seen
+    );
+
+    // Prekeys: still 100, the used ones replaced by ids never seen before, and the published
+    // bundle (as an independent client fetches it) is what the database holds.
+    let db = shieldcall_omemo::SqliteStore::open(bob.data.join("bob@localhost.sqlite")).unwrap();
+    let (device, next_id, stored) = {
+        use shieldcall_omemo::Store as _;
+        let own = db.own().unwrap().unwrap();
+        let ids: Vec<u32> = db.pre_keys().unwrap().iter().map(|k| k.id).collect();
+        (own.device_id, own.next_pre_key_id, ids)
+    };
+    assert_eq!(stored.len(), 100);
+    // One new id per prekey message bob decrypted: every fresh device's, and alice's first
+    // unless bob's loop reached her first (then her first message needs no prekey of his).
+    let allocated = next_id - 101;
+    assert!(
+        allocated == FRESH as u32 || allocated == FRESH as u32 + 1,
+        "{allocated} ids allocated for {FRESH} or {} new sessions",
+        FRESH + 1
+    );
+    assert!(
+        stored.iter().all(|id| *id < next_id),
+        "{stored:?} (next {next_id})"
+    );
+    let mut py = PyPeer::start_with(&p, "pyobs", &["--no-publish"]);
+    py.wait_for(|v| v["event"] == "ready");
+    let node = format!("eu.siacs.conversations.axolotl.bundles:{device}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        py.command(serde_json::json!({"op": "fetch", "jid": "bob@localhost", "node": node}));
+        let mut published = pre_key_ids(
+            py.wait_for(|v| v["event"] == "fetched")["xml"]
+                .as_str()
+                .unwrap(),
+        );
+        published.sort_unstable();
+        if published == stored {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "published {published:?}\nstored {stored:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    chat.end_input();
+    bob_listen.stop();
+}

@@ -255,6 +255,7 @@ const KEY_ATTACKS: &[&str] = &[
     "media-mitm-plain",
     "media-mitm-verified",
     "media-mitm-require-verified",
+    "inject-message",
 ];
 
 /// One row of the table: what each side must report.
@@ -348,6 +349,11 @@ struct Spec {
     extra: fn(&[CallSeen]),
     /// Ends by a timeout: started first.
     slow: bool,
+    /// Before the (last) call: this side sends the other one an OMEMO chat message with this
+    /// text (`send`; the caller is offline then, so its message waits in offline storage).
+    message: Option<(Side, &'static str)>,
+    /// The caller's `--duration`.
+    duration: &'static str,
 }
 
 /// The attacker's tone (the clients send 440 and 880 Hz).
@@ -373,6 +379,8 @@ const fn spec(scenario: &'static str, victim: &'static str, mitm: &'static [&'st
         rewrote: &[],
         extra: nothing,
         slow: false,
+        message: None,
+        duration: "1",
     }
 }
 
@@ -383,12 +391,23 @@ const BOTH_WAYS: &[(&str, Side)] = &[
     ("session-initiate", Side::Callee),
     ("session-accept", Side::Caller),
 ];
+const WITHHELD_TO_CALLEE: &[(&str, Side)] = &[
+    ("message", Side::Callee),
+    ("session-initiate", Side::Callee),
+];
+const WITHHELD_TO_CALLER: &[(&str, Side)] =
+    &[("message", Side::Caller), ("session-accept", Side::Caller)];
+const FLOOD_TO_CALLEE: &[(&str, Side)] = &[("message", Side::Callee)];
+
+/// The chat message a server operator withholds and injects as a call fingerprint (the
+/// decryption-oracle attack): no stanza either client sends may contain any of it.
+const SECRET: &str = "the launch code is 7421-alpha-zulu";
 
 scenarios! {
     control_passthrough => Spec { extra: check_passthrough, ..spec("passthrough", "-", &["--scenario", "passthrough"]) };
-    strip_device_at_caller => Spec { rewrote: PROCEED_TO_CALLER,
+    strip_device_at_caller => Spec { rewrote: PROCEED_TO_CALLER, extra: check_downgrade_no_device,
         ..spec("strip-device", "caller", &["--scenario", "strip-device", "--victim", "caller"]) };
-    change_device_at_caller => Spec { rewrote: PROCEED_TO_CALLER,
+    change_device_at_caller => Spec { rewrote: PROCEED_TO_CALLER, extra: check_downgrade_omemo_failed,
         ..spec("change-device", "caller", &["--scenario", "change-device", "--victim", "caller"]) };
     encrypted_to_plain_at_caller => Spec { rewrote: ACCEPT_TO_CALLER,
         ..spec("encrypted-to-plain", "caller", &["--scenario", "encrypted-to-plain", "--victim", "caller"]) };
@@ -450,6 +469,18 @@ scenarios! {
     media_mitm_require_verified => Spec { rewrote: BOTH_WAYS, extra: check_media_blocked,
         caller_extra: &["--require-verified"], callee_extra: &["--require-verified"],
         ..spec("media-mitm-require-verified", "both", &["--scenario", "media-mitm", "--tone", ATTACKER_TONE]) };
+    inject_withheld_message_as_fingerprint_at_callee => Spec { rewrote: WITHHELD_TO_CALLEE,
+        message: Some((Side::Caller, SECRET)), extra: check_nothing_leaked,
+        ..spec("inject-message", "callee",
+            &["--scenario", "inject-message", "--victim", "callee", "--withhold-to", "bob@localhost"]) };
+    inject_withheld_message_as_fingerprint_at_caller => Spec { rewrote: WITHHELD_TO_CALLER,
+        message: Some((Side::Callee, SECRET)), extra: check_nothing_leaked,
+        ..spec("inject-message", "caller",
+            &["--scenario", "inject-message", "--victim", "caller", "--withhold-to", "alice@localhost"]) };
+    flood_of_costly_messages_during_a_call => Spec { rewrote: FLOOD_TO_CALLEE, extra: check_audio_under_flood,
+        duration: "4",
+        ..spec("flood", "callee",
+            &["--scenario", "flood", "--victim", "callee", "--flood-rate", "50", "--flood-seconds", "3"]) };
 }
 
 /// What one call through the proxy showed.
@@ -465,6 +496,11 @@ struct CallSeen {
     devices: (Value, Value),
     /// What each side recorded: (dominant frequency, samples) for (alice, bob).
     heard: ((f64, usize), (f64, usize)),
+    /// 20 ms frames carrying the other's tone, of all frames recorded: (alice's recording of
+    /// bob's 880 Hz, bob's of alice's 440 Hz).
+    tone_frames: ((usize, usize), (usize, usize)),
+    /// The proxy's log of every stanza (JSON lines), for the last call.
+    log: String,
 }
 
 impl CallSeen {
@@ -606,6 +642,21 @@ fn run_calls(spec: &Spec, row: &Row) -> Result<Vec<CallSeen>, String> {
         ];
         listen_args.extend_from_slice(spec.callee_extra);
         let mut callee = bob.start(&listen_args, true);
+        if let (true, Some((from, text))) = (last, spec.message) {
+            let (sender, to) = match from {
+                Side::Caller => (&alice, "bob@localhost"),
+                Side::Callee => (&bob, "alice@localhost"),
+            };
+            // Alice has only been offline so far: she publishes her keys first.
+            let out = alice.run(&["devices", "alice@localhost"]);
+            if !out.status.success() {
+                return Err(format!("alice could not publish her keys: {out:?}"));
+            }
+            let out = sender.run(&["send", to, text]);
+            if !out.status.success() {
+                return Err(format!("sending the message to withhold failed: {out:?}"));
+            }
+        }
         let mut call_args = vec![
             "call",
             "bob@localhost",
@@ -616,7 +667,7 @@ fn run_calls(spec: &Spec, row: &Row) -> Result<Vec<CallSeen>, String> {
             "--record",
             &a_rec,
             "--duration",
-            "1",
+            spec.duration,
             "--ring-timeout",
             "10",
         ];
@@ -668,13 +719,17 @@ fn run_calls(spec: &Spec, row: &Row) -> Result<Vec<CallSeen>, String> {
             rewrites: Vec::new(),
             devices: (alice_device.clone(), bob_device.clone()),
             heard: (analyse(&a_rec), analyse(&b_rec)),
+            tone_frames: (tone_frames(&a_rec, 880.0), tone_frames(&b_rec, 440.0)),
+            log: String::new(),
         });
     }
     let (status, rewrites) = mitm.stop();
     if !status.success() {
         return Err(format!("proxy exit status {status}"));
     }
-    seen.last_mut().unwrap().rewrites = rewrites;
+    let last = seen.last_mut().unwrap();
+    last.rewrites = rewrites;
+    last.log = std::fs::read_to_string(tmp.path().join("mitm.jsonl")).unwrap_or_default();
     Ok(seen)
 }
 
@@ -1105,4 +1160,213 @@ fn check_media_blocked(calls: &[CallSeen]) {
     }
     let ((_, na), (_, nb)) = c.heard;
     assert_eq!((na, nb), (0, 0), "something was recorded");
+}
+
+/// The decryption oracle (security-tests.md line 17): the victim decrypted the withheld chat
+/// message the operator put in as a fingerprint, and nothing either client sent afterwards (or
+/// ever) holds any 8 bytes of it; neither does what the victim shows its own user.
+fn check_nothing_leaked(calls: &[CallSeen]) {
+    let c = calls.last().unwrap();
+    let windows: Vec<&str> = (0..=SECRET.len() - 8).map(|i| &SECRET[i..i + 8]).collect();
+    let mut sent = 0;
+    for line in c.log.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        if e["direction"] != "to-server" {
+            continue;
+        }
+        sent += 1;
+        let xml = e["xml"].as_str().unwrap_or("");
+        for w in &windows {
+            assert!(!xml.contains(w), "{} sent {w:?}: {xml}", e["client"]);
+        }
+    }
+    assert!(
+        sent > 20,
+        "the proxy logged only {sent} stanzas from the clients"
+    );
+    for side in [&c.caller, &c.callee] {
+        for v in side {
+            let text = v.to_string();
+            assert!(
+                !windows.iter().any(|w| text.contains(w)),
+                "shown locally: {text}"
+            );
+        }
+    }
+}
+
+/// Fraction of the 20 ms frames of a recording (after the first 200 ms) that carry `hz`.
+fn tone_frames(path: &str, hz: f64) -> (usize, usize) {
+    let Ok(mut r) = hound::WavReader::open(path) else {
+        return (0, 0);
+    };
+    let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+    let frames: Vec<&[i16]> = samples.chunks_exact(960).skip(10).collect();
+    let with = frames
+        .iter()
+        .filter(|f| {
+            let energy: f64 = f.iter().map(|s| f64::from(*s).powi(2)).sum();
+            let at = shieldcall_media::audio::analysis::goertzel_power(f, 48_000.0, hz);
+            shieldcall_media::audio::analysis::rms(f) > 0.02
+                && at / (energy * f.len() as f64 / 2.0) > 0.5
+        })
+        .count();
+    (with, frames.len())
+}
+
+/// Bounded work (security-tests.md line 19): while the operator floods the callee with 50
+/// worst-case OMEMO messages a second "from" the caller, the call stays verified and at least
+/// 90 % of the 20 ms frames each side recorded carry the other's tone.
+fn check_audio_under_flood(calls: &[CallSeen]) {
+    let c = calls.last().unwrap();
+    let done = c
+        .rewrites
+        .iter()
+        .find(|r| r["flood"] == "done")
+        .unwrap_or_else(|| panic!("the flood did not run: {:?}", c.rewrites));
+    let sent = done["sent"].as_u64().unwrap();
+    assert!(sent >= 135, "only {sent} forged messages in 3 s: {done}");
+    // Each reached bob's OMEMO and was refused there (the work was done, and said).
+    let refused = CallSeen::events(&c.callee, "error")
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cannot decrypt")
+        })
+        .count() as u64;
+    assert!(
+        refused + 5 >= sent,
+        "bob refused {refused} of {sent}: {:?}",
+        c.callee
+    );
+    for (who, (with, total)) in [
+        ("bob (flooded) heard alice", c.tone_frames.1),
+        ("alice heard bob (flooded)", c.tone_frames.0),
+    ] {
+        eprintln!("flood: {who} in {with} of {total} frames ({sent} forged messages)");
+        assert!(total >= 100, "{who}: only {total} frames recorded");
+        assert!(
+            with * 10 >= total * 9,
+            "{who}: the tone in only {with} of {total} frames"
+        );
+    }
+}
+
+/// The same attack with a withheld message whose text is a well-formed fingerprint (another
+/// call's certificate): the victim decrypts it as its peer's fingerprint, DTLS then meets the
+/// real certificate, and the victim ends the call with security-error before any media; nothing
+/// either client sends holds the fingerprint. (Not a table row: the other side, whose own
+/// exchange was genuine, may see its verified DTLS peer for the moment before the victim's
+/// terminate arrives, so its cells are not fixed. No interception is possible either way.)
+#[test]
+fn injected_fingerprint_of_another_call_gives_no_shield_and_reveals_nothing() {
+    const OTHER_CALL: &str = "6F:1C:54:9A:3B:E2:07:D8:91:4A:C3:5E:22:B0:7F:18:9D:E6:43:0A:B5:71:2C:F8:0E:93:D4:66:1B:A7:58:C9";
+    const AT_CALLEE: &[&str] = &[
+        "--scenario",
+        "inject-message",
+        "--victim",
+        "callee",
+        "--withhold-to",
+        "bob@localhost",
+    ];
+    const AT_CALLER: &[&str] = &[
+        "--scenario",
+        "inject-message",
+        "--victim",
+        "caller",
+        "--withhold-to",
+        "alice@localhost",
+    ];
+    for (victim, other, sender, mitm) in [
+        ("callee", "caller", Side::Caller, AT_CALLEE),
+        ("caller", "callee", Side::Callee, AT_CALLER),
+    ] {
+        let spec = Spec {
+            message: Some((sender, OTHER_CALL)),
+            ..spec("inject-message", "-", mitm)
+        };
+        let dash = ("-".to_owned(), "security-error".to_owned());
+        let ok = ("verified".to_owned(), "security-error".to_owned());
+        let row = Row {
+            scenario: "inject-fingerprint".into(),
+            victim: victim.into(),
+            caller: if victim == "caller" {
+                dash.clone()
+            } else {
+                ok.clone()
+            },
+            callee: if victim == "callee" { dash } else { ok },
+        };
+        let calls = run_calls(&spec, &row).unwrap_or_else(|e| panic!("{victim}: {e}"));
+        let c = calls.last().unwrap();
+        let v = if victim == "caller" {
+            &c.caller
+        } else {
+            &c.callee
+        };
+        let o = if other == "caller" {
+            &c.caller
+        } else {
+            &c.callee
+        };
+        assert!(
+            CallSeen::shields(v).is_empty(),
+            "{victim} showed a shield: {v:?}"
+        );
+        assert_eq!(
+            CallSeen::reason_cell(v),
+            "security-error",
+            "{victim}: {v:?}"
+        );
+        assert!(!CallSeen::connected(v), "{victim}: {v:?}");
+        for st in CallSeen::events(v, "stats") {
+            for k in ["frames_sent", "frames_played"] {
+                assert!(st[k].is_null() || st[k] == 0, "{victim}: {k}: {st}");
+            }
+        }
+        assert!(
+            ["security-error", "success"].contains(&CallSeen::reason_cell(o).as_str()),
+            "{other}: {o:?}"
+        );
+        assert!(
+            c.rewrites.iter().any(|r| r["stanza"] == "message"),
+            "{:?}",
+            c.rewrites
+        );
+        let windows: Vec<&str> = (0..=OTHER_CALL.len() - 8)
+            .map(|i| &OTHER_CALL[i..i + 8])
+            .collect();
+        for line in c.log.lines() {
+            let e: Value = serde_json::from_str(line).unwrap();
+            if e["direction"] == "to-server" {
+                let xml = e["xml"].as_str().unwrap_or("");
+                assert!(
+                    !windows.iter().any(|w| xml.contains(w)),
+                    "{} sent it: {xml}",
+                    e["client"]
+                );
+            }
+        }
+    }
+}
+
+/// The caller, who verified bob, is told before media that this call is not verified.
+fn check_downgrade(calls: &[CallSeen], kind: &str) {
+    let c = calls.last().unwrap();
+    let d: Vec<&Value> = CallSeen::events(&c.caller, "downgrade").collect();
+    assert_eq!(d.len(), 1, "{:?}", c.caller);
+    assert_eq!(d[0]["kind"], kind, "{}", d[0]);
+    let at = |pred: &dyn Fn(&Value) -> bool| c.caller.iter().position(|v| pred(v));
+    let downgrade = at(&|v| v["event"] == "downgrade").unwrap();
+    let connected = at(&|v| v["event"] == "call" && v["state"] == "connected").unwrap();
+    assert!(downgrade < connected, "{:?}", c.caller);
+}
+
+fn check_downgrade_no_device(calls: &[CallSeen]) {
+    check_downgrade(calls, "no-device");
+}
+
+fn check_downgrade_omemo_failed(calls: &[CallSeen]) {
+    check_downgrade(calls, "omemo-failed");
 }
