@@ -1357,10 +1357,16 @@ fn check_downgrade(calls: &[CallSeen], kind: &str) {
     let d: Vec<&Value> = CallSeen::events(&c.caller, "downgrade").collect();
     assert_eq!(d.len(), 1, "{:?}", c.caller);
     assert_eq!(d[0]["kind"], kind, "{}", d[0]);
-    let at = |pred: &dyn Fn(&Value) -> bool| c.caller.iter().position(|v| pred(v));
-    let downgrade = at(&|v| v["event"] == "downgrade").unwrap();
-    let connected = at(&|v| v["event"] == "call" && v["state"] == "connected").unwrap();
-    assert!(downgrade < connected, "{:?}", c.caller);
+    let downgrade = c.caller.iter().position(|v| v["event"] == "downgrade");
+    let connected = c
+        .caller
+        .iter()
+        .position(|v| v["event"] == "call" && v["state"] == "connected");
+    assert!(
+        downgrade.is_some() && connected.is_some() && downgrade < connected,
+        "{:?}",
+        c.caller
+    );
 }
 
 fn check_downgrade_no_device(calls: &[CallSeen]) {
