@@ -129,24 +129,10 @@ pub enum Command {
     },
     /// Mark the fingerprints of a verification URI (xmpp:JID?omemo-sid-N=HEX…, as Conversations
     /// and Dino show in their QR codes) as verified. Works offline.
-    Trust {
-        /// The URI.
-        #[arg(required_unless_present = "qr")]
-        uri: Option<String>,
-        /// A PNG image with the QR code instead of the URI.
-        #[arg(long, value_name = "FILE.png", conflicts_with = "uri")]
-        qr: Option<PathBuf>,
-    },
+    Trust(KeysToTrust),
     /// Mark the fingerprints of a verification URI (or QR code) as distrusted: that key never
     /// gets a shield or a lock, nor shieldcall's encrypted call keys or messages. Works offline.
-    Distrust {
-        /// The URI.
-        #[arg(required_unless_present = "qr")]
-        uri: Option<String>,
-        /// A PNG image with the QR code instead of the URI.
-        #[arg(long, value_name = "FILE.png", conflicts_with = "uri")]
-        qr: Option<PathBuf>,
-    },
+    Distrust(KeysToTrust),
     /// List the OMEMO devices of a contact (or of your own account) with fingerprints and trust.
     Devices {
         /// The contact's JID, or your own.
@@ -220,6 +206,28 @@ pub enum Command {
     /// Run the demo: a throw-away local Prosody, two accounts that verify each other's QR code
     /// URI and exchange OMEMO messages, then a verified call with a tone each way (no --account).
     Demo(crate::demo::DemoArgs),
+}
+
+/// The keys `trust` and `distrust` take: a verification URI, or a QR code carrying one.
+#[derive(Debug, clap::Args)]
+pub struct KeysToTrust {
+    /// The URI.
+    #[arg(required_unless_present = "qr")]
+    pub uri: Option<String>,
+    /// A PNG image with the QR code instead of the URI.
+    #[arg(long, value_name = "FILE.png", conflicts_with = "uri")]
+    pub qr: Option<PathBuf>,
+}
+
+impl KeysToTrust {
+    /// The URI, read from the QR code when given as one.
+    fn uri(&self) -> Result<String, ClientError> {
+        match (&self.uri, &self.qr) {
+            (Some(u), _) => Ok(u.clone()),
+            (None, Some(png)) => decode_qr(png),
+            (None, None) => Err(ClientError::Usage("give a URI or --qr FILE.png".into())),
+        }
+    }
 }
 
 /// `on` or `off`.
@@ -389,25 +397,9 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
     };
     match &cli.command {
         Command::Fingerprint { png } => cmd_fingerprint(&data_dir, &jid, png.as_deref(), out),
-        Command::Trust { uri, qr } => {
-            let text = match (uri, qr) {
-                (Some(u), _) => u.clone(),
-                (None, Some(png)) => decode_qr(png)?,
-                (None, None) => {
-                    return Err(ClientError::Usage("give a URI or --qr FILE.png".into()));
-                }
-            };
-            cmd_trust(&data_dir, &jid, &text, TrustLevel::Verified, out)
-        }
-        Command::Distrust { uri, qr } => {
-            let text = match (uri, qr) {
-                (Some(u), _) => u.clone(),
-                (None, Some(png)) => decode_qr(png)?,
-                (None, None) => {
-                    return Err(ClientError::Usage("give a URI or --qr FILE.png".into()));
-                }
-            };
-            cmd_trust(&data_dir, &jid, &text, TrustLevel::Distrusted, out)
+        Command::Trust(keys) => cmd_trust(&data_dir, &jid, &keys.uri()?, TrustLevel::Verified, out),
+        Command::Distrust(keys) => {
+            cmd_trust(&data_dir, &jid, &keys.uri()?, TrustLevel::Distrusted, out)
         }
         Command::Policy {
             jid: contact,

@@ -511,13 +511,8 @@ fn signals_hang_up_cleanly_and_leave_complete_recordings() {
     assert!((f2 - 330.0).abs() <= 10.0 && n2 > 0, "{f2} {n2}");
 }
 
-#[test]
-fn human_output_shows_state_shield_symbol_and_device() {
-    let w = World::new(&["alice", "bob"]);
-    let (alice, bob) = (w.user(0), w.user(1));
-    let bob_device = verify(alice, bob);
-    verify(bob, alice);
-    let _callee = listen(bob, &["--auto-answer", "--tone", "880", "--record", "NULL"]);
+/// `call` as a person runs it (no `--json`), tones and a discarded recording, 0.5 s.
+fn human_call(alice: &User, bob: &User) -> std::process::Command {
     let rec = discard(alice);
     let mut c = std::process::Command::new(common::BIN);
     c.args([
@@ -533,6 +528,17 @@ fn human_output_shows_state_shield_symbol_and_device() {
     .args(["--record", &rec, "--duration", "0.5"])
     .env("SHIELDCALL_PASSWORD", &alice.password)
     .stdin(std::process::Stdio::null());
+    c
+}
+
+#[test]
+fn human_output_shows_state_shield_symbol_and_device() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    let bob_device = verify(alice, bob);
+    verify(bob, alice);
+    let _callee = listen(bob, &["--auto-answer", "--tone", "880", "--record", "NULL"]);
+    let c = human_call(alice, bob);
     let out = common::run_with_timeout(c, CALL_BOUND);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
@@ -753,22 +759,7 @@ fn human_output_shows_a_downgrade_in_a_line_nobody_misses() {
             "--no-omemo",
         ],
     );
-    let rec = discard(alice);
-    let mut human = std::process::Command::new(common::BIN);
-    human
-        .args([
-            "--insecure-loopback",
-            "--server",
-            &alice.server,
-            "--account",
-            &alice.jid,
-        ])
-        .arg("--data-dir")
-        .arg(&alice.data)
-        .args(["call", &bob.jid, "--media-ip", "127.0.0.1", "--tone", "440"])
-        .args(["--record", &rec, "--duration", "0.5"])
-        .env("SHIELDCALL_PASSWORD", &alice.password)
-        .stdin(std::process::Stdio::null());
+    let human = human_call(alice, bob);
     let out = common::run_with_timeout(human, CALL_BOUND);
     let err = String::from_utf8_lossy(&out.stderr);
     let line = err
