@@ -107,6 +107,10 @@ pub struct CallReport {
     pub frames_from_source: u64,
     /// Times the driver woke up (datagram, timer or audio tick): a measure of its overhead.
     pub wakeups: u64,
+    /// What the capture device did, when the source was one.
+    pub capture: Option<crate::audio::DeviceReport>,
+    /// What the playback device did, when the sink was one.
+    pub playback: Option<crate::audio::DeviceReport>,
 }
 
 /// A session with its bound sockets, before and while it runs.
@@ -178,6 +182,8 @@ impl MediaEndpoint {
             frames_to_sink: 0,
             frames_from_source: 0,
             wakeups: 0,
+            capture: None,
+            playback: None,
         };
         let mut stop = options.stop.take();
         let mut commands = options.commands.take();
@@ -305,6 +311,8 @@ impl MediaEndpoint {
         }
         sink.finish()?;
         report.stats = session.stats();
+        report.capture = source.device_report();
+        report.playback = sink.device_report();
         Ok(report)
     }
 }

@@ -213,8 +213,8 @@ pub enum AudioIn {
     Tone(f64),
     /// A WAV file (looped; see `WavSource`).
     Wav(PathBuf),
-    /// The default capture device.
-    Device,
+    /// A capture device: the default one, or the one of this name (`audio-devices` lists them).
+    Device(Option<String>),
     /// Silence.
     Silence,
 }
@@ -224,8 +224,8 @@ pub enum AudioIn {
 pub enum AudioOut {
     /// A 16-bit PCM mono 48 kHz WAV file; later calls of one `listen` get `-2`, `-3`… suffixes.
     Wav(PathBuf),
-    /// The default playback device.
-    Device,
+    /// A playback device: the default one, or the one of this name.
+    Device(Option<String>),
     /// Nowhere.
     Discard,
 }
@@ -399,7 +399,7 @@ enum Wake {
     Signal,
     Incoming(Option<Incoming>),
     Media(String, media::MediaEvent),
-    MediaDone(String, Result<CallReport, DriverError>),
+    MediaDone(String, Box<Result<CallReport, DriverError>>),
     Line(String),
     Timer,
 }
@@ -583,7 +583,7 @@ impl CallService {
                 _ = sigterm.recv() => Wake::Signal,
                 ev = incoming.recv() => Wake::Incoming(ev),
                 Some((sid, ev)) = self.media_rx.recv() => Wake::Media(sid, ev),
-                Some((sid, report)) = self.done_rx.recv() => Wake::MediaDone(sid, report),
+                Some((sid, report)) = self.done_rx.recv() => Wake::MediaDone(sid, Box::new(report)),
                 Some(line) = lines.recv() => Wake::Line(line),
                 _ = sleep => Wake::Timer,
             };
@@ -609,7 +609,7 @@ impl CallService {
                     return Err(ClientError::Disconnected);
                 }
                 Wake::Media(sid, ev) => self.on_media(&sid, ev),
-                Wake::MediaDone(sid, report) => self.on_media_done(&sid, report),
+                Wake::MediaDone(sid, report) => self.on_media_done(&sid, *report),
                 Wake::Line(line) => self.on_answer_line(&line),
                 Wake::Timer => {
                     let now = Instant::now();
@@ -1165,7 +1165,7 @@ impl CallService {
                 WavSource::open(p).map_err(|e| format!("cannot play {}: {e}", p.display()))?,
             ),
             AudioIn::Silence => Box::new(SilenceSource),
-            AudioIn::Device => live_source()?,
+            AudioIn::Device(name) => live_source(name.as_deref())?,
         })
     }
 
@@ -1177,7 +1177,7 @@ impl CallService {
                     .map_err(|e| format!("cannot record to {}: {e}", path.display()))?;
                 (Box::new(sink), Some(path))
             }
-            AudioOut::Device => (live_sink()?, None),
+            AudioOut::Device(name) => (live_sink(name.as_deref())?, None),
             AudioOut::Discard => (Box::new(NullSink::default()), None),
         })
     }
@@ -1374,7 +1374,7 @@ impl CallService {
             "ms_to_first_audio": ms(call.first_audio_at),
             "recording": call.recording.as_ref().map(|p| p.display().to_string()),
         });
-        let human;
+        let mut human;
         match report {
             Some(Ok(r)) => {
                 let s = &r.stats;
@@ -1394,6 +1394,8 @@ impl CallService {
                             "jitter_ms": s.jitter_ms(),
                             "rtt_ms": s.rtt.map(|d| d.as_secs_f64() * 1000.0),
                             "media_ms_to_dtls": ms(s.dtls_connected),
+                            "capture": r.capture.as_ref().map(device_json),
+                            "playback": r.playback.as_ref().map(device_json),
                         })
                         .as_object()
                         .cloned()
@@ -1416,6 +1418,20 @@ impl CallService {
                     ms(call.shield_at).map_or("-".into(), |m| format!("{m} ms")),
                     ms(call.first_audio_at).map_or("-".into(), |m| format!("{m} ms")),
                 );
+                for (what, d) in [("microphone", &r.capture), ("speaker", &r.playback)] {
+                    if let Some(d) = d {
+                        human.push_str(&format!(
+                            "\n{what} {}: {} Hz, {} ch, {} samples dropped (overruns), {} underruns, {} errors{}",
+                            d.name,
+                            d.sample_rate,
+                            d.channels,
+                            d.overrun_samples,
+                            d.underruns,
+                            d.errors,
+                            d.last_error.as_ref().map_or(String::new(), |e| format!(" (last: {e})"))
+                        ));
+                    }
+                }
             }
             Some(Err(e)) => {
                 human = format!("stats: media failed: {e}");
@@ -1487,32 +1503,61 @@ fn fail_text(f: &media::session::FailReason) -> String {
     }
 }
 
-/// The default microphone (feature `live-audio`).
+/// The live devices of a build with `live-audio`; `None`: the default one.
 #[cfg(feature = "live-audio")]
-pub fn live_source() -> Result<Box<dyn AudioSource>, String> {
-    media::audio::live::CaptureSource::open_default()
+fn device_choice(name: Option<&str>) -> media::audio::live::DeviceChoice {
+    match name {
+        Some(n) => media::audio::live::DeviceChoice::Named(n.to_owned()),
+        None => media::audio::live::DeviceChoice::Default,
+    }
+}
+
+/// A microphone (feature `live-audio`): the default one, or the one named.
+#[cfg(feature = "live-audio")]
+pub fn live_source(name: Option<&str>) -> Result<Box<dyn AudioSource>, String> {
+    media::audio::live::CaptureSource::open(&device_choice(name))
         .map(|s| Box::new(s) as Box<dyn AudioSource>)
         .map_err(|e| format!("no microphone: {e} (use --tone HZ or --play WAV)"))
 }
 
 /// Without `live-audio` there is no microphone.
 #[cfg(not(feature = "live-audio"))]
-pub fn live_source() -> Result<Box<dyn AudioSource>, String> {
+pub fn live_source(_: Option<&str>) -> Result<Box<dyn AudioSource>, String> {
     Err("built without live audio: use --tone HZ or --play WAV".into())
 }
 
-/// The default speaker (feature `live-audio`).
+/// A speaker (feature `live-audio`): the default one, or the one named.
 #[cfg(feature = "live-audio")]
-pub fn live_sink() -> Result<Box<dyn AudioSink>, String> {
-    media::audio::live::PlaybackSink::open_default()
+pub fn live_sink(name: Option<&str>) -> Result<Box<dyn AudioSink>, String> {
+    media::audio::live::PlaybackSink::open(&device_choice(name))
         .map(|s| Box::new(s) as Box<dyn AudioSink>)
         .map_err(|e| format!("no speaker: {e} (use --record WAV)"))
 }
 
 /// Without `live-audio` there is no speaker.
 #[cfg(not(feature = "live-audio"))]
-pub fn live_sink() -> Result<Box<dyn AudioSink>, String> {
+pub fn live_sink(_: Option<&str>) -> Result<Box<dyn AudioSink>, String> {
     Err("built without live audio: use --record WAV".into())
+}
+
+/// The audio devices (feature `live-audio`).
+#[cfg(feature = "live-audio")]
+pub fn audio_devices() -> Result<Vec<media::audio::live::DeviceInfo>, String> {
+    media::audio::live::list_devices().map_err(|e| e.to_string())
+}
+
+/// What a live device did, for the `stats` event.
+fn device_json(d: &media::audio::DeviceReport) -> Value {
+    json!({
+        "device": d.name,
+        "rate": d.sample_rate,
+        "channels": d.channels,
+        "period_frames": d.period_frames,
+        "overrun_samples": d.overrun_samples,
+        "underruns": d.underruns,
+        "errors": d.errors,
+        "last_error": d.last_error,
+    })
 }
 
 #[cfg(test)]

@@ -35,7 +35,10 @@ Calls:
   shieldcall --account alice@example.org call bob@example.org --require-verified
   shieldcall --account bob@example.org listen                 (asks before answering)
   shieldcall --account bob@example.org listen --auto-answer --tone 440 --record in.wav
+  shieldcall audio-devices                    (microphones and speakers; --mic NAME, --speaker NAME)
   Ctrl-C (or SIGTERM) hangs up cleanly; recordings are complete 16-bit PCM WAV files.
+  Without --tone/--play/--record the default microphone and speaker are used (on a desktop the
+  sound server's); the `stats` event reports their overruns, underruns and errors.
 
 The shield (shown in words and a symbol for the whole call):
   \u{1F6E1} verified                 both DTLS fingerprints travelled OMEMO-encrypted between you and
@@ -203,6 +206,9 @@ pub enum Command {
         /// The contact's JID.
         jid: String,
     },
+    /// List the microphones and speakers calls can use (names for --mic and --speaker), the
+    /// defaults marked. No account needed.
+    AudioDevices,
     /// Run the demo: a throw-away local Prosody, two accounts that verify each other's QR code
     /// URI and exchange OMEMO messages, then a verified call with a tone each way (no --account).
     Demo(crate::demo::DemoArgs),
@@ -248,6 +254,13 @@ pub struct CallArgs {
     /// Send this WAV file (16-bit PCM, mono, 48 kHz) instead of the microphone.
     #[arg(long, value_name = "WAV")]
     pub play: Option<PathBuf>,
+    /// The microphone to use, by name as `audio-devices` lists it [default: the system's
+    /// default, on a desktop the sound server's current one].
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["tone", "play"])]
+    pub mic: Option<String>,
+    /// The speaker to use, by name as `audio-devices` lists it [default: the system's default].
+    #[arg(long, value_name = "NAME", conflicts_with = "record")]
+    pub speaker: Option<String>,
     /// Record what you hear to this WAV file (16-bit PCM, mono, 48 kHz) instead of playing it;
     /// later calls of one `listen` go to NAME-2.wav, NAME-3.wav…
     #[arg(long, value_name = "WAV")]
@@ -299,23 +312,23 @@ impl CallArgs {
             }
             (Some(hz), _) => AudioIn::Tone(*hz),
             (None, Some(p)) => AudioIn::Wav(p.clone()),
-            (None, None) => AudioIn::Device,
+            (None, None) => AudioIn::Device(self.mic.clone()),
         };
         let output = match &self.record {
             Some(p) => AudioOut::Wav(p.clone()),
-            None => AudioOut::Device,
+            None => AudioOut::Device(self.speaker.clone()),
         };
         // Find out now, not after the peer answered, when there is no device.
         let mut audio_unavailable = None;
         if devices != DeviceCheck::Skip
-            && input == AudioIn::Device
-            && let Err(e) = call_service::live_source()
+            && let AudioIn::Device(name) = &input
+            && let Err(e) = call_service::live_source(name.as_deref())
         {
             audio_unavailable = Some(e);
         }
         if devices != DeviceCheck::Skip
-            && output == AudioOut::Device
-            && let Err(e) = call_service::live_sink()
+            && let AudioOut::Device(name) = &output
+            && let Err(e) = call_service::live_sink(name.as_deref())
         {
             audio_unavailable.get_or_insert(e);
         }
@@ -386,9 +399,12 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
-    // The demo makes its own server and accounts.
+    // The demo makes its own server and accounts; devices need no account.
     if let Command::Demo(args) = &cli.command {
         return crate::demo::run(args, out);
+    }
+    if let Command::AudioDevices = &cli.command {
+        return cmd_audio_devices(out);
     }
     let jid = account_jid(cli)?;
     let data_dir = match &cli.data_dir {
@@ -496,8 +512,41 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
                 online(cli, &data_dir, &jid, Online::Exclusive("chat")).await?;
             cmd_listen(svc, incoming, Some(contact), out).await
         }
-        Command::Demo(_) => Ok(()), // handled above
+        Command::Demo(_) | Command::AudioDevices => Ok(()), // handled above
     }
+}
+
+#[cfg(feature = "live-audio")]
+fn cmd_audio_devices(out: Output) -> Result<(), ClientError> {
+    let devices = call_service::audio_devices().map_err(ClientError::Io)?;
+    if devices.is_empty() && !out.json {
+        println!("no audio devices (calls can still use --tone/--play and --record)");
+    }
+    for d in devices {
+        out.event(
+            "audio-device",
+            json!({ "name": d.name, "input": d.input, "output": d.output, "default_input": d.default_input, "default_output": d.default_output }),
+            || {
+                let mut kinds = Vec::new();
+                if d.input {
+                    kinds.push(if d.default_input { "microphone (default)" } else { "microphone" });
+                }
+                if d.output {
+                    kinds.push(if d.default_output { "speaker (default)" } else { "speaker" });
+                }
+                let mark = if d.default_input || d.default_output { "*" } else { " " };
+                format!("{mark} {}  [{}]", d.name, kinds.join(", "))
+            },
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "live-audio"))]
+fn cmd_audio_devices(_: Output) -> Result<(), ClientError> {
+    Err(ClientError::Usage(
+        "built without live audio: no devices (calls use --tone/--play and --record)".into(),
+    ))
 }
 
 fn cmd_fingerprint(

@@ -14,6 +14,10 @@ pub trait AudioSink: Send {
     fn finish(&mut self) -> Result<(), AudioError> {
         Ok(())
     }
+    /// What the playback device behind it did (live devices only).
+    fn device_report(&self) -> Option<super::DeviceReport> {
+        None
+    }
 }
 
 /// Records to a 48 kHz mono 16-bit WAV file.

@@ -11,6 +11,10 @@ pub trait AudioSource: Send {
     /// Fills `out` with the next frame. Returns `false` once the source has ended
     /// (then `out` holds silence).
     fn next_frame(&mut self, out: &mut Frame) -> Result<bool, AudioError>;
+    /// What the capture device behind it did (live devices only).
+    fn device_report(&self) -> Option<super::DeviceReport> {
+        None
+    }
 }
 
 /// A sine tone, endless.
