@@ -82,10 +82,7 @@ impl Mitm {
 
     /// SIGTERM, then its exit status and every JSON line it printed after `listening`.
     fn stop(mut self) -> (ExitStatus, Vec<serde_json::Value>) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        common::signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Ok(Some(s)) = self.child.try_wait() {

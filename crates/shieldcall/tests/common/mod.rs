@@ -626,7 +626,7 @@ pub fn run_with_timeout(mut c: Command, limit: Duration) -> Output {
     match rx.recv_timeout(limit) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            signal(pid, "KILL");
             panic!("command timed out after {limit:?}: {c:?}");
         }
     }
