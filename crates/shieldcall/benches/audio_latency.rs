@@ -64,7 +64,11 @@ fn onsets(ch: &[i16]) -> Vec<usize> {
 }
 
 fn main() {
-    let call_seconds: usize = if std::env::args().any(|a| a == "--bench") { 8 } else { 4 };
+    let call_seconds: usize = if std::env::args().any(|a| a == "--bench") {
+        8
+    } else {
+        4
+    };
     let pa = PulseAudio::start_with(
         "load-module module-null-sink sink_name=mix rate=48000 channels=2 channel_map=front-left,front-right\n\
          load-module module-remap-source source_name=alice_mic master=mix.monitor channels=1 master_channel_map=front-left channel_map=mono remix=no\n\
