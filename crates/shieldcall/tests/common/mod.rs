@@ -421,8 +421,9 @@ impl Ejabberd {
 
     /// Registers `name@localhost` with password `pw-name`. The c2s port listens before the
     /// virtual host has started (on a loaded machine by seconds): until the host is up,
-    /// ejabberdctl answers `Unknown virtual host`, and the registration is tried again until it
-    /// works or the deadline passes; any other failure fails at once, with the server's log.
+    /// ejabberdctl answers `Unknown virtual host` (or `nodedown` while the node's control
+    /// channel is not up), and the registration is tried again until it works or the deadline
+    /// passes; any other failure fails at once, with the server's console and log.
     pub fn register(&mut self, name: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -435,7 +436,9 @@ impl Ejabberd {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            let starting = said.contains("Unknown virtual host");
+            // Not ready yet: the virtual host not started, or the node's control channel not
+            // registered yet.
+            let starting = said.contains("Unknown virtual host") || said.contains("nodedown");
             assert!(
                 starting && Instant::now() < deadline,
                 "ejabberdctl register {name}: {out:?}\nconsole:\n{}\nlog:\n{}",
