@@ -18,8 +18,9 @@ Binds 127.0.0.1:0 and prints {"listening": PORT} on stdout, then one JSON line p
 ({"direction", "client", "action": "forwarded|rewritten|dropped|injected", "xml"}); SASL <auth/>
 payloads are redacted there.
 
-Forwarding is byte-exact: each direction is parsed incrementally with expat *without* namespace
-processing, and the raw bytes of every top-level element are sliced with CurrentByteIndex; only the
+Forwarding is byte-exact: each direction is split incrementally by a small scanner of its own
+(the boundaries of the stream header and of top-level elements), and the raw bytes of every
+top-level element are sliced out; only the
 stanzas a scenario rewrites are re-serialised (from a tree whose `xmlns` declarations are kept as the
 attributes they were). The stream restart after SASL <success/> starts fresh parsers for both
 directions. Each connection is labelled with the JID from its bind result.
@@ -1027,12 +1028,6 @@ class Parts:
         return b"".join(self.items)  # type: ignore[arg-type]
 
 
-class _Restart(Exception):
-    def __init__(self, pos: int) -> None:
-        super().__init__(pos)
-        self.pos = pos
-
-
 def tag_end(buf: bytes, i: int) -> int:
     """Index just after the tag that starts at buf[i] ('<'): the first '>' outside quotes."""
     quote = 0
@@ -1049,6 +1044,9 @@ def tag_end(buf: bytes, i: int) -> int:
         i += 1
     raise ValueError("tag not complete in buffer")
 
+
+# Deeper nesting than any stanza has: the scanner gives up (and forwards blind) past it.
+MAX_NESTING = 64
 
 # handler(raw element bytes, element name) -> bytes to send instead, or None for the raw bytes
 Handler = Callable[[bytes, str], Optional[bytes]]
@@ -1081,16 +1079,12 @@ class StreamRewriter:
         self._new_parser()
 
     def _new_parser(self) -> None:
-        p = xml.parsers.expat.ParserCreate()
-        p.buffer_text = False
-        p.StartElementHandler = self._start
-        p.EndElementHandler = self._end
-        p.CharacterDataHandler = self._chars
-        self.p = p
         self.buf = bytearray()
-        self.base = 0  # parser byte index of buf[0]
-        self.fwd = 0  # parser byte index up to which output was produced
+        self.base = 0  # stream byte index of buf[0]
+        self.fwd = 0  # stream byte index up to which output was produced
+        self.pos = 0  # stream byte index up to which the scanner has read
         self.depth = 0
+        self.names: List[str] = []  # the open elements, the stream's own first
         self.el_start = 0
         self.events: List[tuple] = []
 
@@ -1098,39 +1092,102 @@ class StreamRewriter:
         """The next bytes start a new stream (called when the other direction saw <success/>)."""
         self._pending_restart = True
 
-    # expat callbacks: they only record positions; feed() produces the output.
-    def _start(self, name: str, _attrs: Dict[str, str]) -> None:
-        idx = self.p.CurrentByteIndex
-        if self.depth == 0:
-            self.events.append(("open", tag_end(self.buf, idx - self.base) + self.base))
-        elif self.depth == 1:
-            self.el_start = idx
-        self.depth += 1
+    # The scanner: it only finds the boundaries of the stream header, of top-level elements and
+    # of the bytes between them (feed() produces the output). Not expat: with the reparse
+    # deferral Debian's libexpat has since 2.5.0-1+deb12u2 (CVE-2023-52425), expat holds back a
+    # complete element after a long token until more data arrives, which a stream never sends.
+    def _scan(self) -> Optional[int]:
+        """Scans what is buffered; returns the position to restart (after <success/>) or, negated,
+        to go blind (after STARTTLS <proceed/>), or None. Raises ValueError on malformed XML."""
+        buf, b = self.buf, self.base
+        while self.pos - b < len(buf):
+            i = self.pos - b
+            if buf[i] != 0x3C:  # text
+                j = buf.find(b"<", i)
+                j = len(buf) if j < 0 else j
+                if self.depth == 1:
+                    if buf[i:j].strip():
+                        raise ValueError("text at the top level of the stream")
+                    self.events.append(("space", b + j))
+                elif self.depth == 0 and buf[i:j].strip():
+                    raise ValueError("text before the stream header")
+                self.pos = b + j
+                continue
+            head = bytes(buf[i : i + 9])
+            if len(head) < 9 and any(m.startswith(head) for m in (b"<!--", b"<![CDATA[")):
+                return None  # cannot tell a comment or CDATA from a tag yet
+            if head.startswith(b"<!--"):
+                end = buf.find(b"-->", i + 4)
+                if end < 0:
+                    return None
+                self.pos = b + end + 3
+                continue
+            if head.startswith(b"<![CDATA["):
+                if self.depth < 2:
+                    raise ValueError("CDATA outside an element")
+                end = buf.find(b"]]>", i + 9)
+                if end < 0:
+                    return None
+                self.pos = b + end + 3
+                continue
+            if head.startswith(b"<!"):
+                raise ValueError("DTD in an XMPP stream")
+            if head.startswith(b"<?"):
+                end = buf.find(b"?>", i + 2)
+                if end < 0:
+                    return None
+                self.pos = b + end + 2
+                continue
+            try:
+                end = tag_end(buf, i)
+            except ValueError:
+                return None  # the tag is not complete yet
+            closing = buf[i + 1] == 0x2F
+            empty = not closing and buf[end - 2] == 0x2F
+            name_start = i + (2 if closing else 1)
+            name_end = name_start
+            while name_end < end and buf[name_end] not in b" \t\r\n/>":
+                name_end += 1
+            name = bytes(buf[name_start:name_end]).decode("utf-8", "replace")
+            if not name:
+                raise ValueError("tag without a name")
+            self.pos = b + end
+            if closing:
+                if not self.names or self.names[-1] != name:
+                    raise ValueError(f"</{name}> does not close the open element")
+                self.names.pop()
+                self.depth -= 1
+                if self.depth == 0:
+                    self.events.append(("close", b + end))
+                elif self.depth == 1:
+                    stop = self._element(self.el_start, b + end, name)
+                    if stop is not None:
+                        return stop
+                continue
+            if self.depth == 1 and empty:
+                stop = self._element(b + i, b + end, name)
+                if stop is not None:
+                    return stop
+                continue
+            if self.depth == 0:
+                self.events.append(("open", b + end))
+            if empty:
+                continue
+            if self.depth == 1:
+                self.el_start = b + i
+            if len(self.names) >= MAX_NESTING:
+                raise ValueError("elements nested too deeply")
+            self.names.append(name)
+            self.depth += 1
+        return None
 
-    def _end(self, name: str) -> None:
-        self.depth -= 1
-        idx = self.p.CurrentByteIndex
-        if self.depth == 1:
-            s = self.el_start
-            start_tag_end = tag_end(self.buf, s - self.base) + self.base
-            if self.buf[start_tag_end - self.base - 2] == 0x2F:  # '<name .../>': empty element
-                e = start_tag_end
-            else:  # idx is at '</name>'
-                e = tag_end(self.buf, idx - self.base) + self.base
-            self.events.append(("element", s, e, name))
-            if name in self.restart_after:
-                raise _Restart(e)
-            if name in self.blind_after:
-                raise _Restart(-e)
-        elif self.depth == 0:
-            e = tag_end(self.buf, idx - self.base) + self.base if self.buf[idx - self.base : idx - self.base + 2] == b"</" else idx
-            self.events.append(("close", e))
-
-    def _chars(self, data: str) -> None:
-        if self.depth == 1 and not data.strip():
-            # top-level whitespace (keepalives): flush it now; \r\n may have become \n, so the
-            # computed end can only fall short, never overshoot.
-            self.events.append(("space", self.p.CurrentByteIndex + len(data.encode("utf-8"))))
+    def _element(self, s: int, e: int, name: str) -> Optional[int]:
+        self.events.append(("element", s, e, name))
+        if name in self.restart_after:
+            return e
+        if name in self.blind_after:
+            return -e
+        return None
 
     def feed(self, data: bytes) -> bytes:
         """Consumes bytes from one side; returns the bytes to send to the other."""
@@ -1153,12 +1210,9 @@ class StreamRewriter:
         while pending:
             chunk, pending = pending, None
             self.buf += chunk
-            stop: Optional[int] = None
             try:
-                self.p.Parse(chunk, False)
-            except _Restart as r:
-                stop = r.pos
-            except (xml.parsers.expat.ExpatError, ValueError) as err:
+                stop = self._scan()
+            except ValueError as err:
                 self._process(out)
                 out += self.buf[self.fwd - self.base :]
                 self._go_blind(f"parse error: {err}")
