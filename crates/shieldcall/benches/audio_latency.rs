@@ -24,23 +24,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{Prosody, PulseAudio, User, json_lines};
+use common::{Prosody, PulseAudio, User};
 
 const RATE: usize = 48_000;
 /// One burst each this many samples (0.5 s), 100 ms of 1 kHz, silence between.
 const PERIOD: usize = RATE / 2;
 const BURST: usize = RATE / 10;
-
-fn verify(a: &User, b: &User) {
-    let fp = json_lines(&b.run(&["fingerprint"])).remove(0);
-    assert!(
-        a.run(&["trust", fp["uri"].as_str().unwrap()])
-            .status
-            .success()
-    );
-}
 
 /// Sample indices where a channel goes from silence to a burst (5 ms windows above 0.05 of
 /// full scale after 50 ms below).
@@ -81,8 +71,8 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let alice = User::new(&p, "alice", tmp.path().join("alice"));
     let bob = User::new(&p, "bob", tmp.path().join("bob"));
-    verify(&alice, &bob);
-    verify(&bob, &alice);
+    alice.verify(&bob);
+    bob.verify(&alice);
     let env = |source: &str, sink: &str| {
         let mut e = pa.env();
         e.push(("PULSE_SOURCE".into(), source.into()));
@@ -153,30 +143,12 @@ fn main() {
         all
     });
 
-    let mut callee = bob.start_with_env(
-        &["listen", "--auto-answer", "--media-ip", "127.0.0.1"],
-        true,
+    let (caller, callee) = alice.loopback_call(
+        &bob,
+        call_seconds as u64,
+        &env("alice_mic", "alice_ear"),
         &env("quiet.monitor", "bob_ear"),
     );
-    let duration = call_seconds.to_string();
-    let mut caller = alice.start_with_env(
-        &[
-            "call",
-            "bob@localhost",
-            "--media-ip",
-            "127.0.0.1",
-            "--duration",
-            &duration,
-        ],
-        false,
-        &env("alice_mic", "alice_ear"),
-    );
-    let status = caller
-        .wait_exit(Duration::from_secs(60))
-        .expect("call ended");
-    assert!(status.success(), "{:?}", caller.seen);
-    callee.signal("TERM");
-    let _ = callee.wait_exit(Duration::from_secs(10));
     let _ = rec.kill();
     let _ = rec.wait();
     let _ = mouth.kill();

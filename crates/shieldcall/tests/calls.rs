@@ -60,21 +60,6 @@ impl World {
     }
 }
 
-fn fingerprint(u: &User) -> Value {
-    let out = u.run(&["fingerprint"]);
-    assert!(out.status.success(), "{out:?}");
-    common::json_lines(&out).remove(0)
-}
-
-/// `a` verifies `b`'s device by its URI, as a QR scan would.
-fn verify(a: &User, b: &User) -> u64 {
-    let fp = fingerprint(b);
-    let uri = fp["uri"].as_str().unwrap();
-    let out = a.run(&["trust", uri]);
-    assert!(out.status.success(), "{out:?}");
-    fp["device_id"].as_u64().unwrap()
-}
-
 /// A recording path nobody analyses (each process its own file: "NULL" in the arguments).
 fn discard(u: &User) -> String {
     u.data
@@ -186,8 +171,8 @@ fn assert_no_media(l: &Listener) {
 fn verified_call_shows_the_shield_on_both_sides_and_carries_both_tones() {
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
-    let bob_device = verify(alice, bob);
-    let alice_device = verify(bob, alice);
+    let bob_device = alice.verify(bob);
+    let alice_device = bob.verify(alice);
     let (a_wav, b_wav) = (w.path("alice.wav"), w.path("bob.wav"));
 
     let mut callee = listen(
@@ -449,8 +434,8 @@ fn second_device_stops_ringing_when_one_answers_and_both_stop_on_retract() {
 fn signals_hang_up_cleanly_and_leave_complete_recordings() {
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
-    verify(alice, bob);
-    verify(bob, alice);
+    alice.verify(bob);
+    bob.verify(alice);
     let (a_wav, b_wav) = (w.path("alice.wav"), w.path("bob.wav"));
     let mut callee = listen(
         bob,
@@ -535,8 +520,8 @@ fn human_call(alice: &User, bob: &User) -> std::process::Command {
 fn human_output_shows_state_shield_symbol_and_device() {
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
-    let bob_device = verify(alice, bob);
-    verify(bob, alice);
+    let bob_device = alice.verify(bob);
+    bob.verify(alice);
     let _callee = listen(bob, &["--auto-answer", "--tone", "880", "--record", "NULL"]);
     let c = human_call(alice, bob);
     let out = common::run_with_timeout(c, CALL_BOUND);
@@ -613,9 +598,9 @@ fn new_device_of_a_verified_contact_gives_no_shield_and_a_downgrade_in_both_role
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
     let bob2 = w.second_device(1);
-    verify(alice, bob);
-    verify(bob, alice);
-    let bob2_device = fingerprint(&bob2)["device_id"].as_u64().unwrap();
+    alice.verify(bob);
+    bob.verify(alice);
+    let bob2_device = bob2.fingerprint()["device_id"].as_u64().unwrap();
 
     // Alice calls; bob's new device answers.
     let (caller, callee) = one_call(alice, &bob2, &[], &[]);
@@ -653,7 +638,7 @@ fn new_device_of_a_verified_contact_gives_no_shield_and_a_downgrade_in_both_role
 fn distrusted_device_gets_no_shield_and_none_of_our_encrypted_fingerprints() {
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
-    let uri = fingerprint(bob)["uri"].as_str().unwrap().to_owned();
+    let uri = bob.fingerprint()["uri"].as_str().unwrap().to_owned();
     let out = alice.run(&["distrust", &uri]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(common::json_lines(&out)[0]["event"], "distrusted");
@@ -694,8 +679,8 @@ fn distrusted_device_gets_no_shield_and_none_of_our_encrypted_fingerprints() {
 fn plain_fallback_after_a_verified_call_is_a_downgrade_in_both_roles() {
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
-    let bob_device = verify(alice, bob);
-    verify(bob, alice);
+    let bob_device = alice.verify(bob);
+    bob.verify(alice);
     let (caller, callee) = one_call(alice, bob, &[], &[]);
     assert_eq!(
         (shield(&caller), shield(&callee)),
@@ -746,8 +731,8 @@ fn plain_fallback_after_a_verified_call_is_a_downgrade_in_both_roles() {
 fn human_output_shows_a_downgrade_in_a_line_nobody_misses() {
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
-    verify(alice, bob);
-    verify(bob, alice);
+    alice.verify(bob);
+    bob.verify(alice);
     let callee = listen(
         bob,
         &[
@@ -812,7 +797,7 @@ fn a_second_online_process_is_refused_and_offline_commands_work_beside_it() {
         );
     }
     // Offline commands work while it runs; so does a short online one (as a guest).
-    let alice_uri = fingerprint(alice)["uri"].as_str().unwrap().to_owned();
+    let alice_uri = alice.fingerprint()["uri"].as_str().unwrap().to_owned();
     let out = alice.run(&["devices", "alice@localhost"]); // alice publishes her keys
     assert!(out.status.success(), "{out:?}");
     for cmd in [
@@ -841,7 +826,7 @@ fn a_second_online_process_is_refused_and_offline_commands_work_beside_it() {
 fn trust_and_policy_in_another_terminal_reach_a_running_call_within_a_second() {
     let w = World::new(&["alice", "bob"]);
     let (alice, bob) = (w.user(0), w.user(1));
-    let bob_uri = fingerprint(bob)["uri"].as_str().unwrap().to_owned();
+    let bob_uri = bob.fingerprint()["uri"].as_str().unwrap().to_owned();
     let callee = listen(bob, &["--auto-answer", "--tone", "880", "--record", "NULL"]);
     let mut caller = call(
         alice,

@@ -10,14 +10,6 @@ use common::{Prosody, User, XmppServer, json_lines};
 const WAIT: Duration = Duration::from_secs(30);
 const FALLBACK_START: &str = "I sent you an OMEMO encrypted message but your client doesn";
 
-fn fingerprint_event(u: &User) -> serde_json::Value {
-    let out = u.run(&["fingerprint"]);
-    assert!(out.status.success(), "{out:?}");
-    let lines = json_lines(&out);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    lines[0].clone()
-}
-
 /// Must-show 1: two accounts publish device list and bundle with access_model=open (a third
 /// account without any roster relation fetches them) and exchange OMEMO messages both ways
 /// through the CLI; what the server stores carries no plaintext but the fallback text.
@@ -28,8 +20,8 @@ fn two_accounts_exchange_omemo_messages_both_ways() {
     let alice = User::new(&p, "alice", tmp.path().join("alice"));
     let bob = User::new(&p, "bob", tmp.path().join("bob"));
     let carol = User::new(&p, "carol", tmp.path().join("carol"));
-    let fa = fingerprint_event(&alice);
-    let fb = fingerprint_event(&bob);
+    let fa = alice.fingerprint();
+    let fb = bob.fingerprint();
     assert!(
         fa["uri"]
             .as_str()
@@ -113,7 +105,7 @@ fn bad_input_gives_one_error_line() {
     let p = Prosody::start(&["alice"]);
     let tmp = tempfile::tempdir().unwrap();
     let mut alice = User::new(&p, "alice", tmp.path().join("alice"));
-    let before = fingerprint_event(&alice);
+    let before = alice.fingerprint();
 
     alice.password = "wrong".into();
     let out = alice.run(&["send", "bob@localhost", "x"]);
@@ -163,7 +155,7 @@ fn bad_input_gives_one_error_line() {
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert_eq!(lines[0]["event"], "error");
     }
-    assert_eq!(fingerprint_event(&alice), before, "stored identity changed");
+    assert_eq!(alice.fingerprint(), before, "stored identity changed");
 
     // Plaintext only to loopback.
     alice.server = "192.0.2.1:5222".into();
@@ -178,7 +170,7 @@ fn trust_uri_then_devices_shows_verified() {
     let tmp = tempfile::tempdir().unwrap();
     let alice = User::new(&p, "alice", tmp.path().join("alice"));
     let bob = User::new(&p, "bob", tmp.path().join("bob"));
-    let fb = fingerprint_event(&bob);
+    let fb = bob.fingerprint();
     let out = bob.run(&["devices", "bob@localhost"]); // publishes bob's device
     assert!(out.status.success(), "{out:?}");
     let out = alice.run(&["trust", fb["uri"].as_str().unwrap()]);
@@ -218,8 +210,8 @@ fn one_account_two_devices() {
     let a1 = User::new(&p, "alice", tmp.path().join("alice-1"));
     let a2 = User::new(&p, "alice", tmp.path().join("alice-2"));
     let bob = User::new(&p, "bob", tmp.path().join("bob"));
-    let f1 = fingerprint_event(&a1);
-    let f2 = fingerprint_event(&a2);
+    let f1 = a1.fingerprint();
+    let f2 = a2.fingerprint();
     assert_ne!(f1["device_id"], f2["device_id"]);
     let out = a1.run(&["devices", "alice@localhost"]); // publishes device 1
     assert!(out.status.success(), "{out:?}");
@@ -286,7 +278,7 @@ fn stranger_new_device_is_notified_after_first_contact() {
     let out = carol.run(&["send", "alice@localhost", "hello stranger"]);
     assert!(out.status.success(), "{out:?}");
     let mut carol_listen = carol.listen();
-    let f2 = fingerprint_event(&a2);
+    let f2 = a2.fingerprint();
     let a2_listen = a2.listen();
     carol_listen.wait_for(
         |v| {
@@ -331,8 +323,8 @@ fn btbv_new_device_after_verification_gets_no_key() {
     let alice = User::new(&p, "alice", tmp.path().join("alice"));
     let b1 = User::new(&p, "bob", tmp.path().join("bob-1"));
     let b2 = User::new(&p, "bob", tmp.path().join("bob-2"));
-    let f1 = fingerprint_event(&b1);
-    let f2 = fingerprint_event(&b2);
+    let f1 = b1.fingerprint();
+    let f2 = b2.fingerprint();
     assert!(b1.run(&["devices", "bob@localhost"]).status.success());
     assert!(
         alice

@@ -11,12 +11,6 @@ use common::{Ejabberd, User, json_lines};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn fingerprint_event(u: &User) -> serde_json::Value {
-    let out = u.run(&["fingerprint"]);
-    assert!(out.status.success(), "{out:?}");
-    json_lines(&out)[0].clone()
-}
-
 #[test]
 fn ejabberd_publish_fetch_and_exchange_both_ways() {
     let e = Ejabberd::start(&["alice", "bob", "carol"]);
@@ -25,8 +19,8 @@ fn ejabberd_publish_fetch_and_exchange_both_ways() {
     let a2 = User::new(&e, "alice", tmp.path().join("alice-2"));
     let bob = User::new(&e, "bob", tmp.path().join("bob"));
     let carol = User::new(&e, "carol", tmp.path().join("carol"));
-    let fa = fingerprint_event(&alice);
-    let fb = fingerprint_event(&bob);
+    let fa = alice.fingerprint();
+    let fb = bob.fingerprint();
 
     // bob has never published: "no device list" is a clear error, not a crash.
     let out = alice.run(&["send", "bob@localhost", "too early"]);

@@ -11,9 +11,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use common::{Prosody, PulseAudio, User, json_lines};
+use common::{Prosody, PulseAudio, User};
 
 /// Seconds the call lasts once connected.
 const CALL_SECONDS: u64 = 4;
@@ -28,20 +27,9 @@ fn tone_frames(raw: &Path, hz: f64) -> (usize, usize) {
     let frames: Vec<&[i16]> = samples.chunks_exact(960).collect();
     let with = frames
         .iter()
-        .filter(|f| {
-            let energy: f64 = f.iter().map(|s| f64::from(*s).powi(2)).sum();
-            let at = shieldcall_media::audio::analysis::goertzel_power(f, 48_000.0, hz);
-            shieldcall_media::audio::analysis::rms(f) > 0.02
-                && at / (energy * f.len() as f64 / 2.0) > 0.5
-        })
+        .filter(|f| shieldcall_media::audio::analysis::carries_tone(f, hz))
         .count();
     (with, frames.len())
-}
-
-fn verify(a: &User, b: &User) {
-    let fp = json_lines(&b.run(&["fingerprint"])).remove(0);
-    let out = a.run(&["trust", fp["uri"].as_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]
@@ -50,38 +38,14 @@ fn a_verified_call_through_two_sound_servers_is_heard_both_ways() {
     let tmp = tempfile::tempdir().unwrap();
     let alice = User::new(&p, "alice", tmp.path().join("alice"));
     let bob = User::new(&p, "bob", tmp.path().join("bob"));
-    verify(&alice, &bob);
-    verify(&bob, &alice);
+    alice.verify(&bob);
+    bob.verify(&alice);
     let (pa_alice, pa_bob) = (PulseAudio::start(440), PulseAudio::start(880));
     let (alice_heard, bob_heard) = (tmp.path().join("alice.raw"), tmp.path().join("bob.raw"));
     let mut rec_alice = pa_alice.record_speaker(&alice_heard);
     let mut rec_bob = pa_bob.record_speaker(&bob_heard);
 
-    let mut callee = bob.start_with_env(
-        &["listen", "--auto-answer", "--media-ip", "127.0.0.1"],
-        true,
-        &pa_bob.env(),
-    );
-    let duration = CALL_SECONDS.to_string();
-    let mut caller = alice.start_with_env(
-        &[
-            "call",
-            "bob@localhost",
-            "--media-ip",
-            "127.0.0.1",
-            "--duration",
-            &duration,
-        ],
-        false,
-        &pa_alice.env(),
-    );
-    let status = caller
-        .wait_exit(Duration::from_secs(40))
-        .unwrap_or_else(|| panic!("call did not end: {:?}", caller.seen));
-    assert!(status.success(), "{:?}", caller.seen);
-    callee.wait_for(|v| v["event"] == "stats", Duration::from_secs(20));
-    callee.signal("TERM");
-    let _ = callee.wait_exit(Duration::from_secs(10));
+    let (caller, callee) = alice.loopback_call(&bob, CALL_SECONDS, &pa_alice.env(), &pa_bob.env());
     for r in [&mut rec_alice, &mut rec_bob] {
         let _ = r.kill();
         let _ = r.wait();

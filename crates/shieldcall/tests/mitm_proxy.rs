@@ -24,7 +24,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{Listener, Prosody, User, XmppServer, json_lines, run_with_timeout};
+use common::{Listener, Prosody, User, XmppServer, run_with_timeout};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -556,18 +556,9 @@ impl CallSeen {
     }
 }
 
-fn fingerprint(u: &User) -> Value {
-    let out = u.run(&["fingerprint"]);
-    assert!(out.status.success(), "{out:?}");
-    json_lines(&out).remove(0)
-}
-
 /// `a` verifies `b`'s device by its URI, as a QR scan would; returns b's device id.
 fn verify(a: &User, b: &User) -> Value {
-    let fp = fingerprint(b);
-    let out = a.run(&["trust", fp["uri"].as_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    fp["device_id"].clone()
+    Value::from(a.verify(b))
 }
 
 fn discard(dir: &Path, name: &str) -> String {
@@ -1217,12 +1208,7 @@ fn tone_frames(path: &str, hz: f64) -> (usize, usize) {
     let frames: Vec<&[i16]> = samples.chunks_exact(960).skip(10).collect();
     let with = frames
         .iter()
-        .filter(|f| {
-            let energy: f64 = f.iter().map(|s| f64::from(*s).powi(2)).sum();
-            let at = shieldcall_media::audio::analysis::goertzel_power(f, 48_000.0, hz);
-            shieldcall_media::audio::analysis::rms(f) > 0.02
-                && at / (energy * f.len() as f64 / 2.0) > 0.5
-        })
+        .filter(|f| shieldcall_media::audio::analysis::carries_tone(f, hz))
         .count();
     (with, frames.len())
 }

@@ -55,6 +55,17 @@ pub fn rms(samples: &[i16]) -> f64 {
     (sum / samples.len() as f64).sqrt() / f64::from(i16::MAX)
 }
 
+/// Whether one frame at 48 kHz is audibly `hz`: louder than 2 % of full scale, and more than
+/// half of its energy at that frequency (what a tone test counts as "heard").
+pub fn carries_tone(frame: &[i16], hz: f64) -> bool {
+    if frame.is_empty() {
+        return false;
+    }
+    let energy: f64 = frame.iter().map(|s| f64::from(*s).powi(2)).sum();
+    let at = goertzel_power(frame, 48_000.0, hz);
+    rms(frame) > 0.02 && at / (energy * frame.len() as f64 / 2.0) > 0.5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +78,9 @@ mod tests {
         assert_eq!(dominant_frequency(&s, 48_000), 880.0);
         assert!(rms(&s) > 0.2);
         assert_eq!(dominant_frequency(&[], 48_000), 0.0);
+        assert!(carries_tone(&s[..960], 880.0));
+        assert!(!carries_tone(&s[..960], 440.0));
+        assert!(!carries_tone(&[0; 960], 880.0));
+        assert!(!carries_tone(&[], 880.0));
     }
 }

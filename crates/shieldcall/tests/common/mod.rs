@@ -543,6 +543,61 @@ impl User {
         run_with_timeout(self.cmd(args), Duration::from_secs(30))
     }
 
+    /// This user's `fingerprint` line (device id, fingerprint, `xmpp:` URI).
+    pub fn fingerprint(&self) -> serde_json::Value {
+        let out = self.run(&["fingerprint"]);
+        assert!(out.status.success(), "{out:?}");
+        let mut lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines.remove(0)
+    }
+
+    /// Verifies `other`'s device by its URI, as a QR scan would; returns its device id.
+    pub fn verify(&self, other: &User) -> u64 {
+        let fp = other.fingerprint();
+        let out = self.run(&["trust", fp["uri"].as_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        fp["device_id"].as_u64().unwrap()
+    }
+
+    /// A `--duration` call from this user to `callee` (`listen --auto-answer`), media on
+    /// loopback, each process with its own extra environment (a sound server's); returns both
+    /// sides once the caller exited successfully and the callee was stopped.
+    pub fn loopback_call(
+        &self,
+        callee: &User,
+        seconds: u64,
+        env: &[(String, String)],
+        callee_env: &[(String, String)],
+    ) -> (Listener, Listener) {
+        let mut answering = callee.start_with_env(
+            &["listen", "--auto-answer", "--media-ip", "127.0.0.1"],
+            true,
+            callee_env,
+        );
+        let duration = seconds.to_string();
+        let mut calling = self.start_with_env(
+            &[
+                "call",
+                &callee.jid,
+                "--media-ip",
+                "127.0.0.1",
+                "--duration",
+                &duration,
+            ],
+            false,
+            env,
+        );
+        let status = calling
+            .wait_exit(Duration::from_secs(seconds + 40))
+            .unwrap_or_else(|| panic!("call did not end: {:?}", calling.seen));
+        assert!(status.success(), "{:?}", calling.seen);
+        answering.wait_for(|v| v["event"] == "stats", Duration::from_secs(20));
+        answering.signal("TERM");
+        let _ = answering.wait_exit(Duration::from_secs(10));
+        (calling, answering)
+    }
+
     /// Starts `listen` and waits for its `online` event.
     pub fn listen(&self) -> Listener {
         self.spawn_online(&["listen"], false)
