@@ -25,7 +25,7 @@ mod common;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use common::{Prosody, PulseAudio, User};
+use common::{Prosody, PulseAudio};
 
 const RATE: usize = 48_000;
 /// One burst each this many samples (0.5 s), 100 ms of 1 kHz, silence between.
@@ -69,10 +69,7 @@ fn main() {
     );
     let p = Prosody::start(&["alice", "bob"]);
     let tmp = tempfile::tempdir().unwrap();
-    let alice = User::new(&p, "alice", tmp.path().join("alice"));
-    let bob = User::new(&p, "bob", tmp.path().join("bob"));
-    alice.verify(&bob);
-    bob.verify(&alice);
+    let (alice, bob) = common::verified_pair(&p, tmp.path());
     let env = |source: &str, sink: &str| {
         let mut e = pa.env();
         e.push(("PULSE_SOURCE".into(), source.into()));

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Prosody, PulseAudio, User};
+use common::{Prosody, PulseAudio};
 
 /// Seconds the call lasts once connected.
 const CALL_SECONDS: u64 = 4;
@@ -36,10 +36,7 @@ fn tone_frames(raw: &Path, hz: f64) -> (usize, usize) {
 fn a_verified_call_through_two_sound_servers_is_heard_both_ways() {
     let p = Prosody::start(&["alice", "bob"]);
     let tmp = tempfile::tempdir().unwrap();
-    let alice = User::new(&p, "alice", tmp.path().join("alice"));
-    let bob = User::new(&p, "bob", tmp.path().join("bob"));
-    alice.verify(&bob);
-    bob.verify(&alice);
+    let (alice, bob) = common::verified_pair(&p, tmp.path());
     let (pa_alice, pa_bob) = (PulseAudio::start(440), PulseAudio::start(880));
     let (alice_heard, bob_heard) = (tmp.path().join("alice.raw"), tmp.path().join("bob.raw"));
     let mut rec_alice = pa_alice.record_speaker(&alice_heard);

@@ -496,6 +496,15 @@ pub fn password(name: &str) -> String {
     format!("pw-{name}")
 }
 
+/// Alice and bob (registered on `p`), data dirs under `base`, each having verified the other.
+pub fn verified_pair(p: &impl XmppServer, base: &Path) -> (User, User) {
+    let alice = User::new(p, "alice", base.join("alice"));
+    let bob = User::new(p, "bob", base.join("bob"));
+    alice.verify(&bob);
+    bob.verify(&alice);
+    (alice, bob)
+}
+
 /// One user's shieldcall installation (account + data dir) against a Prosody.
 pub struct User {
     /// Bare JID.
