@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[allow(dead_code)]
+#[path = "common/events.rs"]
+mod events;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shieldcall");
 
 /// Set-up, messages both ways and a 2 s call take a few seconds; this is generous for a loaded
@@ -70,10 +74,7 @@ fn demo(args: &[&str], tmp: &std::path::Path) -> (bool, Vec<Value>, String) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let stdout = out.join().unwrap();
-    let events = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("non-JSON line {l:?}: {e}")))
-        .collect();
+    let events = stdout.lines().map(events::parse_line).collect();
     (status.success(), events, err.join().unwrap())
 }
 
@@ -261,7 +262,7 @@ fn demo_interrupted_during_the_call_cleans_up() {
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let v: Value = serde_json::from_str(&line).unwrap();
+            let v = events::parse_line(&line);
             if tx.send(v).is_err() {
                 return;
             }

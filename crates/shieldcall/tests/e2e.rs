@@ -506,3 +506,26 @@ fn chat_sends_lines_and_receives_replies() {
     assert_eq!(m["body"], "last line");
     bob_listen.stop();
 }
+
+/// docs/events.md is what every test holds the CLI's JSON lines against (common::events): it
+/// parses, and it tells a good line from a wrong value, a missing or an unknown field.
+#[test]
+fn the_event_document_judges_lines() {
+    use common::events::mismatch;
+    use serde_json::json;
+    assert!(common::events::count() > 20);
+    let good = json!({"event": "shield", "sid": "s", "state": "verified", "device": 7});
+    assert_eq!(mismatch(&good), None);
+    let forwarded =
+        json!({"event": "shield", "sid": "s", "state": "none", "device": null, "side": "bob"});
+    assert_eq!(mismatch(&forwarded), None);
+    let value = json!({"event": "shield", "sid": "s", "state": "green", "device": 7});
+    assert!(mismatch(&value).is_some_and(|w| w.contains("state")));
+    let missing = json!({"event": "shield", "sid": "s", "state": "none"});
+    assert!(mismatch(&missing).is_some_and(|w| w.contains("device")));
+    let unknown = json!({"event": "shield", "sid": "s", "state": "none", "device": 1, "x": 1});
+    assert!(mismatch(&unknown).is_some_and(|w| w.contains("\"x\"")));
+    let fraction = json!({"event": "audio", "sid": "s", "state": "first", "ms": 1.5});
+    assert!(mismatch(&fraction).is_some_and(|w| w.contains("ms")));
+    assert!(mismatch(&json!({"event": "nonsense"})).is_some());
+}

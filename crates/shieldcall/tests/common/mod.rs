@@ -2,6 +2,8 @@
 //! run the `shieldcall` binary with timeouts.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod events;
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -720,8 +722,7 @@ impl Listener {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let v: serde_json::Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("listen printed a non-JSON line {line:?}: {e}"));
+                    let v = events::parse_line(&line);
                     self.seen.push(v.clone());
                     if pred(&v) {
                         return v;
@@ -793,8 +794,7 @@ impl Listener {
             if let Ok(Some(status)) = self.child.try_wait() {
                 // The reader thread ends at end of output: take every line it has.
                 while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-                    let v: serde_json::Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("non-JSON line {line:?}: {e}"));
+                    let v = events::parse_line(&line);
                     self.seen.push(v);
                 }
                 return Some(status);
@@ -802,8 +802,17 @@ impl Listener {
             std::thread::sleep(Duration::from_millis(20));
         }
         while let Ok(line) = self.lines.try_recv() {
-            self.seen
-                .push(serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line)));
+            // Timed out: kept as they are for the failure message (a partial line stays text).
+            let v = match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) => {
+                    if let Some(why) = events::mismatch(&v) {
+                        panic!("{why}\n  line: {line}");
+                    }
+                    v
+                }
+                Err(_) => serde_json::Value::String(line),
+            };
+            self.seen.push(v);
         }
         None
     }
@@ -833,11 +842,11 @@ impl Drop for Listener {
     }
 }
 
-/// The JSON lines of a command's stdout.
+/// The JSON lines of a command's stdout, each checked against docs/events.md.
 pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("non-JSON line {l:?}: {e}")))
+        .map(events::parse_line)
         .collect()
 }
 
