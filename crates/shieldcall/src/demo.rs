@@ -6,8 +6,6 @@
 //! Every step runs this very binary (`--json`) as a child process, exactly as a user would type
 //! it, and reads its JSON lines: the demo exercises the commands, not internals.
 
-pub mod prosody;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,7 +21,7 @@ use shieldcall_media::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 
 use crate::error::ClientError;
 use crate::output::Output;
-use prosody::{DOMAIN, LocalProsody, run_bounded};
+use shieldcall_localserver::{self as localserver, DOMAIN, Prosody, ProsodyConfig, process};
 
 /// Largest distance between the tone sent and the frequency found in the other side's recording.
 pub const TOLERANCE_HZ: f64 = 10.0;
@@ -110,8 +108,8 @@ pub fn run(args: &DemoArgs, out: Output) -> Result<(), ClientError> {
     let exe = std::env::current_exe()
         .map_err(|e| ClientError::Io(format!("cannot find the shieldcall binary: {e}")))?;
     // Fail before creating anything when Prosody is missing.
-    prosody::find_tool("prosody")?;
-    prosody::find_tool("prosodyctl")?;
+    process::find_tool("prosody", "prosody").map_err(local)?;
+    process::find_tool("prosodyctl", "prosody").map_err(local)?;
     watch_signals();
     let dir = WorkDir::create(args.keep)?;
     // Everything that runs (Prosody, the children) lives inside `demo` and is stopped when it
@@ -148,7 +146,7 @@ pub fn run(args: &DemoArgs, out: Output) -> Result<(), ClientError> {
 
 /// The steps, in order; any error ends the demo (and everything it started).
 fn demo(args: &DemoArgs, out: Output, exe: &Path, dir: &Path) -> Result<(), ClientError> {
-    let server = LocalProsody::start(dir)?;
+    let server = Prosody::launch(dir, &ProsodyConfig::default(), &interrupted).map_err(local)?;
     say(
         out,
         "server",
@@ -162,7 +160,7 @@ fn demo(args: &DemoArgs, out: Output, exe: &Path, dir: &Path) -> Result<(), Clie
     let alice = Account::new("alice", dir);
     let bob = Account::new("bob", dir);
     for a in [&alice, &bob] {
-        server.register(a.name, &a.password)?;
+        server.register(a.name, &a.password).map_err(local)?;
     }
     say(
         out,
@@ -300,7 +298,9 @@ impl Stage {
     /// error carrying the command's own error message.
     fn run(&self, account: &Account, args: &[&str]) -> Result<Vec<Value>, ClientError> {
         let what = format!("{}: shieldcall {}", account.name, args.join(" "));
-        let done = run_bounded(self.command(account, args), STEP_LIMIT, &what)?;
+        let done =
+            process::run_bounded(self.command(account, args), STEP_LIMIT, &what, &interrupted)
+                .map_err(local)?;
         let mut events = Vec::new();
         for line in done.stdout.lines().filter(|l| !l.trim().is_empty()) {
             match serde_json::from_str::<Value>(line) {
@@ -322,7 +322,7 @@ impl Stage {
             .collect::<Vec<_>>()
             .join("; ");
         let why = if said.is_empty() {
-            prosody::one_line(&prosody::last_lines(&done.stderr, 3))
+            process::one_line(&process::last_lines(&done.stderr, 3))
         } else {
             said
         };
@@ -1070,6 +1070,19 @@ impl Drop for Running {
     }
 }
 
+/// A local-server error as the demo reports it: a missing tool names the command that
+/// installs it, a cancelled step says the demo was interrupted.
+fn local(e: localserver::Error) -> ClientError {
+    match e {
+        localserver::Error::NotInstalled { tool, package } => ClientError::Io(format!(
+            "{tool} is not installed; the demo needs Prosody for its throw-away XMPP server: \
+             run `apt-get install -y {package}` as root (scripts/demo installs it when missing)"
+        )),
+        localserver::Error::Cancelled { what } => ClientError::Io(format!("{what}: {INTERRUPTED}")),
+        e => ClientError::Io(e.to_string()),
+    }
+}
+
 /// Whether Ctrl-C or SIGTERM arrived.
 fn interrupted() -> bool {
     INTERRUPTED_FLAG.load(Ordering::Relaxed)
@@ -1216,6 +1229,16 @@ mod tests {
         );
         let v = json!({"event":"shield","sid":"s","state":"encrypted","device":42});
         assert!(human("bob", &v, &owners).contains("no shield"));
+    }
+
+    #[test]
+    fn a_missing_tool_names_the_install_command() {
+        let e = process::find_tool("prosody-that-does-not-exist", "prosody")
+            .map_err(local)
+            .map(|_| ());
+        let text = e.map_err(|e| e.to_string()).err().unwrap_or_default();
+        assert!(text.contains("apt-get install -y prosody"), "{text}");
+        assert!(text.contains("scripts/demo"), "{text}");
     }
 
     #[test]

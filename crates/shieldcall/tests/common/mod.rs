@@ -4,8 +4,10 @@
 
 pub mod events;
 
+use shieldcall_localserver as localserver;
+
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -16,106 +18,31 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_shieldcall");
 /// The domain every test account lives on.
 pub const DOMAIN: &str = "localhost";
 
-/// A running Prosody, stopped (by pid) when dropped, also when the test panics.
+/// A running Prosody (shieldcall-localserver's, debug log) in a temp dir, stopped (by pid) when
+/// dropped, also when the test panics.
 pub struct Prosody {
-    child: Child,
+    server: localserver::Prosody,
     /// Its directory (config, data, log).
     pub dir: tempfile::TempDir,
     /// The c2s port on 127.0.0.1.
     pub port: u16,
-    tls_port: u16,
-}
-
-/// A test CA and a `localhost` certificate it signed, in `d/ca.crt` and `d/certs/localhost.*`.
-fn make_test_certificates(d: &Path) {
-    let openssl = require("openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(d)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=shieldcall test CA",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "certs/localhost.key",
-            "-out",
-            "localhost.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "localhost.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "certs/localhost.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    localserver::process::free_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The path of `tool`; fails the test (never skips it) when it is missing.
 fn require(tool: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(tool);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "{tool} is not installed; these tests need Prosody 0.12 from Debian: \
-         apt-get install -y prosody (or run scripts/test, which installs scripts/lib/packages.txt)"
-    );
+    let package = match tool {
+        "prosodyctl" => "prosody",
+        "ejabberdctl" => "ejabberd",
+        "pactl" | "parec" | "pacat" => "pulseaudio-utils",
+        other => other,
+    };
+    localserver::process::find_tool(tool, package).unwrap_or_else(|e| {
+        panic!("{e}; the tests need it (scripts/test installs scripts/lib/packages.txt)")
+    })
 }
 
 impl Prosody {
@@ -124,191 +51,68 @@ impl Prosody {
         Self::start_inner(users, false)
     }
 
-    /// Like [`Self::start`], with TLS: a test CA (`ca.crt` in [`Self::dir`]) signs a certificate
-    /// for `localhost`; STARTTLS on [`Self::port`], direct TLS on [`Self::tls_port`].
+    /// Like [`Self::start`], with TLS: a test CA ([`Self::ca_file`]) signs a certificate for
+    /// `localhost`; STARTTLS on [`Self::port`], direct TLS on [`Self::tls_port`].
     pub fn start_tls(users: &[&str]) -> Prosody {
         Self::start_inner(users, true)
     }
 
     /// The direct-TLS port (only with [`Self::start_tls`]).
     pub fn tls_port(&self) -> u16 {
-        self.tls_port
+        self.server.tls_port().unwrap_or(0)
     }
 
     /// The test CA certificate (only with [`Self::start_tls`]).
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
+        self.server.ca_file()
     }
 
     fn start_inner(users: &[&str], tls: bool) -> Prosody {
-        let prosody = require("prosody");
+        require("prosody");
         require("prosodyctl");
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir_all(d.join("data")).unwrap();
-        std::fs::create_dir_all(d.join("certs")).unwrap();
-        let port = free_port();
-        let tls_port = if tls { free_port() } else { 0 };
-        let (tls_module, direct_tls) = if tls {
-            make_test_certificates(d);
-            ("\"tls\", ", format!("{tls_port}"))
-        } else {
-            ("", String::new())
+        let config = localserver::ProsodyConfig {
+            tls,
+            debug_log: true,
         };
-        let root = if is_root() {
-            "run_as_root = true\n"
-        } else {
-            ""
-        };
-        let config = format!(
-            r#"{root}daemonize = false
-pidfile = "{d}/prosody.pid"
-data_path = "{d}/data"
-certificates = "{d}/certs"
-log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{d}/prosody.log" }} }}
-c2s_ports = {{ {port} }}
-c2s_interfaces = {{ "127.0.0.1" }}
-c2s_direct_tls_ports = {{ {direct_tls} }}
-c2s_direct_tls_interfaces = {{ "127.0.0.1" }}
-legacy_ssl_ports = {{ }}
-s2s_ports = {{ }}
-s2s_interfaces = {{ }}
-modules_enabled = {{ {tls_module}"roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix" }}
-modules_disabled = {{ "s2s" }}
-allow_unencrypted_plain_auth = true
-c2s_require_encryption = false
--- Small stanzas in quick succession (call set-up) must not wait for delayed ACKs.
-network_settings = {{ nagle = false }}
-authentication = "internal_hashed"
-storage = "internal"
-VirtualHost "{DOMAIN}"
-"#,
-            d = d.display()
-        );
-        std::fs::write(d.join("prosody.cfg.lua"), config).unwrap();
-        let mut p = Prosody {
-            child: spawn_prosody(&prosody, d),
-            dir,
-            port,
-            tls_port,
-        };
-        p.wait_listening();
+        let server =
+            localserver::Prosody::launch(dir.path(), &config, &localserver::process::never)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let port = server.port();
+        let mut p = Prosody { server, dir, port };
         for u in users {
             p.register(u);
         }
         p
     }
 
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("prosody exited ({status}); log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prosody did not listen on {}; log:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Stops Prosody (by pid) and starts it again on the same port with the same data, so that
     /// clients see their connection break and come back.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = spawn_prosody(&require("prosody"), self.dir.path());
-        self.wait_listening();
+        self.server.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Registers `name@localhost` with password `pw-name`.
     pub fn register(&mut self, name: &str) {
-        let out = Command::new("prosodyctl")
-            .arg("--config")
-            .arg(self.dir.path().join("prosody.cfg.lua"))
-            .args(["register", name, DOMAIN, &password(name)])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "prosodyctl register {name}: {out:?}");
+        self.server
+            .register(name, &password(name))
+            .unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()));
     }
 
     /// Makes `a` and `b` mutual contacts (subscription both) by writing Prosody's roster files;
     /// call before either logs in.
     pub fn befriend(&self, a: &str, b: &str) {
-        for (owner, contact) in [(a, b), (b, a)] {
-            let dir = self.dir.path().join("data").join(DOMAIN).join("roster");
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join(format!("{owner}.dat"));
-            let mut items = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| {
-                    s.split_once("return {\n")
-                        .map(|(_, r)| r.trim_end_matches("};\n").to_owned())
-                })
-                .unwrap_or_else(|| "\t[false] = { [\"version\"] = 1; };\n".to_owned());
-            items.push_str(&format!(
-                "\t[\"{contact}@{DOMAIN}\"] = {{ [\"subscription\"] = \"both\"; [\"groups\"] = {{}}; }};\n"
-            ));
-            std::fs::write(&path, format!("return {{\n{items}}};\n")).unwrap();
-        }
+        self.server.befriend(a, b).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Prosody's log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
+        self.server.log()
     }
 
     /// All files of Prosody's data dir, concatenated (what the server stored).
     pub fn stored_data(&self) -> String {
-        fn walk(p: &Path, out: &mut String) {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    let path = e.path();
-                    if path.is_dir() {
-                        walk(&path, out);
-                    } else if let Ok(bytes) = std::fs::read(&path) {
-                        out.push_str(&String::from_utf8_lossy(&bytes));
-                    }
-                }
-            }
-        }
-        let mut s = String::new();
-        walk(&self.dir.path().join("data"), &mut s);
-        s
-    }
-}
-
-fn spawn_prosody(prosody: &Path, d: &Path) -> Child {
-    Command::new(prosody)
-        .arg("--config")
-        .arg(d.join("prosody.cfg.lua"))
-        .arg("-F")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn is_root() -> bool {
-    // uid 0 in /proc/self/status (no libc call needed).
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-impl Drop for Prosody {
-    fn drop(&mut self) {
-        // Child::kill signals exactly this pid.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.stored_data()
     }
 }
 

@@ -1,0 +1,95 @@
+//! Throw-away local servers for shieldcall's demo, tests and benchmarks, and the bounded child
+//! processes they need: one implementation of each, used by all three (`publish = false`).
+//!
+//! * [`Prosody`]: a Prosody (Debian 12's 0.12) in a directory of its own, plaintext c2s (and,
+//!   with [`ProsodyConfig::tls`], STARTTLS and direct TLS with a throw-away CA) on free loopback
+//!   ports, only the modules a client needs for OMEMO and calls; stopped by pid when dropped.
+//! * [`process`]: finding a tool, a free loopback port, running a command to its end within a
+//!   deadline (both pipes drained, killed by pid when late or cancelled), and trimming output
+//!   for one-line error messages.
+//!
+//! Nothing here reads the network beyond 127.0.0.1, and every wait has a deadline. Errors are
+//! [`Error`] values; the tests' panicking wrappers live with the tests.
+//!
+//! ```no_run
+//! use shieldcall_localserver::{Prosody, ProsodyConfig, process};
+//! # fn main() -> Result<(), shieldcall_localserver::Error> {
+//! let dir = std::env::temp_dir().join("example-prosody");
+//! std::fs::create_dir_all(&dir).map_err(|e| shieldcall_localserver::Error::io("mkdir", e))?;
+//! let server = Prosody::launch(&dir, &ProsodyConfig::default(), &process::never)?;
+//! server.register("alice", "secret")?;
+//! println!("log in to alice@localhost at {}", server.server());
+//! # Ok(()) }
+//! ```
+
+pub mod process;
+mod prosody;
+
+pub use prosody::{DOMAIN, Prosody, ProsodyConfig};
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// What went wrong starting or driving a local server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tool is not installed (Debian package named).
+    #[error("{tool} is not installed (Debian: apt-get install -y {package})")]
+    NotInstalled {
+        /// The executable looked for.
+        tool: String,
+        /// The Debian package that has it.
+        package: String,
+    },
+    /// A file system or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command or a wait did not finish in time.
+    #[error("{what} did not finish within {}s", limit.as_secs())]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The deadline it had.
+        limit: Duration,
+    },
+    /// The caller's cancel condition became true (Ctrl-C in the demo).
+    #[error("{what}: cancelled")]
+    Cancelled {
+        /// What was cut short.
+        what: String,
+    },
+    /// A command ran and failed.
+    #[error("{what} failed ({status}): {output}")]
+    Failed {
+        /// The command.
+        what: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// What it printed, on one line.
+        output: String,
+    },
+    /// A server exited or never became ready; with the end of its log.
+    #[error("{what}; last output: {output}")]
+    NotReady {
+        /// What happened.
+        what: String,
+        /// The end of its log and console, on one line.
+        output: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `what`.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

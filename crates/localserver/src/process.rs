@@ -1,0 +1,214 @@
+//! Child processes with deadlines, and the small helpers around them.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// How often a bounded wait looks at its child and its cancel condition.
+const POLL: Duration = Duration::from_millis(10);
+
+/// A cancel condition that never becomes true.
+pub fn never() -> bool {
+    false
+}
+
+/// Where `tool` is: on `PATH` or in the usual system directories; else
+/// [`Error::NotInstalled`] naming `package`.
+pub fn find_tool(tool: &str, package: &str) -> Result<PathBuf, Error> {
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let fixed = ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"].map(PathBuf::from);
+    path_dirs
+        .into_iter()
+        .chain(fixed)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::NotInstalled {
+            tool: tool.to_owned(),
+            package: package.to_owned(),
+        })
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16, Error> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("no free loopback port", e))
+}
+
+/// Whether this process runs as root (uid 0 in /proc/self/status: no libc binding, no unsafe).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Its standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Its standard error (lossy UTF-8).
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end with stdin closed and both pipes read on threads (a chatty command
+/// cannot block on a full pipe); kills it (by pid) after `limit` or once `cancelled()` is true.
+pub fn run_bounded(
+    mut cmd: Command,
+    limit: Duration,
+    what: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Finished, Error> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("cannot start {what}"), e))?;
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if cancelled() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Cancelled { what: what.into() });
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Timeout {
+                    what: what.into(),
+                    limit,
+                });
+            }
+            Err(e) => return Err(Error::io(format!("cannot wait for {what}"), e)),
+        }
+    };
+    Ok(Finished {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Like [`run_bounded`], and a non-zero exit is [`Error::Failed`] with its output.
+pub fn run_ok(
+    cmd: Command,
+    limit: Duration,
+    what: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Finished, Error> {
+    let done = run_bounded(cmd, limit, what, cancelled)?;
+    if done.status.success() {
+        return Ok(done);
+    }
+    Err(Error::Failed {
+        what: what.into(),
+        status: done.status,
+        output: one_line(&format!("{}{}", done.stdout, done.stderr)),
+    })
+}
+
+/// Reads a pipe to its end on a thread.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// The last `n` non-empty lines of `text`.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `text` on one line (errors are one line each): its non-empty lines joined by ` | `.
+pub fn one_line(text: &str) -> String {
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    if joined.is_empty() {
+        "(nothing)".to_owned()
+    } else {
+        joined
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_run_kills_a_hanging_command() {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "echo started; exec sleep 30"]);
+        let t = Instant::now();
+        let e = run_bounded(c, Duration::from_millis(300), "sleeper", &never);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(matches!(e, Err(Error::Timeout { .. })), "{e:?}");
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let Ok(f) = run_bounded(c, Duration::from_secs(10), "sh", &never) else {
+            unreachable!("sh runs")
+        };
+        assert_eq!(f.status.code(), Some(3));
+        assert_eq!((f.stdout.as_str(), f.stderr.as_str()), ("out\n", "err\n"));
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_at_once() {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "exec sleep 30"]);
+        let t = Instant::now();
+        let e = run_bounded(c, Duration::from_secs(30), "sleeper", &|| true);
+        assert!(matches!(e, Err(Error::Cancelled { .. })), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_failing_command_says_what_it_printed() {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "echo first; echo second >&2; exit 2"]);
+        let e = run_ok(c, Duration::from_secs(10), "sh", &never).map(|_| ());
+        let text = e.map_err(|e| e.to_string()).err().unwrap_or_default();
+        assert!(text.contains("sh failed"), "{text}");
+        assert!(text.contains("first | second"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let e = find_tool("prosody-that-does-not-exist", "prosody").map(|_| ());
+        let text = e.map_err(|e| e.to_string()).err().unwrap_or_default();
+        assert!(text.contains("apt-get install -y prosody"), "{text}");
+    }
+
+    #[test]
+    fn output_is_trimmed_to_lines() {
+        assert_eq!(last_lines("a\n\nb\nc\n", 2), "b\nc");
+        assert_eq!(one_line(" a \n\n b\n"), "a | b");
+        assert_eq!(one_line("\n"), "(nothing)");
+    }
+}

@@ -1,0 +1,378 @@
+//! A throw-away Prosody: its own directory (config, data, certificates, logs), c2s on free
+//! loopback ports, no s2s, only the modules a client needs for OMEMO and calls (roster, SASL,
+//! disco, PEP, carbons, ping, offline storage). Plain SASL without TLS is allowed, which is
+//! acceptable only because it listens on 127.0.0.1.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+use crate::process::{find_tool, free_port, is_root, last_lines, one_line, run_ok};
+
+/// The one virtual host; accounts are `name@localhost`.
+pub const DOMAIN: &str = "localhost";
+
+/// How long Prosody may take to start listening.
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+/// How long one `prosodyctl` or `openssl` call may take.
+const TOOL_LIMIT: Duration = Duration::from_secs(30);
+
+/// How often the start-up wait looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How the server is set up.
+#[derive(Debug, Clone, Default)]
+pub struct ProsodyConfig {
+    /// STARTTLS on the c2s port and direct TLS on a second port, with a certificate for
+    /// `localhost` signed by a throw-away CA ([`Prosody::ca_file`]); needs `openssl`.
+    pub tls: bool,
+    /// Log at debug level (every stanza) instead of info.
+    pub debug_log: bool,
+}
+
+/// A running Prosody in its directory, listening on `127.0.0.1`. Dropping it stops the server
+/// (SIGKILL to exactly its pid: its state is thrown away anyway).
+#[derive(Debug)]
+pub struct Prosody {
+    child: Child,
+    prosody: PathBuf,
+    prosodyctl: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    tls_port: Option<u16>,
+}
+
+impl Prosody {
+    /// Writes a configuration into `dir` (created if missing), starts `prosody -F` and waits
+    /// until it accepts connections (at most 20 s, or until `cancelled()`).
+    pub fn launch(
+        dir: &Path,
+        config: &ProsodyConfig,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Prosody, Error> {
+        let prosody = find_tool("prosody", "prosody")?;
+        let prosodyctl = find_tool("prosodyctl", "prosody")?;
+        for sub in ["data", "certs"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
+        }
+        let port = free_port()?;
+        let tls_port = if config.tls {
+            make_certificates(dir, cancelled)?;
+            Some(free_port()?)
+        } else {
+            None
+        };
+        let path = dir.join("prosody.cfg.lua");
+        let text = config_text(dir, port, tls_port, is_root(), config.debug_log);
+        std::fs::write(&path, text)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        let child = spawn(&prosody, dir)?;
+        let mut server = Prosody {
+            child,
+            prosody,
+            prosodyctl,
+            dir: dir.to_owned(),
+            port,
+            tls_port,
+        };
+        server.wait_listening(cancelled)?;
+        Ok(server)
+    }
+
+    /// The `--server` value for clients: `127.0.0.1:PORT`.
+    pub fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The c2s port on 127.0.0.1 (plaintext, or STARTTLS with [`ProsodyConfig::tls`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The direct-TLS port, with [`ProsodyConfig::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The throw-away CA's certificate that signed the server's (with [`ProsodyConfig::tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The server's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Prosody's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("prosody.log")
+    }
+
+    /// Prosody's log and console output so far.
+    pub fn log(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!("{}{}", read("console.log"), read("prosody.log"))
+    }
+
+    /// Creates the account `name@localhost` with `password` (`prosodyctl register`).
+    pub fn register(&self, name: &str, password: &str) -> Result<(), Error> {
+        let mut cmd = Command::new(&self.prosodyctl);
+        cmd.arg("--config")
+            .arg(self.dir.join("prosody.cfg.lua"))
+            .args(["register", name, DOMAIN, password]);
+        let what = format!("prosodyctl register {name} {DOMAIN}");
+        run_ok(cmd, TOOL_LIMIT, &what, &crate::process::never).map(|_| ())
+    }
+
+    /// Stops Prosody and starts it again on the same ports with the same data, so that clients
+    /// see their connection break and come back.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.prosody, &self.dir)?;
+        self.wait_listening(&crate::process::never)
+    }
+
+    /// Makes `a` and `b` (local parts) mutual contacts (subscription both) by writing
+    /// Prosody's roster files; call before either logs in.
+    pub fn befriend(&self, a: &str, b: &str) -> Result<(), Error> {
+        let dir = self.dir.join("data").join(DOMAIN).join("roster");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        for (owner, contact) in [(a, b), (b, a)] {
+            let path = dir.join(format!("{owner}.dat"));
+            let mut items = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| {
+                    s.split_once("return {\n")
+                        .map(|(_, r)| r.trim_end_matches("};\n").to_owned())
+                })
+                .unwrap_or_else(|| "\t[false] = { [\"version\"] = 1; };\n".to_owned());
+            items.push_str(&format!(
+                "\t[\"{contact}@{DOMAIN}\"] = {{ [\"subscription\"] = \"both\"; [\"groups\"] = {{}}; }};\n"
+            ));
+            std::fs::write(&path, format!("return {{\n{items}}};\n"))
+                .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Every file of Prosody's data directory, concatenated (what the server stored).
+    pub fn stored_data(&self) -> String {
+        fn walk(p: &Path, out: &mut String, budget: &mut usize) {
+            let Ok(rd) = std::fs::read_dir(p) else { return };
+            for e in rd.flatten() {
+                if *budget == 0 {
+                    return;
+                }
+                *budget -= 1;
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out, budget);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+        let mut s = String::new();
+        walk(&self.dir.join("data"), &mut s, &mut 10_000);
+        s
+    }
+
+    fn wait_listening(&mut self, cancelled: &dyn Fn() -> bool) -> Result<(), Error> {
+        let deadline = Instant::now() + START_LIMIT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let why = match self.child.try_wait() {
+                Ok(Some(status)) => format!("Prosody exited ({status})"),
+                Ok(None) if cancelled() => {
+                    return Err(Error::Cancelled {
+                        what: "starting Prosody".into(),
+                    });
+                }
+                Ok(None) if Instant::now() >= deadline => format!(
+                    "Prosody did not listen on 127.0.0.1:{} within {}s",
+                    self.port,
+                    START_LIMIT.as_secs()
+                ),
+                Ok(None) => {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                Err(e) => return Err(Error::io("cannot watch Prosody", e)),
+            };
+            return Err(Error::NotReady {
+                what: why,
+                output: one_line(&last_lines(&self.log(), 8)),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `prosody --config DIR/prosody.cfg.lua -F`, its output into `DIR/console.log`. Never
+/// `prosody --version` or the like: on Debian that starts the system server.
+fn spawn(prosody: &Path, dir: &Path) -> Result<Child, Error> {
+    let console = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("console.log"))
+        .map_err(|e| Error::io("cannot create Prosody's console log", e))?;
+    let console2 = console
+        .try_clone()
+        .map_err(|e| Error::io("cannot create Prosody's console log", e))?;
+    Command::new(prosody)
+        .arg("--config")
+        .arg(dir.join("prosody.cfg.lua"))
+        .arg("-F")
+        .stdin(Stdio::null())
+        .stdout(console)
+        .stderr(console2)
+        .spawn()
+        .map_err(|e| Error::io(format!("cannot start {}", prosody.display()), e))
+}
+
+/// The configuration: c2s on one loopback port (and direct TLS on another), no s2s, internal
+/// storage under `dir`.
+fn config_text(dir: &Path, port: u16, tls_port: Option<u16>, root: bool, debug: bool) -> String {
+    // Prosody refuses to run as root unless told that it is intended (a container, CI): it is a
+    // throw-away server bound to loopback.
+    let root = if root { "run_as_root = true\n" } else { "" };
+    let level = if debug { "debug" } else { "info" };
+    let (tls_module, direct_tls) = match tls_port {
+        Some(p) => ("\"tls\", ", p.to_string()),
+        None => ("", String::new()),
+    };
+    let d = lua_string(&dir.display().to_string());
+    format!(
+        r#"{root}daemonize = false
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/data"
+certificates = "{d}/certs"
+log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{d}/prosody.log" }} }}
+c2s_ports = {{ {port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+c2s_direct_tls_ports = {{ {direct_tls} }}
+c2s_direct_tls_interfaces = {{ "127.0.0.1" }}
+legacy_ssl_ports = {{ }}
+s2s_ports = {{ }}
+s2s_interfaces = {{ }}
+modules_enabled = {{ {tls_module}"roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix" }}
+modules_disabled = {{ "s2s" }}
+allow_unencrypted_plain_auth = true
+c2s_require_encryption = false
+-- Call set-up is a burst of small stanzas: do not hold them back for delayed ACKs.
+network_settings = {{ nagle = false }}
+authentication = "internal_hashed"
+storage = "internal"
+VirtualHost "{DOMAIN}"
+"#
+    )
+}
+
+/// Escapes a path for a double-quoted Lua string.
+fn lua_string(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A throw-away CA (`dir/ca.crt`) and a `localhost` certificate it signed
+/// (`dir/certs/localhost.{crt,key}`), valid two days, P-256.
+fn make_certificates(dir: &Path, cancelled: &dyn Fn() -> bool) -> Result<(), Error> {
+    let openssl = find_tool("openssl", "openssl")?;
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&openssl);
+        cmd.args(args).current_dir(dir);
+        run_ok(cmd, TOOL_LIMIT, &format!("openssl {}", args[0]), cancelled).map(|_| ())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=shieldcall test CA",
+    ];
+    run(&[&["req", "-x509"][..], &ec, &ca].concat())?;
+    let csr = [
+        "-keyout",
+        "certs/localhost.key",
+        "-out",
+        "localhost.csr",
+        "-subj",
+        "/CN=localhost",
+    ];
+    run(&[&["req"][..], &ec, &csr].concat())?;
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .map_err(|e| Error::io(format!("cannot write {}", ext.display()), e))?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "localhost.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "certs/localhost.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_binds_loopback_only_and_escapes_the_path() {
+        let c = config_text(Path::new("/tmp/a\"b"), 5999, None, true, false);
+        assert!(c.starts_with("run_as_root = true\n"));
+        assert!(c.contains("c2s_ports = { 5999 }"));
+        assert!(c.contains("c2s_interfaces = { \"127.0.0.1\" }"));
+        assert!(c.contains("c2s_direct_tls_ports = {  }"));
+        assert!(c.contains("data_path = \"/tmp/a\\\"b/data\""));
+        assert!(c.contains("c2s_require_encryption = false"));
+        assert!(c.contains("min = \"info\""));
+        assert!(!c.contains("\"tls\""));
+        assert!(!config_text(Path::new("/tmp"), 1, None, false, false).contains("run_as_root"));
+    }
+
+    #[test]
+    fn tls_adds_the_module_and_the_direct_port() {
+        let c = config_text(Path::new("/tmp"), 5999, Some(6000), false, true);
+        assert!(c.contains("modules_enabled = { \"tls\", \"roster\""));
+        assert!(c.contains("c2s_direct_tls_ports = { 6000 }"));
+        assert!(c.contains("min = \"debug\""));
+    }
+}
