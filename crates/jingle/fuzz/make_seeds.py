@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes seeds/<target>/ from the golden stanzas (crates/jingle/tests/fixtures: the Dino 0.4.2
-capture and Conversations' protocol.md §7 examples). Output is committed; small files only."""
+capture and Conversations' docs/protocol.md §7 examples). Output is committed; small files
+only."""
 import os, re
 
 here = os.path.dirname(os.path.abspath(__file__))

@@ -1,4 +1,4 @@
-//! The call state machine for both roles (protocol.md §5, §8, §10), sans-IO.
+//! The call state machine for both roles (docs/protocol.md §5, §8, §10), sans-IO.
 //!
 //! Inputs: [`Engine::handle_stanza`], [`Engine::handle_user`], [`Engine::handle_media`],
 //! [`Engine::handle_trust_change`], [`Engine::handle_timeout`]. Outputs: [`Engine::poll_output`]
@@ -28,14 +28,14 @@ use crate::verification::{
 use crate::{ns, xml};
 
 /// How long a proposal rings before it is given up, on both sides (Conversations' 30 s,
-/// protocol.md §5.2 step 1). A `<propose/>` delayed by at least this much is stale.
+/// docs/protocol.md §5.2 step 1). A `<propose/>` delayed by at least this much is stale.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most calls (ringing, proposed or running) tracked at once. One person rarely has more than
 /// one; the cap bounds what a flood of `<propose/>`s can make us hold. Excess proposals are
 /// rejected with `<busy/>`.
 pub const MAX_CALLS: usize = 8;
 /// How many retracted proposals are remembered to answer a late `<proceed/>` with a `<retract/>`
-/// (the proceed/retract race, protocol.md §5.2 step 5).
+/// (the proceed/retract race, docs/protocol.md §5.2 step 5).
 pub const MAX_RECENT_RETRACTS: usize = 16;
 /// Most outstanding IQs we sent and wait an answer for.
 pub const MAX_PENDING_IQS: usize = 64;
@@ -50,7 +50,7 @@ pub struct Config {
     /// Ring timeout; [`RING_TIMEOUT`] unless a test shortens it.
     pub ring_timeout: Duration,
     /// Send `<ringing/>` and the receipt for a proposal (Conversations only does that for
-    /// roster contacts, protocol.md §5.1; the client decides).
+    /// roster contacts, docs/protocol.md §5.1; the client decides).
     pub send_ringing: bool,
 }
 
@@ -106,7 +106,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserAction {
     /// Call `peer` through JMI (`<propose/>` to the bare JID). `sid` must be unguessable
-    /// (Conversations: 16 random bytes, base64, protocol.md §5.1); the client draws it.
+    /// (Conversations: 16 random bytes, base64, docs/protocol.md §5.1); the client draws it.
     Call {
         /// Callee bare JID.
         peer: BareJid,
@@ -116,7 +116,7 @@ pub enum UserAction {
         media: Vec<Media>,
     },
     /// Call one full JID directly with `session-initiate`, without JMI: never verified
-    /// (protocol.md §5.2), hence refused under `require_verified`.
+    /// (docs/protocol.md §5.2), hence refused under `require_verified`.
     CallDirect {
         /// Callee full JID.
         peer: FullJid,
@@ -192,7 +192,7 @@ pub struct RemoteContent {
 pub enum MediaEvent {
     /// Answer to [`Event::MediaNeeded`]: our descriptions, transports and fingerprint.
     LocalContents(Vec<LocalContent>),
-    /// Add contents to a running call (`content-add`, protocol.md §2.4: full transports,
+    /// Add contents to a running call (`content-add`, docs/protocol.md §2.4: full transports,
     /// encrypted like the offer when the session is verified). The fingerprint must be the one
     /// of the running DTLS association (BUNDLE).
     AddContents(Vec<LocalContent>),
@@ -235,7 +235,7 @@ pub enum CallEnd {
     AnsweredElsewhere,
     /// Another device of our account declined.
     RejectedElsewhere,
-    /// Simultaneous proposals: the peer's proposal (this sid) wins (protocol.md §5.2 step 8).
+    /// Simultaneous proposals: the peer's proposal (this sid) wins (docs/protocol.md §5.2 step 8).
     Superseded(String),
     /// The engine ended the call; the peer received `error.reason()`.
     Failed(CallError),
@@ -433,9 +433,9 @@ struct Call {
     media: Vec<Media>,
     state: State,
     deadline: Option<Instant>,
-    /// Caller: device from `<proceed/>`; callee: header `sid` of the offer (protocol.md §2.5).
+    /// Caller: device from `<proceed/>`; callee: header `sid` of the offer (docs/protocol.md §2.5).
     target_device: Option<u32>,
-    /// Identity key of the OMEMO session of this call (§4.1: written once).
+    /// Identity key of the OMEMO session of this call (docs/protocol.md §4.1: written once).
     identity: Option<IdentityKey>,
     offer: Option<Mode>,
     answer: Option<Mode>,
@@ -661,7 +661,8 @@ impl<C: OmemoCrypto> Engine<C> {
         );
         call.deadline = Some(now + self.config.ring_timeout);
         self.calls.insert(sid.clone(), call);
-        // protocol.md §5.1/§7.1: chat, bare JID, id jm-propose-SID, receipt request, store hint.
+        // docs/protocol.md §5.1/§7.1: chat, bare JID, id jm-propose-SID, receipt request,
+        // store hint.
         let propose = Propose {
             id: sid.clone(),
             descriptions: media
@@ -694,8 +695,8 @@ impl<C: OmemoCrypto> Engine<C> {
                 let Some(peer) = call.peer.clone() else {
                     return Err(ApiError::WrongState);
                 };
-                // protocol.md §5.2 step 2: accept to our own bare JID first (other devices stop
-                // ringing), then proceed with <device/> to the caller's full JID.
+                // docs/protocol.md §5.2 step 2: accept to our own bare JID first (other devices
+                // stop ringing), then proceed with <device/> to the caller's full JID.
                 let own_bare = self.config.own_jid.to_bare();
                 self.send_jmi(
                     Jid::from(own_bare),
@@ -787,7 +788,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 let Some(peer) = call.peer.clone() else {
                     return Err(ApiError::WrongState);
                 };
-                // protocol.md §2.4: transport-info never carries a fingerprint.
+                // docs/protocol.md §2.4: transport-info never carries a fingerprint.
                 let transport = IceUdpTransport {
                     ufrag: Some(local.ufrag.clone()),
                     pwd: Some(local.pwd.clone()),
@@ -853,7 +854,7 @@ impl<C: OmemoCrypto> Engine<C> {
             return;
         };
         let plain: Vec<Fingerprint> = local.iter().map(|l| l.fingerprint.clone()).collect();
-        // protocol.md §10 caller 3: encrypt every content to the proceed device, or none.
+        // docs/protocol.md §10 caller 3: encrypt every content to the proceed device, or none.
         let mut encrypted = None;
         let mut downgrade = None;
         let mut failure = None;
@@ -875,8 +876,8 @@ impl<C: OmemoCrypto> Engine<C> {
                         }
                     },
                     Err(e) => {
-                        // The draft's silent fallback to plain (§3.6), reported as a downgrade,
-                        // and never taken under require-verified.
+                        // The draft's silent fallback to plain (docs/protocol.md §3.6), reported
+                        // as a downgrade, and never taken under require-verified.
                         downgrade = Some(Downgrade::OmemoFailed);
                         failure = Some(e);
                     }
@@ -932,7 +933,8 @@ impl<C: OmemoCrypto> Engine<C> {
             let (Some(device), Some(identity)) = (call.target_device, call.identity) else {
                 return;
             };
-            // §2.5: answer encrypted to the header sid of the offer; never downgrade (§10 callee 3).
+            // docs/protocol.md §2.5: answer encrypted to the header sid of the offer; never
+            // downgrade (docs/protocol.md §10 callee 3).
             match verification::encrypt_local(&mut self.crypto, &peer_bare, device, &plain) {
                 Ok((fps, id)) if id == identity => encrypted = Some(fps),
                 Ok(_) => {
@@ -1162,7 +1164,7 @@ impl<C: OmemoCrypto> Engine<C> {
 
     /// A bounced JMI message is never a request. A bounce of our `<propose/>` (or of the
     /// `<proceed/>` we sent) from the peer's account ends that call, as Conversations maps
-    /// message errors back by the `jm-propose-`/`jm-proceed-` ids (protocol.md §5.1).
+    /// message errors back by the `jm-propose-`/`jm-proceed-` ids (docs/protocol.md §5.1).
     fn handle_message_error(&mut self, msg: &Element, from: &Jid) -> Handled {
         let id = msg.attr("id").unwrap_or_default();
         let sid = id
@@ -1269,7 +1271,7 @@ impl<C: OmemoCrypto> Engine<C> {
         if self.calls.contains_key(&sid) {
             return; // re-delivery
         }
-        // protocol.md §5.2 step 8: simultaneous proposals between the same two accounts.
+        // docs/protocol.md §5.2 step 8: simultaneous proposals between the same two accounts.
         let ours = self
             .calls
             .iter()
@@ -1375,8 +1377,8 @@ impl<C: OmemoCrypto> Engine<C> {
         if call.peer_bare != from.to_bare() {
             return;
         }
-        // protocol.md §2.5: use the device only if OMEMO is on here (Conversations uses it only
-        // when OMEMO is the chat's encryption).
+        // docs/protocol.md §2.5: use the device only if OMEMO is on here (Conversations uses it
+        // only when OMEMO is the chat's encryption).
         let device = match proceed.device() {
             DeviceClaim::Valid(d) if self.crypto.own_device_id().is_some() => Some(d),
             _ => None,
@@ -1601,7 +1603,7 @@ impl<C: OmemoCrypto> Engine<C> {
         call.state = State::AwaitingLocalAnswer;
         call.deadline = None;
         let proposed = call.media.clone();
-        // protocol.md §5.2 step 7: pre-approval only covers exactly the proposed media.
+        // docs/protocol.md §5.2 step 7: pre-approval only covers exactly the proposed media.
         let media = match content_media(&j.contents) {
             Ok(m) => m,
             Err(e) => {
@@ -1745,7 +1747,7 @@ impl<C: OmemoCrypto> Engine<C> {
             return;
         };
         // Validate everything before using anything: fingerprints never travel here
-        // (protocol.md §2.4), so one is an attempt to change it (security-tests.md line 4).
+        // (docs/protocol.md §2.4), so one is an attempt to change it (security-tests.md line 4).
         for c in &j.contents {
             let Some(t) = &c.transport else {
                 continue;
@@ -1790,9 +1792,9 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     /// The peer's `content-add`: full transports are checked like an answer of this session
-    /// (encrypted by the same device and identity when the session is verified, protocol.md
-    /// §2.4 column S), stub transports ride on the BUNDLE transport, and no fingerprint may
-    /// differ from the running association (security-tests.md line 4).
+    /// (encrypted by the same device and identity when the session is verified,
+    /// docs/protocol.md §2.4 column S), stub transports ride on the BUNDLE transport, and no
+    /// fingerprint may differ from the running association (security-tests.md line 4).
     fn content_add(&mut self, sid: &str, j: JingleEnvelope) {
         let pending = self
             .calls
@@ -2090,7 +2092,8 @@ impl<C: OmemoCrypto> Engine<C> {
                     iq.append_child(j.to_element());
                     self.send(iq);
                     if call.jmi {
-                        // protocol.md §5.1/§7.8: finish after every terminate (Conversations ≥ 2.14).
+                        // docs/protocol.md §5.1/§7.8: finish after every terminate
+                        // (Conversations ≥ 2.14).
                         let mut finish =
                             xml::with_attrs("finish", ns::JINGLE_MESSAGE, &[("id", sid)]);
                         finish.append_child(Element::from(reason));
@@ -2197,7 +2200,7 @@ impl<C: OmemoCrypto> Engine<C> {
         self.outputs.push_back(Output::Event(e));
     }
 
-    /// JMI messages: type chat so they are carbon-copied, `<store/>` hint (protocol.md §5.1).
+    /// JMI messages: type chat so they are carbon-copied, `<store/>` hint (docs/protocol.md §5.1).
     fn send_jmi(&mut self, to: Jid, jmi: JingleMessage, id: Option<String>, receipt: bool) {
         let id = id.unwrap_or_else(|| self.fresh_id());
         let mut m = message_to(&to, &id);
@@ -2278,7 +2281,7 @@ fn normalise_media(mut media: Vec<Media>) -> Result<Vec<Media>, ApiError> {
     Ok(media)
 }
 
-/// protocol.md §5.2 step 8: both sides must pick the same survivor. We keep the proposal with
+/// docs/protocol.md §5.2 step 8: both sides must pick the same survivor. We keep the proposal with
 /// the greater session id, and on equal ids the one from the greater full JID.
 pub fn proposal_wins(our_sid: &str, our_jid: &str, their_sid: &str, their_jid: &str) -> bool {
     (our_sid, our_jid) > (their_sid, their_jid)

@@ -1,4 +1,5 @@
-//! DTLS fingerprints: the plain XEP-0320 element and the draft's encrypted one (protocol.md §2.3).
+//! DTLS fingerprints: the plain XEP-0320 element and the draft's encrypted one
+//! (docs/protocol.md §2.3).
 //!
 //! Parsing is hand-written over `minidom` instead of derived, because the security checks of
 //! security-tests.md line 5 need to *see* what a derive would silently discard: text inside
@@ -11,7 +12,7 @@ use xmpp_parsers::jingle_dtls_srtp::{Fingerprint, Setup};
 use crate::ns;
 use crate::xml;
 
-/// Length of a SHA-256 certificate digest, the only hash any client uses (protocol.md §3.1).
+/// Length of a SHA-256 certificate digest, the only hash any client uses (docs/protocol.md §3.1).
 pub const SHA256_LEN: usize = 32;
 
 /// Why a fingerprint element or text is unusable.
@@ -43,7 +44,7 @@ pub enum FingerprintError {
     #[error("encrypted fingerprint without <encrypted/>")]
     MissingEncrypted,
     /// The draft element has more than one `<encrypted/>` child (Monal calls that an attack,
-    /// protocol.md §3.3).
+    /// docs/protocol.md §3.3).
     #[error("encrypted fingerprint with several <encrypted/>")]
     SeveralEncrypted,
     /// Any other child in the draft element.
@@ -55,12 +56,12 @@ pub enum FingerprintError {
 }
 
 /// `<fingerprint xmlns='http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification' hash setup>`
-/// whose only child is an OMEMO 0.3 `<encrypted/>` element (protocol.md §2.3).
+/// whose only child is an OMEMO 0.3 `<encrypted/>` element (docs/protocol.md §2.3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncryptedFingerprint {
     /// Clear-text `hash` attribute, copied from the plain fingerprint (not authenticated).
     pub hash: Algo,
-    /// Clear-text `setup` attribute (not authenticated, protocol.md §11.9).
+    /// Clear-text `setup` attribute (not authenticated, docs/protocol.md §11.9).
     pub setup: Setup,
     /// The `<encrypted xmlns='eu.siacs.conversations.axolotl'/>` element.
     pub encrypted: Element,
@@ -68,7 +69,7 @@ pub struct EncryptedFingerprint {
 
 impl EncryptedFingerprint {
     /// The `sid` of the `<header/>`: the sender's device id, read before decrypting so that a
-    /// wrong device is reported as such (protocol.md §3.6, security-tests.md line 3).
+    /// wrong device is reported as such (docs/protocol.md §3.6, security-tests.md line 3).
     pub fn header_sid(&self) -> Result<u32, FingerprintError> {
         self.encrypted
             .get_child("header", ns::LEGACY_OMEMO)
@@ -126,7 +127,7 @@ pub fn parse_plain(el: &Element) -> Result<Fingerprint, FingerprintError> {
 }
 
 /// Writes a plain XEP-0320 `<fingerprint/>` with upper-case colon-separated hex, the format of
-/// both libwebrtc and Dino (protocol.md §3.1).
+/// both libwebrtc and Dino (docs/protocol.md §3.1).
 pub fn plain_to_element(fp: &Fingerprint) -> Element {
     let mut el = xml::with_attrs(
         "fingerprint",
@@ -140,7 +141,8 @@ pub fn plain_to_element(fp: &Fingerprint) -> Element {
     el
 }
 
-/// Upper-case, colon-separated hex: the exact plaintext that gets encrypted (protocol.md §3.1).
+/// Upper-case, colon-separated hex: the exact plaintext that gets encrypted
+/// (docs/protocol.md §3.1).
 pub fn to_hex(value: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut s = String::with_capacity(value.len() * 3);
@@ -157,7 +159,7 @@ pub fn to_hex(value: &[u8]) -> String {
 /// Parses colon-separated hex, case-insensitively; a `sha-256` value must be 32 bytes.
 ///
 /// The text is taken as it is apart from surrounding whitespace (Conversations uses the
-/// decrypted plaintext untrimmed, protocol.md §3.1; trimming only makes us more tolerant).
+/// decrypted plaintext untrimmed, docs/protocol.md §3.1; trimming only makes us more tolerant).
 pub fn parse_hex(text: &str, hash: &Algo) -> Result<Vec<u8>, FingerprintError> {
     let text = text.trim();
     let bad = || FingerprintError::InvalidHex { len: text.len() };

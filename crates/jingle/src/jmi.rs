@@ -1,8 +1,8 @@
 //! Jingle Message Initiation (XEP-0353, `urn:xmpp:jingle-message:0`) as the clients use it
-//! (protocol.md §5).
+//! (docs/protocol.md §5).
 //!
 //! xmpp-parsers' `jingle_message` lacks `<ringing/>` and `<finish/>`, drops the children of
-//! `<proceed/>` (where the draft's `<device/>` lives, protocol.md §2.2) and the `<reason/>` of
+//! `<proceed/>` (where the draft's `<device/>` lives, docs/protocol.md §2.2) and the `<reason/>` of
 //! `<reject/>`/`<retract/>`; these types keep all of that.
 
 use minidom::Element;
@@ -13,11 +13,12 @@ use xso::{AsXml, FromXml};
 use crate::ns;
 use crate::xml;
 
-/// `<propose/>`: the caller offers a call with one RTP description per medium (protocol.md §5.2).
+/// `<propose/>`: the caller offers a call with one RTP description per medium
+/// (docs/protocol.md §5.2).
 #[derive(FromXml, AsXml, Debug, Clone, PartialEq)]
 #[xml(namespace = ns::JINGLE_MESSAGE, name = "propose")]
 pub struct Propose {
-    /// The session id, reused verbatim as the Jingle `sid` (protocol.md §5.1).
+    /// The session id, reused verbatim as the Jingle `sid` (docs/protocol.md §5.1).
     #[xml(attribute)]
     pub id: String,
     /// One `<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='…'/>` per medium.
@@ -38,7 +39,7 @@ pub struct Ringing {
 /// `<proceed/>`, possibly carrying the draft's `<device/>` child.
 ///
 /// All children are kept as elements because Conversations reads the first child named
-/// `device` in *any* namespace (protocol.md §2.2); [`Proceed::device`] does the same.
+/// `device` in *any* namespace (docs/protocol.md §2.2); [`Proceed::device`] does the same.
 #[derive(FromXml, AsXml, Debug, Clone, PartialEq)]
 #[xml(namespace = ns::JINGLE_MESSAGE, name = "proceed")]
 pub struct Proceed {
@@ -83,7 +84,7 @@ pub struct Retract {
     pub reason: Option<ReasonElement>,
 }
 
-/// `<finish/>`: sent after `session-terminate` (Conversations ≥ 2.14, protocol.md §5.1).
+/// `<finish/>`: sent after `session-terminate` (Conversations ≥ 2.14, docs/protocol.md §5.1).
 #[derive(FromXml, AsXml, Debug, Clone, PartialEq)]
 #[xml(namespace = ns::JINGLE_MESSAGE, name = "finish")]
 pub struct Finish {
@@ -138,19 +139,19 @@ pub enum JmiError {
 pub enum DeviceClaim {
     /// No `<device/>` child: the callee offers no verification.
     Absent,
-    /// A usable OMEMO device id (1 ..= 2^31-1, a libsignal registration id, protocol.md §6.2).
+    /// A usable OMEMO device id (1 ..= 2^31-1, a libsignal registration id, docs/protocol.md §6.2).
     Valid(u32),
     /// A `<device/>` whose `id` is missing, non-numeric, zero, negative or too large:
     /// treated like [`DeviceClaim::Absent`] (Conversations' `Ints.tryParse` yields null).
     Invalid,
 }
 
-/// The largest device id a client generates (libsignal registration ids, protocol.md §6.2).
+/// The largest device id a client generates (libsignal registration ids, docs/protocol.md §6.2).
 pub const MAX_DEVICE_ID: u32 = i32::MAX as u32;
 
 impl Proceed {
     /// A `<proceed/>` as the engine writes it: `<device/>` namespaced in the draft namespace,
-    /// *inside* `<proceed/>` (protocol.md §2.2, §7.3), only when OMEMO is on.
+    /// *inside* `<proceed/>` (docs/protocol.md §2.2, §7.3), only when OMEMO is on.
     pub fn new(id: impl Into<String>, device: Option<u32>) -> Self {
         let children = device
             .map(|d| {
@@ -169,7 +170,7 @@ impl Proceed {
     }
 
     /// The first child named `device` in any namespace, its `id` parsed leniently
-    /// (protocol.md §2.2: Conversations ignores the namespace and yields null on bad ids).
+    /// (docs/protocol.md §2.2: Conversations ignores the namespace and yields null on bad ids).
     pub fn device(&self) -> DeviceClaim {
         let Some(device) = self.children.iter().find(|c| c.name() == "device") else {
             return DeviceClaim::Absent;

@@ -9,7 +9,7 @@
 //! * [`reason`]: errors and the `<reason/>` each one sends.
 //!
 //! The engine never does I/O, never reads a clock, and reaches OMEMO only through
-//! [`OmemoCrypto`] (docs: `crates/jingle/README.md`, spec: `docs/protocol.md` in shared docs).
+//! [`OmemoCrypto`] (docs: `crates/jingle/README.md`, protocol notes: `docs/protocol.md`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 

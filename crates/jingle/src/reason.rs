@@ -19,7 +19,7 @@ pub enum CallError {
     /// The draft's rules failed (security-error or failed-application).
     #[error(transparent)]
     Verification(#[from] VerificationError),
-    /// The session-initiate's media differ from the JMI proposal (protocol.md §5.2 step 7).
+    /// The session-initiate's media differ from the JMI proposal (docs/protocol.md §5.2 step 7).
     #[error(
         "Your session proposal (Jingle Message Initiation) included media {proposed:?} but your session-initiate was {initiated:?}"
     )]
@@ -66,7 +66,7 @@ impl CallError {
 
     /// The text the peer receives with [`CallError::reason`]: one fixed sentence per kind of
     /// failure, revealing nothing of what was received, decrypted or stored. (Conversations'
-    /// own texts where it has one for the case, protocol.md §3.6.)
+    /// own texts where it has one for the case, docs/protocol.md §3.6.)
     pub fn peer_text(&self) -> &'static str {
         match self {
             CallError::Verification(v) => v.peer_text(),
@@ -87,7 +87,7 @@ impl CallError {
     }
 
     /// The `<reason/>` element: the condition and the fixed [`CallError::peer_text`]
-    /// (Conversations adds `<text/>` only when non-empty, protocol.md §3.6).
+    /// (Conversations adds `<text/>` only when non-empty, docs/protocol.md §3.6).
     pub fn to_reason_element(&self) -> ReasonElement {
         reason_element(self.reason(), Some(self.peer_text()))
     }

@@ -119,7 +119,7 @@ impl IceUdpTransport {
     }
 
     /// The same transport without any fingerprint: what `transport-info` carries
-    /// (protocol.md §2.4: never a fingerprint there).
+    /// (docs/protocol.md §2.4: never a fingerprint there).
     pub fn without_fingerprints(&self) -> Self {
         IceUdpTransport {
             fingerprints: Vec::new(),

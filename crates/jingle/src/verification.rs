@@ -1,9 +1,9 @@
-//! The OMEMO DTLS-SRTP verification draft (protocol.md §2–§4): the small trait through which the
-//! engine reaches OMEMO, the target-device and all-or-none rules, and the [`Shield`].
+//! The OMEMO DTLS-SRTP verification draft (docs/protocol.md §2–§4): the small trait through which
+//! the engine reaches OMEMO, the target-device and all-or-none rules, and the [`Shield`].
 //!
 //! Session set-up is the client's job: before it hands the engine a `<proceed/>` with a
 //! `<device/>`, the client makes sure an OMEMO session with that device exists (building it from
-//! the PEP bundle when missing, like Conversations ≥ 2.10, protocol.md §3.4). The engine calls
+//! the PEP bundle when missing, like Conversations ≥ 2.10, docs/protocol.md §3.4). The engine calls
 //! [`OmemoCrypto::encrypt`] synchronously; any failure is a [`CryptoError`] and leads to the plain
 //! fallback (or to refusing the call under `require_verified`).
 
@@ -17,16 +17,17 @@ use crate::jingle::RtpContent;
 use crate::reason::FINGERPRINT_UNUSABLE;
 use crate::transport::TransportFingerprint;
 
-/// A serialised 33-byte Curve25519 identity public key (`0x05` ‖ 32 bytes, protocol.md §6.2).
+/// A serialised 33-byte Curve25519 identity public key (`0x05` ‖ 32 bytes, docs/protocol.md §6.2).
 pub type IdentityKey = [u8; 33];
 
 /// The result of [`OmemoCrypto::encrypt`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encrypted {
     /// The complete `<encrypted xmlns='eu.siacs.conversations.axolotl'/>` element, one `<key/>`
-    /// for the target device only (protocol.md §2.3).
+    /// for the target device only (docs/protocol.md §2.3).
     pub element: Element,
-    /// Identity key of the session used: the answer must come from the same one (§4.1).
+    /// Identity key of the session used: the answer must come from the same one
+    /// (docs/protocol.md §4.1).
     pub identity_key: IdentityKey,
 }
 
@@ -156,25 +157,28 @@ pub enum Shield {
 }
 
 /// Why a set of fingerprints is unacceptable. Each maps to the reason Conversations sends
-/// (protocol.md §3.6, §4.4) through [`VerificationError::reason`].
+/// (docs/protocol.md §3.6, §4.4) through [`VerificationError::reason`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerificationError {
-    /// A content without any DTLS fingerprint: DTLS-SRTP is required (§3.6).
+    /// A content without any DTLS fingerprint: DTLS-SRTP is required (docs/protocol.md §3.6).
     #[error("DTLS fingerprint missing")]
     MissingFingerprint,
     /// A transport with more than one fingerprint (plain + encrypted, or two of either).
     #[error("ambiguous fingerprints in one transport")]
     AmbiguousFingerprints,
-    /// Some contents encrypted, some plain (§2.3: all or none).
+    /// Some contents encrypted, some plain (docs/protocol.md §2.3: all or none).
     #[error("some contents encrypted, some plain")]
     MixedContents,
-    /// We sent an encrypted offer and got a plain answer (§3.6, text as Conversations).
+    /// We sent an encrypted offer and got a plain answer (docs/protocol.md §3.6, text as
+    /// Conversations).
     #[error("DTLS fingerprint was unexpectedly not verifiable")]
     UnexpectedlyPlain,
-    /// We sent a plain offer and got an encrypted answer (§3.6: `failed-application`).
+    /// We sent a plain offer and got an encrypted answer (docs/protocol.md §3.6:
+    /// `failed-application`).
     #[error("encrypted answer to a plain offer")]
     UnexpectedlyEncrypted,
-    /// Encrypted by another device than the one this call targets (§3.6: `failed-application`).
+    /// Encrypted by another device than the one this call targets (docs/protocol.md §3.6:
+    /// `failed-application`).
     #[error("Device Ids did not match: expected {expected}, got {got}")]
     DeviceMismatch {
         /// The device of this call.
@@ -182,13 +186,14 @@ pub enum VerificationError {
         /// The device that encrypted.
         got: u32,
     },
-    /// Encrypted by another identity key than the one of this call (§3.6).
+    /// Encrypted by another identity key than the one of this call (docs/protocol.md §3.6).
     #[error("Session Fingerprints did not match")]
     IdentityMismatch,
     /// OMEMO could not decrypt (not for us, replayed, bad MAC, …).
     #[error("could not decrypt fingerprint: {0}")]
     Decryption(CryptoError),
-    /// OMEMO could not encrypt our answer; the callee never downgrades (§10 callee 3).
+    /// OMEMO could not encrypt our answer; the callee never downgrades
+    /// (docs/protocol.md §10 callee 3).
     #[error("could not encrypt fingerprint: {0}")]
     Encryption(CryptoError),
     /// A malformed fingerprint element.
@@ -285,7 +290,7 @@ pub struct RemoteFingerprints {
 /// Who must have encrypted the remote fingerprints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expectation {
-    /// Callee reading an offer: whatever it is; plain is fine (§3.6).
+    /// Callee reading an offer: whatever it is; plain is fine (docs/protocol.md §3.6).
     Offer,
     /// Caller reading the answer to a plain offer.
     PlainAnswer,
@@ -298,7 +303,7 @@ pub enum Expectation {
     },
 }
 
-/// Applies the draft's receive rules to `contents` (protocol.md §2.3, §3.5, §3.6, §4.4) and
+/// Applies the draft's receive rules to `contents` (docs/protocol.md §2.3, §3.5, §3.6, §4.4) and
 /// decrypts. Returns the fingerprints media must expect.
 pub fn read_remote(
     crypto: &mut dyn OmemoCrypto,
@@ -436,8 +441,8 @@ fn decrypted_fingerprint(
 }
 
 /// Encrypts each local fingerprint to (peer, device): one OMEMO message per content
-/// (protocol.md §3.2). All contents or none: the first failure fails the whole map, so the
-/// caller falls back to *all* plain (never Dino's mixed stanza, §3.6).
+/// (docs/protocol.md §3.2). All contents or none: the first failure fails the whole map, so the
+/// caller falls back to *all* plain (never Dino's mixed stanza, docs/protocol.md §3.6).
 pub fn encrypt_local(
     crypto: &mut dyn OmemoCrypto,
     peer: &BareJid,
@@ -506,8 +511,8 @@ fn check_attrs(
     let Some(is_offer) = is_offer else {
         return Ok(());
     };
-    // Conversations requires actpass from the initiator (protocol.md §3.1); the responder picks
-    // a role, so actpass from it (or anything else from the initiator) is inconsistent.
+    // Conversations requires actpass from the initiator (docs/protocol.md §3.1); the responder
+    // picks a role, so actpass from it (or anything else from the initiator) is inconsistent.
     match (is_offer, setup) {
         (true, Setup::Actpass) | (false, Setup::Active | Setup::Passive) => Ok(()),
         (_, s) => Err(VerificationError::BadSetup(fingerprint::setup_str(s))),

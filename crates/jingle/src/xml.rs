@@ -27,7 +27,7 @@ pub(crate) fn with_attrs(name: &str, ns: &str, attrs: &[(&str, &str)]) -> Elemen
 
 /// Removes empty `xml:lang` attributes everywhere below `el`. xmpp-parsers writes
 /// `<text xml:lang=''>` for a text without language; the clients write plain `<text>`
-/// (protocol.md §3.6, §7.8), and an empty `xml:lang` says nothing.
+/// (docs/protocol.md §3.6, §7.8), and an empty `xml:lang` says nothing.
 pub(crate) fn strip_empty_lang(el: &mut Element) {
     el.attrs_mut()
         .retain(|ns, name, value| !(*ns == Namespace::XML && name == "lang" && value.is_empty()));

@@ -1,4 +1,4 @@
-//! Call flows beyond the happy path (protocol.md §5): the proceed/retract race, simultaneous
+//! Call flows beyond the happy path (docs/protocol.md §5): the proceed/retract race, simultaneous
 //! proposals, pre-approval limited to the proposed media, direct calls without JMI, IQ errors,
 //! timeouts and the caps on remembered state.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -320,7 +320,7 @@ fn api_misuse_is_reported_not_panicked() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// content-add / content-accept (protocol.md §2.4: full transports, encrypted like the session)
+// content-add / content-accept (docs/protocol.md §2.4: full transports, encrypted like the session)
 
 fn video(role: shieldcall_jingle::Role, cert_byte: u8) -> shieldcall_jingle::LocalContent {
     let mut c = local_audio("1", role, cert_byte);

@@ -1,4 +1,4 @@
-//! Golden tests: the engine accepts the exact stanzas of protocol.md §7 (Conversations shapes)
+//! Golden tests: the engine accepts the exact stanzas of docs/protocol.md §7 (Conversations shapes)
 //! and of a real verified call between two Dino 0.4.2 clients, and what it sends has their
 //! shape (modulo ids, random values and attribute order; the differences we choose are listed
 //! per comparison and in the crate README).
@@ -245,7 +245,7 @@ fn wall() -> SystemTime {
 const CIPHER: &[&str] = &["key", "iv", "payload"];
 
 // ---------------------------------------------------------------------------------------------
-// Conversations shapes (protocol.md §7)
+// Conversations shapes (docs/protocol.md §7)
 
 #[test]
 fn conversations_caller_side() {

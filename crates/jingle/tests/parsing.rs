@@ -63,7 +63,7 @@ fn proceed_device_claims_are_read_leniently() {
             format!("<device xmlns='{DRAFT}' id='1284733451'/>"),
             DeviceClaim::Valid(1284733451),
         ),
-        // Any namespace, like Conversations (protocol.md §2.2).
+        // Any namespace, like Conversations (docs/protocol.md §2.2).
         ("<device id='42'/>".to_owned(), DeviceClaim::Valid(42)),
         (
             "<device xmlns='urn:example' id='42'/>".to_owned(),

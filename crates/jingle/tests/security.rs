@@ -1067,7 +1067,7 @@ fn l7_distrusted_key_gets_no_shield_and_never_our_encrypted_fingerprint() {
     assert_eq!(net.get(JULIET).shields(), vec![Shield::None]);
 
     // Callee side: Juliet distrusts Romeo. She reads his encrypted offer but answers plain; the
-    // caller, who sent an encrypted offer, then ends the call (protocol.md §3.6).
+    // caller, who sent an encrypted offer, then ends the call (docs/protocol.md §3.6).
     let mut net = three_nodes(Trust::Verified, Trust::Untrusted);
     net.call(ROMEO, "juliet@capulet.example");
     assert!(net.get(JULIET).engine.crypto().encrypt_log.is_empty());

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes seeds/<target>/ from the golden stanzas (Dino 0.4.2 capture, Conversations §7): the
-parameters of their <description/> and <transport/> in the line format of
-fuzz_targets/common/lines.rs. Output is committed; small files only."""
+"""Writes seeds/<target>/ from the golden stanzas (Dino 0.4.2 capture, Conversations,
+docs/protocol.md §7): the parameters of their <description/> and <transport/> in the line
+format of fuzz_targets/common/lines.rs. Output is committed; small files only."""
 import os, re
 here = os.path.dirname(os.path.abspath(__file__))
 fx = os.path.normpath(os.path.join(here, "../../jingle/tests/fixtures"))

@@ -21,7 +21,7 @@ pub const MAX_REMOTE_CANDIDATES: usize = 32;
 /// Upper bound on the length of an ICE ufrag or pwd we accept (RFC 8839 allows 256 chars).
 pub const MAX_ICE_CREDENTIAL_LEN: usize = 256;
 
-/// Default Opus payload type used by Conversations and Dino (protocol.md §7.4).
+/// Default Opus payload type used by Conversations and Dino (docs/protocol.md §7.4).
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 
 /// Errors in Jingle-shaped parameters. Each names the field that was wrong.
@@ -105,7 +105,8 @@ impl Fingerprint {
         &self.bytes
     }
 
-    /// The element text as both clients send it: uppercase hex joined by `:` (protocol.md §3.1).
+    /// The element text as both clients send it: uppercase hex joined by `:`
+    /// (docs/protocol.md §3.1).
     pub fn to_jingle_value(&self) -> String {
         let mut s = String::with_capacity(SHA256_LEN * 3);
         for (i, b) in self.bytes.iter().enumerate() {
@@ -476,7 +477,7 @@ pub struct RtpDescription {
     pub hdrexts: Vec<RtpHdrext>,
 }
 
-/// Audio-level is the one header extension both clients announce for audio (protocol.md §7.4).
+/// Audio-level is the one header extension both clients announce for audio (docs/protocol.md §7.4).
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 impl RtpDescription {

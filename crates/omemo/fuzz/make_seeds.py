@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes seeds/<target>/ from the golden stanzas (Dino 0.4.2 capture, Conversations' §7 examples).
-Run from anywhere; output is committed. Only small files."""
+"""Writes seeds/<target>/ from the golden stanzas (Dino 0.4.2 capture, Conversations'
+docs/protocol.md §7 examples). Run from anywhere; output is committed. Only small files."""
 import base64, os, re, struct
 
 here = os.path.dirname(os.path.abspath(__file__))

@@ -69,7 +69,7 @@ impl DecryptLimits {
         chain_steps: MAX_CHAIN_STEPS_PER_STANZA,
     };
     /// Elements meant for exactly one device, such as the call verification draft's encrypted
-    /// DTLS fingerprints (protocol.md §2.3: one `<key/>`, for the target device only).
+    /// DTLS fingerprints (docs/protocol.md §2.3: one `<key/>`, for the target device only).
     pub const SINGLE_KEY: DecryptLimits = DecryptLimits {
         keys_for_own_device: 1,
         ..Self::MESSAGE

@@ -1,5 +1,5 @@
 //! Fingerprint display and the `xmpp:` verification URIs carried by Conversations' and Dino's QR
-//! codes (protocol.md §6.5).
+//! codes (docs/protocol.md §6.5).
 //!
 //! * Conversations shows the identity key without its `05` prefix, lower-case, in blocks of 8.
 //! * Dino shows the same hex in blocks of 4.

@@ -1,7 +1,7 @@
 //! Curve25519 keys as libsignal serializes them, X25519 agreement and XEdDSA signatures.
 //!
 //! Every public key on the wire is 33 bytes: the type byte `0x05` followed by the 32-byte
-//! Montgomery u-coordinate (protocol.md §6.2). Identity keys sign with XEdDSA (Signal's
+//! Montgomery u-coordinate (docs/protocol.md §6.2). Identity keys sign with XEdDSA (Signal's
 //! specification), so one Curve25519 key pair serves both agreement and signatures.
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;

@@ -1,4 +1,4 @@
-//! The OMEMO 0.3 payload layer (protocol.md §3.2): AES-128-GCM with a fresh 16-byte key and a
+//! The OMEMO 0.3 payload layer (docs/protocol.md §3.2): AES-128-GCM with a fresh 16-byte key and a
 //! 12-byte IV; the ciphertext goes into `<payload>` without its tag, and key ‖ tag (32 bytes) is
 //! what each recipient device's Signal session transports. Receiving also accepts 16-byte IVs
 //! (older clients) and, like Conversations, needs at least 32 bytes of key material.

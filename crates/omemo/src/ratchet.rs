@@ -1,7 +1,7 @@
 //! The Double Ratchet as libsignal v3 runs it: root, chain and message keys, one sending chain,
 //! a bounded set of receiving chains, and bounded storage of skipped message keys.
 //!
-//! Key derivations (protocol.md §6.3):
+//! Key derivations (docs/protocol.md §6.3):
 //! * root step: HKDF-SHA256(ikm = DH(their ratchet, our ratchet), salt = root key,
 //!   info = `WhisperRatchet`) → new root key ‖ chain key;
 //! * message keys: HKDF(ikm = HMAC(chain key, 0x01), salt = 32 zero bytes,

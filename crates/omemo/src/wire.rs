@@ -296,7 +296,8 @@ mod tests {
         let (m, key, a, b) = sample();
         let bytes = m.serialize();
         assert_eq!(bytes[0], 0x33);
-        // protocol.md §6.3: a 32-byte payload gives 48 bytes of ciphertext and a 98-byte message.
+        // docs/protocol.md §6.3: a 32-byte payload gives 48 bytes of ciphertext and a
+        // 98-byte message.
         assert_eq!(bytes.len(), 98);
         let p = SignalMessage::parse(&bytes).unwrap();
         assert_eq!(p, m);

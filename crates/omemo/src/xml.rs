@@ -1,6 +1,6 @@
-//! XML of legacy OMEMO: `<bundle/>`, the device `<list/>` and `<encrypted/>` (protocol.md §2.3,
-//! §6.1). Parsed once at the edge into typed values; every malformed input names its element,
-//! attribute and rule.
+//! XML of legacy OMEMO: `<bundle/>`, the device `<list/>` and `<encrypted/>`
+//! (docs/protocol.md §2.3, §6.1). Parsed once at the edge into typed values; every malformed input
+//! names its element, attribute and rule.
 //!
 //! Two inputs, one set of rules: a `minidom::Element` (what the XMPP stream hands the client) and
 //! XML text (the interop shim, tests). Text is read with quick-xml into a small tree of

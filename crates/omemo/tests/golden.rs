@@ -1,6 +1,6 @@
 //! Golden shapes (security-tests.md line 16): the `<encrypted/>` elements that real Dino 0.4.2
 //! clients emitted in a verified call parse, and their Signal messages parse with the framing
-//! libsignal-protocol-c produced; what we emit has the shape of protocol.md §2.3 / §3.2.
+//! libsignal-protocol-c produced; what we emit has the shape of docs/protocol.md §2.3 / §3.2.
 
 #![allow(
     clippy::unwrap_used,

@@ -1,5 +1,5 @@
 //! The OMEMO service: our device list and bundle on PEP, contacts' device lists and bundles,
-//! sessions, and OMEMO chat messages in and out (legacy OMEMO, protocol.md §6).
+//! sessions, and OMEMO chat messages in and out (legacy OMEMO, docs/protocol.md §6).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

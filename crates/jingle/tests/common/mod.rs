@@ -20,7 +20,7 @@ use xmpp_parsers::jingle_rtp::{Description, PayloadType};
 
 pub const AXOLOTL: &str = "eu.siacs.conversations.axolotl";
 
-/// Romeo (caller in protocol.md §7) and Juliet's two devices.
+/// Romeo (caller in docs/protocol.md §7) and Juliet's two devices.
 pub const ROMEO: &str = "romeo@montague.example/phone";
 pub const JULIET: &str = "juliet@capulet.example/laptop";
 pub const JULIET2: &str = "juliet@capulet.example/tablet";
