@@ -811,7 +811,7 @@ impl<C: OmemoCrypto> Engine<C> {
                     return Err(ApiError::WrongState);
                 }
                 // One DTLS association (BUNDLE): its certificate must match every content's
-                // expected fingerprint, compared by value (security-tests.md lines 4, 6).
+                // expected fingerprint, compared by value (docs/security-tests.md lines 4, 6).
                 let matches = call
                     .remote
                     .iter()
@@ -971,7 +971,7 @@ impl<C: OmemoCrypto> Engine<C> {
     // trust and timers
 
     /// Re-evaluates every running call's shield after the client changed a trust level
-    /// (security-tests.md line 7).
+    /// (docs/security-tests.md line 7).
     pub fn handle_trust_change(&mut self, _now: Instant) {
         let sids: Vec<String> = self.calls.keys().cloned().collect();
         for sid in sids {
@@ -1249,7 +1249,7 @@ impl<C: OmemoCrypto> Engine<C> {
         let Ok(from) = from.try_into_full() else {
             return;
         };
-        // security-tests.md line 8: a delayed (offline/MAM) proposal older than the ring
+        // docs/security-tests.md line 8: a delayed (offline/MAM) proposal older than the ring
         // timeout does not ring.
         if let Some(stamp) = delay_stamp(msg) {
             let age = wall.duration_since(stamp).unwrap_or(Duration::ZERO);
@@ -1370,7 +1370,7 @@ impl<C: OmemoCrypto> Engine<C> {
         let Some(call) = self.calls.get(sid) else {
             return;
         };
-        // security-tests.md line 9: only the callee's account may proceed, and only once.
+        // docs/security-tests.md line 9: only the callee's account may proceed, and only once.
         if call.role != Role::Initiator || call.state != State::Proposed {
             return;
         }
@@ -1395,7 +1395,7 @@ impl<C: OmemoCrypto> Engine<C> {
             self.report_downgrade(sid, Downgrade::NoDevice, None);
         }
         if self.requires_verified(&peer_bare) && device.is_none() {
-            // security-tests.md line 1: refuse a proceed that offers no verification.
+            // docs/security-tests.md line 1: refuse a proceed that offers no verification.
             self.abort(sid, VerificationError::NotVerifiable.into());
             return;
         }
@@ -1484,7 +1484,7 @@ impl<C: OmemoCrypto> Engine<C> {
             }
             return;
         };
-        // security-tests.md line 9: Jingle from anyone but the session's peer never touches it.
+        // docs/security-tests.md line 9: Jingle from anyone but the session's peer never touches it.
         if !call.is_peer(&from) {
             self.send_iq_error(
                 &from,
@@ -1534,7 +1534,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 self.event(Event::ContentRejected { sid });
             }
             (Action::TransportReplace, _, _) => {
-                // security-tests.md line 4: a transport (and its fingerprint) is never replaced.
+                // docs/security-tests.md line 4: a transport (and its fingerprint) is never replaced.
                 self.send_iq_error(&from, id, "cancel", "feature-not-implemented", None);
             }
             _ => {
@@ -1673,7 +1673,7 @@ impl<C: OmemoCrypto> Engine<C> {
             self.report_downgrade(sid, kind, device);
         }
         if self.requires_verified(&peer_bare) {
-            // security-tests.md line 2: a plain offer, a direct call, or an identity that is not
+            // docs/security-tests.md line 2: a plain offer, a direct call, or an identity that is not
             // verified can never become Verified.
             let verified_identity = remote.sender.is_some_and(|(_, id)| {
                 self.crypto.trust(&peer_bare, &id) == verification::Trust::Verified
@@ -1747,7 +1747,7 @@ impl<C: OmemoCrypto> Engine<C> {
             return;
         };
         // Validate everything before using anything: fingerprints never travel here
-        // (docs/protocol.md §2.4), so one is an attempt to change it (security-tests.md line 4).
+        // (docs/protocol.md §2.4), so one is an attempt to change it (docs/security-tests.md line 4).
         for c in &j.contents {
             let Some(t) = &c.transport else {
                 continue;
@@ -1794,7 +1794,7 @@ impl<C: OmemoCrypto> Engine<C> {
     /// The peer's `content-add`: full transports are checked like an answer of this session
     /// (encrypted by the same device and identity when the session is verified,
     /// docs/protocol.md §2.4 column S), stub transports ride on the BUNDLE transport, and no
-    /// fingerprint may differ from the running association (security-tests.md line 4).
+    /// fingerprint may differ from the running association (docs/security-tests.md line 4).
     fn content_add(&mut self, sid: &str, j: JingleEnvelope) {
         let pending = self
             .calls

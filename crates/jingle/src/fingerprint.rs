@@ -2,7 +2,7 @@
 //! (docs/protocol.md §2.3).
 //!
 //! Parsing is hand-written over `minidom` instead of derived, because the security checks of
-//! security-tests.md line 5 need to *see* what a derive would silently discard: text inside
+//! docs/security-tests.md line 5 need to *see* what a derive would silently discard: text inside
 //! the draft element, a second `<encrypted/>`, unknown children.
 
 use minidom::Element;
@@ -69,7 +69,7 @@ pub struct EncryptedFingerprint {
 
 impl EncryptedFingerprint {
     /// The `sid` of the `<header/>`: the sender's device id, read before decrypting so that a
-    /// wrong device is reported as such (docs/protocol.md §3.6, security-tests.md line 3).
+    /// wrong device is reported as such (docs/protocol.md §3.6, docs/security-tests.md line 3).
     pub fn header_sid(&self) -> Result<u32, FingerprintError> {
         self.encrypted
             .get_child("header", ns::LEGACY_OMEMO)
@@ -119,7 +119,7 @@ impl EncryptedFingerprint {
 }
 
 /// Reads a plain XEP-0320 `<fingerprint/>` (xmpp-parsers' type), with precise errors and
-/// case-insensitive hex (security-tests.md line 6).
+/// case-insensitive hex (docs/security-tests.md line 6).
 pub fn parse_plain(el: &Element) -> Result<Fingerprint, FingerprintError> {
     let (hash, setup) = parse_hash_setup(el)?;
     let value = parse_hex(&el.text(), &hash)?;

@@ -4,7 +4,7 @@
 //! condition ([`CallError::peer_text`], a `&'static str`): never the error's `Display`, which may
 //! name decrypted bytes, OMEMO counters, prekey ids or parser details. A server that injects a
 //! withheld chat message's `<encrypted/>` as a call fingerprint must learn nothing from our
-//! answer (security-tests.md line 17). The detail stays local, in the `Ended` event.
+//! answer (docs/security-tests.md line 17). The detail stays local, in the `Ended` event.
 
 use xmpp_parsers::jingle::{Reason, ReasonElement};
 
@@ -54,7 +54,7 @@ impl CallError {
                 Reason::UnsupportedTransports
             }
             // A fingerprint that cannot be read is a verification failure, not a format quirk
-            // (security-tests.md line 5: two <encrypted/>, text inside the draft element, …).
+            // (docs/security-tests.md line 5: two <encrypted/>, text inside the draft element, …).
             CallError::InvalidJingle(JingleError::Transport(TransportError::Fingerprint(_))) => {
                 Reason::SecurityError
             }

@@ -36,7 +36,7 @@ pub struct IceUdpTransport {
     /// Candidates, in document order.
     pub candidates: Vec<Candidate>,
     /// Every fingerprint child, plain or encrypted, in document order. More than one is
-    /// ambiguous and rejected by the verification layer (security-tests.md line 5).
+    /// ambiguous and rejected by the verification layer (docs/security-tests.md line 5).
     pub fingerprints: Vec<TransportFingerprint>,
     /// Unknown children (e.g. `<ice-options/>`, `<remote-candidate/>`), kept verbatim.
     pub other: Vec<Element>,

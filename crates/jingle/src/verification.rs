@@ -144,7 +144,7 @@ pub trait OmemoCrypto {
     }
 }
 
-/// What the call shows (security-tests.md preamble).
+/// What the call shows (docs/security-tests.md preamble).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Shield {
     /// Plain XEP-0320 fallback, not yet proven by DTLS, or an untrusted identity.
@@ -208,7 +208,7 @@ pub enum VerificationError {
         /// Length of the plaintext (its content is never kept).
         len: usize,
     },
-    /// `hash` other than `sha-256` (security-tests.md line 6).
+    /// `hash` other than `sha-256` (docs/security-tests.md line 6).
     #[error("unsupported fingerprint hash {0}")]
     UnsupportedHash(String),
     /// `setup` not `actpass` in an offer, or not `active`/`passive` in an answer.
@@ -223,7 +223,7 @@ pub enum VerificationError {
     /// Media connected without reporting the peer's certificate digest.
     #[error("DTLS certificate digest not reported")]
     DigestMissing,
-    /// A later stanza tried to change an established fingerprint (security-tests.md line 4).
+    /// A later stanza tried to change an established fingerprint (docs/security-tests.md line 4).
     #[error("fingerprint changed during the call")]
     FingerprintChanged,
 }
@@ -426,7 +426,7 @@ fn read_remote_inner(
 }
 
 /// The fingerprint a decrypted draft element carries. Anything else is refused without keeping
-/// or quoting it: the plaintext is wiped here, whatever it was (security-tests.md line 17).
+/// or quoting it: the plaintext is wiped here, whatever it was (docs/security-tests.md line 17).
 fn decrypted_fingerprint(
     mut plaintext: Vec<u8>,
     hash: &Algo,
@@ -475,7 +475,7 @@ pub fn encrypt_local(
 /// The shield for a call whose both directions are known.
 ///
 /// `Verified` needs: offer and answer encrypted, one (device, identity) for both, DTLS proved
-/// the certificate, and the identity is VERIFIED now (security-tests.md lines 3, 7).
+/// the certificate, and the identity is VERIFIED now (docs/security-tests.md lines 3, 7).
 /// `Encrypted` needs the same with a key the user trusts (blindly, under BTBV); an undecided or
 /// distrusted key gives `None`: a lock must never be shown for a key nobody trusted.
 pub fn shield_for(

@@ -1,4 +1,4 @@
-//! Property tests (security-tests.md line 10 and the shield's promise):
+//! Property tests (docs/security-tests.md line 10 and the shield's promise):
 //! * malformed elements never panic any parser;
 //! * random sequences of stanzas, user actions, media reports and timeouts never panic the
 //!   engine, in either role, and never yield `Shield::Verified` unless the complete verified

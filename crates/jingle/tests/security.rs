@@ -1,4 +1,4 @@
-//! security-tests.md, call layer (lines 1–10): every attack as a deterministic test, driven by
+//! docs/security-tests.md, call layer (lines 1–10): every attack as a deterministic test, driven by
 //! stanzas between engines through an in-memory server that the adversary controls (it may
 //! rewrite or drop any stanza, and inject its own). Each line is exercised with the engine in the
 //! caller role (attack on stanzas to Romeo) and in the callee role (attack on stanzas to Juliet).
@@ -1100,7 +1100,7 @@ fn l7_shield_event_names_the_device_of_this_call() {
 // ---------------------------------------------------------------------------------------------
 // 17. No oracle: nothing decrypted or peer-derived is echoed to the peer
 
-/// A chat message's text, the way a server operator would inject it (security-tests.md line 17).
+/// A chat message's text, the way a server operator would inject it (docs/security-tests.md line 17).
 const SECRET: &str = "the launch code is 7421-alpha-zulu";
 
 /// True when `text` contains the secret or any 8-byte window of it.

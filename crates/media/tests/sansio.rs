@@ -262,7 +262,7 @@ fn forged_and_garbage_datagrams_are_harmless() {
     assert!(sim.a.s.is_verified(), "{:?}", sim.a.s.phase());
 }
 
-/// The parameters of Dino 0.4.2's session-initiate (shared/data/dino-0.4.2/
+/// The parameters of Dino 0.4.2's session-initiate (crates/jingle/tests/fixtures/dino-0.4.2/
 /// caller-05-out-session-initiate.xml), as the call engine would hand them over.
 fn dino_initiate() -> RemoteParams {
     use shieldcall_media::{

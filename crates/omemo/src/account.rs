@@ -11,7 +11,7 @@
 //!
 //! Decryption work per `<encrypted/>` is bounded ([`DecryptLimits`]): a peer or server sending
 //! many keys for us, or keys that make us try every archived state with a long chain walk,
-//! gets a fast, precise error instead of seconds of CPU (security-tests.md line 19).
+//! gets a fast, precise error instead of seconds of CPU (docs/security-tests.md line 19).
 
 use crate::error::{Error, KeyError, StoreError};
 use crate::fingerprint::VerificationUri;

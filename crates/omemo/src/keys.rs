@@ -392,7 +392,7 @@ mod tests {
         }
     }
 
-    /// security-tests.md line 11: low-order and identity public keys give an all-zero secret.
+    /// docs/security-tests.md line 11: low-order and identity public keys give an all-zero secret.
     #[test]
     fn non_contributory_agreement_is_rejected() {
         let me = KeyPair::generate().unwrap();

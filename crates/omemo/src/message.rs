@@ -107,7 +107,7 @@ mod tests {
         );
     }
 
-    /// security-tests.md line 14: 16-byte IVs are accepted on receive.
+    /// docs/security-tests.md line 14: 16-byte IVs are accepted on receive.
     #[test]
     fn sixteen_byte_iv_is_accepted() {
         let key = [9u8; 16];

@@ -1,4 +1,4 @@
-//! Crash safety (security-tests.md line 15, issue "adversarial suite"): an `omemo-shim` keeping its
+//! Crash safety (docs/security-tests.md line 15, issue "adversarial suite"): an `omemo-shim` keeping its
 //! state in SQLite is killed with SIGKILL at random points during 200 message exchanges — between
 //! requests and in the middle of an encrypt or decrypt — and restarted from its database. No
 //! session is lost, every later message decrypts, duplicates stay refused, and no message key is

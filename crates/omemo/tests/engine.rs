@@ -1,5 +1,5 @@
 //! The OMEMO engine through its public API: sessions, every OMEMO-layer line (11–15) of
-//! security-tests.md, and durability in SQLite. Interop (line 16) is in `interop.rs`.
+//! docs/security-tests.md, and durability in SQLite. Interop (line 16) is in `interop.rs`.
 
 #![allow(
     clippy::unwrap_used,
@@ -177,7 +177,7 @@ fn prekey_message_with_another_identity_is_rejected_and_changes_nothing() {
     assert_eq!(record(&b, A, a.device_id()), before);
 }
 
-/// security-tests.md line 11.
+/// docs/security-tests.md line 11.
 #[test]
 fn non_contributory_keys_are_rejected() {
     let a_keys = account(A);
@@ -220,7 +220,7 @@ fn non_contributory_keys_are_rejected() {
     );
 }
 
-/// security-tests.md line 12.
+/// docs/security-tests.md line 12.
 #[test]
 fn bad_bundle_signature_rejects_the_bundle() {
     let mut a = account(A);
@@ -240,7 +240,7 @@ fn bad_bundle_signature_rejects_the_bundle() {
     assert!(a.build_session(B, b.device_id(), &bundle).is_err());
 }
 
-/// security-tests.md line 13: the gap one message may open.
+/// docs/security-tests.md line 13: the gap one message may open.
 #[test]
 fn cap_on_the_gap_in_one_message() {
     let (mut a, mut b) = established();
@@ -273,7 +273,7 @@ fn cap_on_the_gap_in_one_message() {
     );
 }
 
-/// security-tests.md line 13: skipped keys stored per session stay bounded; the oldest go first.
+/// docs/security-tests.md line 13: skipped keys stored per session stay bounded; the oldest go first.
 #[test]
 fn cap_on_stored_skipped_keys() {
     let (mut a, mut b) = established();
@@ -298,7 +298,7 @@ fn cap_on_stored_skipped_keys() {
     assert_eq!(recv(&mut b, A, &chain2[0]), b"c2 0");
 }
 
-/// security-tests.md line 13: receiving chains kept per session.
+/// docs/security-tests.md line 13: receiving chains kept per session.
 #[test]
 fn cap_on_receiving_chains() {
     let (mut a, mut b) = established();
@@ -325,7 +325,7 @@ fn cap_on_receiving_chains() {
     );
 }
 
-/// security-tests.md line 14: no preKeyId, prekeys consumed and refilled, old signed prekey.
+/// docs/security-tests.md line 14: no preKeyId, prekeys consumed and refilled, old signed prekey.
 #[test]
 fn prekey_message_without_pre_key_id_is_refused() {
     let mut a = account(A);
@@ -541,7 +541,7 @@ impl Store for FlakyStore {
     }
 }
 
-/// security-tests.md line 15: a failed commit hands out no plaintext and changes nothing, so the
+/// docs/security-tests.md line 15: a failed commit hands out no plaintext and changes nothing, so the
 /// message decrypts once the store works again; an encrypt whose commit fails releases nothing.
 #[test]
 fn no_plaintext_without_a_commit() {
@@ -574,7 +574,7 @@ fn no_plaintext_without_a_commit() {
     ));
 }
 
-/// security-tests.md line 15 with SQLite: sessions, prekeys and trust survive a restart, and a
+/// docs/security-tests.md line 15 with SQLite: sessions, prekeys and trust survive a restart, and a
 /// message decrypted before the restart is still a duplicate after it.
 #[test]
 fn sqlite_sessions_survive_restart() {

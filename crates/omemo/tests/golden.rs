@@ -1,4 +1,4 @@
-//! Golden shapes (security-tests.md line 16): the `<encrypted/>` elements that real Dino 0.4.2
+//! Golden shapes (docs/security-tests.md line 16): the `<encrypted/>` elements that real Dino 0.4.2
 //! clients emitted in a verified call parse, and their Signal messages parse with the framing
 //! libsignal-protocol-c produced; what we emit has the shape of docs/protocol.md §2.3 / §3.2.
 

@@ -1,4 +1,4 @@
-//! Bounded work per stanza (security-tests.md line 19) and one account used by several processes
+//! Bounded work per stanza (docs/security-tests.md line 19) and one account used by several processes
 //! at once (line 15): each cap of `DecryptLimits` just under (passes) and just over (fails fast
 //! with its precise error, nothing stored changes), and two connections to one SQLite file
 //! racing on prekeys and on one session.

@@ -1166,7 +1166,7 @@ fn check_media_blocked(calls: &[CallSeen]) {
     assert_eq!((na, nb), (0, 0), "something was recorded");
 }
 
-/// The decryption oracle (security-tests.md line 17): the victim decrypted the withheld chat
+/// The decryption oracle (docs/security-tests.md line 17): the victim decrypted the withheld chat
 /// message the operator put in as a fingerprint, and nothing either client sent afterwards (or
 /// ever) holds any 8 bytes of it; neither does what the victim shows its own user.
 fn check_nothing_leaked(calls: &[CallSeen]) {
@@ -1213,7 +1213,7 @@ fn tone_frames(path: &str, hz: f64) -> (usize, usize) {
     (with, frames.len())
 }
 
-/// Bounded work (security-tests.md line 19): while the operator floods the callee with 50
+/// Bounded work (docs/security-tests.md line 19): while the operator floods the callee with 50
 /// worst-case OMEMO messages a second "from" the caller, the call stays verified and at least
 /// 90 % of the 20 ms frames each side recorded carry the other's tone.
 fn check_audio_under_flood(calls: &[CallSeen]) {
