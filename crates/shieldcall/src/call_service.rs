@@ -812,7 +812,7 @@ impl CallService {
                 if self.engine.handle_stanza(now, SystemTime::now(), &el) == Handled::NotMine {
                     let received = self.svc().handle_message(m).await;
                     for r in received {
-                        crate::cli::report(self.out, r);
+                        crate::output::report(self.out, r);
                     }
                 }
             }

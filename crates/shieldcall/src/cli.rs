@@ -12,13 +12,14 @@ use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::stanza::Stanza;
 
 use crate::call_service::{self, Answer, AudioIn, AudioOut, CallOptions, CallService, Mode};
-use crate::connection::{self, ConnectOptions, Incoming};
+use crate::connection::{ConnectOptions, Incoming};
 use crate::error::ClientError;
 use crate::lock::OnlineLock;
-use crate::omemo_service::{self, OmemoService, Received, contact_jid, fingerprint, open_account};
+use crate::omemo_service::{self, OmemoService, contact_jid, fingerprint, open_account};
 use crate::output::Output;
 use crate::policy::{Policies, Setting};
 use crate::presence;
+use crate::session::{Role, SessionOptions, sign_in};
 
 const AFTER_HELP: &str = "\
 Getting started with a real account:
@@ -764,65 +765,36 @@ type Connected = (
     Option<OnlineLock>,
 );
 
-/// Logs in, publishes our OMEMO keys and answers disco/ping in the background. For `listen` and
-/// `call`, Jingle IQs are left to the caller (the call engine answers them) and disco shows call
-/// support. The returned lock is kept while online.
+/// Logs in, publishes our OMEMO keys and answers disco/ping in the background (the client
+/// library's `session::sign_in`). For `listen` and `call`, Jingle IQs are left to the call
+/// engine and disco shows call support. The returned lock is kept while online.
 async fn online(
     cli: &Cli,
     data_dir: &Path,
     jid: &BareJid,
     how: Online,
 ) -> Result<Connected, ClientError> {
-    let calls = matches!(how, Online::Exclusive("listen" | "call"));
-    let password = read_password(cli)?;
-    let account = open_account(data_dir, jid)?;
-    let lock = match how {
-        Online::Exclusive(cmd) => Some(OnlineLock::acquire(data_dir, jid, cmd)?),
-        Online::Guest(cmd) => OnlineLock::try_acquire(data_dir, jid, cmd)?.ok(),
+    let role = match how {
+        Online::Exclusive(command) => Role::Exclusive {
+            command,
+            calls: matches!(command, "listen" | "call"),
+        },
+        Online::Guest(command) => Role::Guest { command },
     };
-    let opts = ConnectOptions {
+    let connect = ConnectOptions {
         jid: Jid::from(jid.clone()),
-        password,
+        password: read_password(cli)?,
         server: cli.server.clone(),
         insecure_loopback: cli.insecure_loopback,
         direct_tls: cli.direct_tls,
     };
-    let (xmpp, mut incoming) = connection::connect(&opts).await?;
-    // Answer IQs (disco, ping) while we do our set-up.
-    let answerer = xmpp.clone();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(ev) = incoming.recv().await {
-            if let Incoming::Stanza(st) = &ev
-                && let Stanza::Iq(iq) = st.as_ref()
-                && !(calls && is_jingle_iq(iq))
-                && let Some(answer) = presence::answer_iq(iq, calls)
-            {
-                let _ = answerer.send(answer);
-                continue;
-            }
-            if tx.send(ev).is_err() {
-                return;
-            }
-        }
-    });
-    let mut svc = OmemoService::new(xmpp, account, data_dir)?;
-    // A guest leaves key maintenance and publishing to the process holding the lock.
-    svc.set_guest(lock.is_none());
-    if lock.is_some() && svc.account_mut().maintain(omemo_service::now())? {
-        // New prekeys or a rotated signed prekey: publish_own below publishes the bundle.
-    }
-    svc.publish_own().await?;
-    Ok((svc, rx, lock))
-}
-
-fn is_jingle_iq(iq: &xmpp_parsers::iq::Iq) -> bool {
-    match iq {
-        xmpp_parsers::iq::Iq::Set { payload, .. } => {
-            payload.is("jingle", shieldcall_jingle::ns::JINGLE)
-        }
-        _ => false,
-    }
+    let s = sign_in(SessionOptions {
+        connect,
+        data_dir: data_dir.to_owned(),
+        role,
+    })
+    .await?;
+    Ok((s.omemo, s.incoming, s.lock))
 }
 
 async fn cmd_devices(
@@ -931,7 +903,7 @@ async fn cmd_listen(
                 Some(Incoming::Stanza(st)) if matches!(*st, Stanza::Message(_)) => {
                     let Stanza::Message(m) = *st else { continue };
                     for r in svc.handle_message(m).await {
-                        report(out, r);
+                        crate::output::report(out, r);
                     }
                 }
                 Some(Incoming::Online(jid)) => {
@@ -956,26 +928,6 @@ async fn cmd_listen(
     let _ = tokio::time::timeout(bound, svc.xmpp().iq(None, false, ping)).await;
     let _ = tokio::time::timeout(bound, svc.xmpp().close()).await;
     Ok(())
-}
-
-/// Prints what the OMEMO service received.
-pub(crate) fn report(out: Output, r: Received) {
-    match r {
-        Received::Message { from, to, device, body, trust } => out.event(
-            "message",
-            json!({ "from": from, "to": to, "device": device, "body": body, "trust": trust.as_str() }),
-            || match &to {
-                Some(to) => format!("[{}] {from} (device {device}, to {to}): {body}", trust.as_str()),
-                None => format!("[{}] {from} (device {device}): {body}", trust.as_str()),
-            },
-        ),
-        Received::Undecryptable { from, reason } => out.error(&format!("message from {from}: {reason}")),
-        Received::DeviceList { jid, devices } => out.event(
-            "devicelist",
-            json!({ "jid": jid, "devices": devices }),
-            || format!("{jid} now has devices {devices:?}"),
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -1,29 +1,18 @@
-//! shieldcall client core: the XMPP connection (tokio-xmpp), PEP, the OMEMO service on top of
-//! the `shieldcall-omemo` engine, and the call service that joins it with the call engine
-//! (`shieldcall-jingle`) and the media engine (`shieldcall-media`). The `shieldcall` binary's CLI
-//! lives in `cli.rs`.
+//! The `shieldcall` CLI: command-line parsing (`cli.rs`), output in words or JSON lines
+//! (`output.rs`, every event in docs/events.md), the demo, and the call service that joins the
+//! client library (`shieldcall-client`: connection, PEP, OMEMO service, policies, lock) with the
+//! call engine (`shieldcall-jingle`) and the media engine (`shieldcall-media`). The call
+//! service's engine work moves into the client library as its call agent (issue 13, next step).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-/// An owned attribute name for minidom's builder, checked at compile time.
-macro_rules! nc {
-    ($name:literal) => {
-        rxml::xml_ncname!($name).to_owned()
-    };
-}
-
 pub mod call_service;
 pub mod cli;
-pub mod connection;
-pub mod connectors;
 pub mod demo;
-pub mod error;
-pub mod lock;
-pub mod media_params;
-pub mod omemo_service;
 pub mod output;
-pub mod pep;
-pub mod policy;
-pub mod presence;
 
-pub use error::ClientError;
+// The client library's modules under their old paths, for the CLI's own modules.
+pub use shieldcall_client::{
+    ClientError, connection, connectors, error, lock, media_params, omemo_service, pep, policy,
+    presence, session,
+};

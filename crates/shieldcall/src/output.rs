@@ -5,6 +5,8 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
+use crate::omemo_service::Received;
+
 /// The printer.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -62,5 +64,25 @@ impl Output {
         } else {
             let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
         }
+    }
+}
+
+/// Prints what the OMEMO service received.
+pub fn report(out: Output, r: Received) {
+    match r {
+        Received::Message { from, to, device, body, trust } => out.event(
+            "message",
+            json!({ "from": from, "to": to, "device": device, "body": body, "trust": trust.as_str() }),
+            || match &to {
+                Some(to) => format!("[{}] {from} (device {device}, to {to}): {body}", trust.as_str()),
+                None => format!("[{}] {from} (device {device}): {body}", trust.as_str()),
+            },
+        ),
+        Received::Undecryptable { from, reason } => out.error(&format!("message from {from}: {reason}")),
+        Received::DeviceList { jid, devices } => out.event(
+            "devicelist",
+            json!({ "jid": jid, "devices": devices }),
+            || format!("{jid} now has devices {devices:?}"),
+        ),
     }
 }
