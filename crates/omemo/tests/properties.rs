@@ -41,10 +41,11 @@ fn encrypted() -> impl Strategy<Value = EncryptedElement> {
         })
 }
 
-/// The text reader (quick-xml, used by the shim) is at least as lenient as the stream parser
-/// (rxml, what the client sees): whatever the stream parser accepts, the text reader accepts
-/// with the same value. On malformed XML the text reader may accept more; that never reaches
-/// the client, whose stanzas come from the stream parser.
+/// The text reader (quick-xml, used by the shim) is at least as lenient as the DOM reader
+/// (minidom, what the client sees) on well-formed XML: whatever `parse_element` accepts, the
+/// text reader accepts with the same value. (`parse_element` refuses what the text reader finds
+/// not well-formed, e.g. duplicated attributes, which minidom alone would merge.) On malformed
+/// XML the text reader may accept more; that never reaches the client.
 fn agree(xml: &str) {
     let via_dom = parse_element(xml).and_then(|e| EncryptedElement::from_element(&e));
     if let Ok(dom) = via_dom {
@@ -71,6 +72,17 @@ fn agree(xml: &str) {
             "list: {xml:?}"
         );
     }
+}
+
+#[test]
+fn a_duplicated_attribute_is_not_well_formed_for_either_reader() {
+    // Found by the device_list_xml fuzz target: minidom kept the last `id`, the text reader
+    // refused the document; now both refuse it.
+    let xml = "<list xmlns='eu.siacs.conversations.axolotl'><device id='1942903232'/>\
+               <device id='129646]81' id='1942903232'/></list>";
+    assert!(parse_element(xml).is_err());
+    assert!(DeviceList::from_xml(xml).is_err());
+    agree(xml);
 }
 
 proptest! {
