@@ -36,6 +36,10 @@ pub enum ClientError {
     /// A file could not be read or written.
     #[error("{0}")]
     Io(String),
+    /// A call with this contact must be verified (require-verified, by option or the
+    /// contact's policy), and this one cannot be: OMEMO is off.
+    #[error("this call cannot be verified (OMEMO is off), and calls with {0} must be")]
+    NotVerifiable(xmpp_parsers::jid::BareJid),
     /// Another process is online with this account and device (see `lock.rs`).
     #[error("{0}")]
     InUse(String),

@@ -8,13 +8,11 @@
 //! media gate checks the DTLS certificate; this module carries their inputs and outputs.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use minidom::Element;
-use serde_json::{Value, json};
 use shieldcall_jingle::verification::{CryptoError, Decrypted, Encrypted, Trust};
 use shieldcall_jingle::{
     CallEnd, Config, ContactPolicy, Downgrade, Engine, Event, Handled, IdentityKey, Media,
@@ -30,15 +28,14 @@ use shieldcall_omemo::{Recipient, Store as _, TrustLevel};
 use tokio::sync::{mpsc, oneshot};
 use xmpp_parsers::hashes::Algo;
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::jid::{BareJid, FullJid};
 use xmpp_parsers::message::Message;
 use xmpp_parsers::stanza::Stanza;
 
 use crate::connection::Incoming;
 use crate::error::ClientError;
 use crate::media_params;
-use crate::omemo_service::OmemoService;
-use crate::output::Output as Printer;
+use crate::omemo_service::{OmemoService, Received};
 use crate::presence;
 
 /// How long ICE + DTLS may take once both sides know each other's parameters.
@@ -272,6 +269,149 @@ pub struct CallOptions {
 }
 
 // ---------------------------------------------------------------------------------------------
+// what the agent reports and takes
+
+/// Where a call is, in the order a call goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPhase {
+    /// We propose (XEP-0353) and wait.
+    Proposing,
+    /// The peer's phone rings (outgoing), or a call rings here (incoming).
+    Ringing,
+    /// The callee accepted; `<proceed/>` arrived.
+    Proceeding,
+    /// Media is being set up (ICE, DTLS).
+    Connecting,
+    /// Media may play.
+    Connected,
+    /// Over.
+    Ended,
+}
+
+impl CallPhase {
+    /// The lower-case name (`call` event `state`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proposing => "proposing",
+            Self::Ringing => "ringing",
+            Self::Proceeding => "proceeding",
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// What a call did, reported once it ended.
+#[derive(Debug)]
+pub struct CallSummary {
+    /// The call.
+    pub sid: String,
+    /// The peer's full JID (or bare, for a call we placed and nobody answered).
+    pub peer: String,
+    /// From the call's start to its first shield.
+    pub shield_after: Option<Duration>,
+    /// From the call's start to the first audio from the peer.
+    pub first_audio_after: Option<Duration>,
+    /// The WAV written, if any.
+    pub recording: Option<PathBuf>,
+    /// The media report; `None` when no media ran, `Err` when it failed.
+    pub media: Option<Result<CallReport, DriverError>>,
+}
+
+/// Everything the agent reports, in order, on one stream.
+#[derive(Debug)]
+pub enum AgentEvent {
+    /// Online (again, after a reconnect) with this full JID.
+    Online {
+        /// The bound JID.
+        jid: FullJid,
+        /// After a reconnect.
+        again: bool,
+    },
+    /// A message, device list or undecryptable message from the OMEMO service.
+    Received(Received),
+    /// A call changed phase.
+    Call {
+        /// The call.
+        sid: String,
+        /// The peer (empty if not known yet).
+        peer: String,
+        /// The new phase.
+        phase: CallPhase,
+        /// Incoming `Ringing`: whether it came as a XEP-0353 propose.
+        jmi: Option<bool>,
+        /// `Proceeding`: the device the callee named in `<proceed/>` (inner `None`: none).
+        device: Option<Option<u32>>,
+    },
+    /// An incoming call waits for [`AgentCommand::Answer`] (with [`Answer::Ask`]).
+    Asking {
+        /// The call.
+        sid: String,
+        /// Who calls.
+        from: FullJid,
+    },
+    /// A call's shield, again whenever it changes.
+    Shield {
+        /// The call.
+        sid: String,
+        /// The peer's full JID.
+        peer: String,
+        /// The shield.
+        shield: Shield,
+        /// The peer's device of this call.
+        device: Option<u32>,
+    },
+    /// A call with a contact once verified is less than verified (before media plays).
+    Downgrade {
+        /// The call.
+        sid: String,
+        /// The contact.
+        peer: BareJid,
+        /// What went wrong.
+        kind: Downgrade,
+        /// The device concerned.
+        device: Option<u32>,
+        /// Whether the call is refused for it (require-verified).
+        refused: bool,
+    },
+    /// The first audio from the peer.
+    FirstAudio {
+        /// The call.
+        sid: String,
+        /// Since the call's start.
+        after: Duration,
+    },
+    /// A call ended.
+    Ended {
+        /// The call.
+        sid: String,
+        /// How.
+        end: CallEnd,
+    },
+    /// What an ended call did.
+    Stats(Box<CallSummary>),
+    /// Something skipped or degraded; the agent goes on.
+    Warning(String),
+    /// Something failed; the agent goes on.
+    Error(String),
+}
+
+/// What the embedder tells a running agent.
+#[derive(Debug, Clone)]
+pub enum AgentCommand {
+    /// Answers the call an [`AgentEvent::Asking`] named.
+    Answer {
+        /// The call.
+        sid: String,
+        /// Accept (else decline).
+        accept: bool,
+    },
+    /// Hangs up every call and ends the agent once they are over (Ctrl-C in the CLI).
+    HangUpAll,
+}
+
+// ---------------------------------------------------------------------------------------------
 // per-call state
 
 struct Running {
@@ -291,14 +431,12 @@ struct CallState {
     connected: bool,
     hangup_at: Option<Instant>,
     /// The engine has ended the call; we wait for the media report to print the stats.
-    ended: Option<(String, String)>,
+    ended: Option<CallEnd>,
     ended_at: Option<Instant>,
     recording: Option<PathBuf>,
-    /// Last state and shield with its device, for the live status line.
-    state: String,
+    /// The latest shield and its device.
     shield: Option<Shield>,
     device: Option<u32>,
-    connected_at: Option<Instant>,
 }
 
 impl CallState {
@@ -317,56 +455,9 @@ impl CallState {
             ended: None,
             ended_at: None,
             recording: None,
-            state: String::new(),
             shield: None,
             device: None,
-            connected_at: None,
         }
-    }
-}
-
-/// Words and a symbol for a shield (the status line and `--help` use the same).
-pub fn shield_words(s: Shield) -> (&'static str, &'static str, &'static str) {
-    match s {
-        Shield::Verified => ("verified", "\u{1F6E1}", "verified"),
-        Shield::Encrypted => ("encrypted", "\u{1F512}", "encrypted, not verified"),
-        Shield::None => ("none", "\u{26A0}", "not verified"),
-    }
-}
-
-fn reason_name(r: &xmpp_parsers::jingle::Reason) -> String {
-    Element::from(r.clone()).name().to_owned()
-}
-
-/// The `reason` and `text` of the `ended` event.
-pub fn end_reason(end: &CallEnd) -> (String, String) {
-    match end {
-        CallEnd::LocalHangup => ("success".into(), "you hung up".into()),
-        CallEnd::LocalReject => ("decline".into(), "you declined".into()),
-        CallEnd::PeerTerminated(r) => (reason_name(r), "the peer ended the call".into()),
-        CallEnd::Declined => ("decline".into(), "the callee declined".into()),
-        CallEnd::Retracted => (
-            "retracted".into(),
-            "the caller hung up before the answer".into(),
-        ),
-        CallEnd::Timeout => ("timeout".into(), "nobody answered".into()),
-        CallEnd::AnsweredElsewhere => (
-            "answered-elsewhere".into(),
-            "answered on another device of this account".into(),
-        ),
-        CallEnd::RejectedElsewhere => (
-            "rejected-elsewhere".into(),
-            "declined on another device of this account".into(),
-        ),
-        CallEnd::Superseded(other) => (
-            "superseded".into(),
-            format!("both called at once; the other call ({other}) goes on"),
-        ),
-        CallEnd::Failed(e) => (reason_name(&e.reason()), e.to_string()),
-        CallEnd::PeerError => (
-            "failed-application".into(),
-            "the peer answered with an error".into(),
-        ),
     }
 }
 
@@ -396,11 +487,10 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 
 /// What woke the service's loop.
 enum Wake {
-    Signal,
+    Command(Option<AgentCommand>),
     Incoming(Option<Incoming>),
     Media(String, media::MediaEvent),
     MediaDone(String, Box<Result<CallReport, DriverError>>),
-    Line(String),
     Timer,
 }
 
@@ -408,7 +498,7 @@ enum Wake {
 pub struct CallService {
     engine: Engine<CallCrypto>,
     opts: CallOptions,
-    out: Printer,
+    events: mpsc::UnboundedSender<AgentEvent>,
     mode: Mode,
     calls: BTreeMap<String, CallState>,
     media_tx: mpsc::UnboundedSender<(String, media::MediaEvent)>,
@@ -421,11 +511,8 @@ pub struct CallService {
     answered: usize,
     /// `call`: our call ended with success after media flowed.
     outcome: Option<bool>,
-    /// Waiting for the user's yes/no on this call.
+    /// Waiting for the embedder's answer on this call.
     asking: Option<String>,
-    tty: bool,
-    /// The live status line is on screen (see [`CallService::draw_status`]).
-    status_shown: bool,
 }
 
 impl std::fmt::Debug for CallService {
@@ -438,7 +525,13 @@ impl std::fmt::Debug for CallService {
 
 impl CallService {
     /// A service for the account of `svc`, announcing call support when it goes online.
-    pub fn new(svc: OmemoService, mode: Mode, opts: CallOptions, out: Printer) -> Self {
+    /// Everything it reports goes to `events`, in order.
+    pub fn new(
+        svc: OmemoService,
+        mode: Mode,
+        opts: CallOptions,
+        events: mpsc::UnboundedSender<AgentEvent>,
+    ) -> Self {
         let own = svc.xmpp().jid.clone();
         let mut config = Config::new(own);
         config.require_verified = opts.require_verified;
@@ -449,7 +542,7 @@ impl CallService {
         Self {
             engine,
             opts,
-            out,
+            events,
             mode,
             calls: BTreeMap::new(),
             media_tx,
@@ -460,46 +553,34 @@ impl CallService {
             answered: 0,
             outcome: None,
             asking: None,
-            tty: std::io::stdout().is_terminal(),
-            status_shown: false,
         }
+    }
+
+    /// Reports to the embedder (who may have stopped listening: then nobody is told).
+    fn emit(&self, ev: AgentEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn warn(&self, text: String) {
+        self.emit(AgentEvent::Warning(text));
     }
 
     fn svc(&mut self) -> &mut OmemoService {
         self.engine.crypto_mut().service()
     }
 
-    /// Runs until the call ends (`call`) or a signal (`listen`). Returns whether a `call`
-    /// connected and ended normally (always `true` for `listen`).
+    /// Runs until the call ends (`call`) or [`AgentCommand::HangUpAll`] (`listen`; also when
+    /// the command sender is dropped). Returns whether a `call` connected and ended normally
+    /// (always `true` for `listen`).
     pub async fn run(
         mut self,
         mut incoming: mpsc::UnboundedReceiver<Incoming>,
+        mut commands: mpsc::UnboundedReceiver<AgentCommand>,
     ) -> Result<bool, ClientError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut sigint =
-            signal(SignalKind::interrupt()).map_err(|e| ClientError::Io(e.to_string()))?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).map_err(|e| ClientError::Io(e.to_string()))?;
-
         presence::go_online(self.svc().xmpp(), true).await?;
-        let jid = self.svc().xmpp().jid.to_string();
-        self.out.event("online", json!({ "jid": jid }), || {
-            format!("online as {jid}")
-        });
-
-        // Answers typed on the terminal (listen without --auto-answer/--reject).
-        let (line_tx, mut lines) = mpsc::unbounded_channel::<String>();
-        if matches!(self.mode, Mode::Listen(Answer::Ask)) {
-            std::thread::spawn(move || {
-                for line in std::io::stdin().lines().map_while(Result::ok) {
-                    if line_tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            });
-        } else {
-            drop(line_tx);
-        }
+        let jid = self.svc().xmpp().jid.clone();
+        self.emit(AgentEvent::Online { jid, again: false });
+        let mut commands_open = true;
 
         if let Mode::Call(peer) = self.mode.clone() {
             let sid = random_sid()?;
@@ -515,16 +596,12 @@ impl CallService {
             };
             if let Err(e) = self.engine.handle_user(now, action) {
                 self.calls.remove(&sid);
-                let why = match e {
-                    shieldcall_jingle::ApiError::NotVerifiable => format!(
-                        "this call cannot be verified (OMEMO is off), and calls with {peer} must \
-                         be (--require-verified, or `shieldcall policy`)"
-                    ),
-                    other => other.to_string(),
-                };
-                return Err(ClientError::Usage(why));
+                return Err(match e {
+                    shieldcall_jingle::ApiError::NotVerifiable => ClientError::NotVerifiable(peer),
+                    other => ClientError::Usage(other.to_string()),
+                });
             }
-            self.state(&sid, "proposing", json!({}));
+            self.state(&sid, CallPhase::Proposing, None, None);
         }
 
         let mut quit_at: Option<Instant> = None;
@@ -532,7 +609,6 @@ impl CallService {
         self.check_trust_elsewhere();
         let mut next_trust_check = Instant::now() + TRUST_POLL;
         loop {
-            self.clear_status();
             if !self.calls.is_empty() && Instant::now() >= next_trust_check {
                 next_trust_check = Instant::now() + TRUST_POLL;
                 self.check_trust_elsewhere();
@@ -564,41 +640,37 @@ impl CallService {
             if !self.calls.is_empty() {
                 wake = Some(wake.map_or(next_trust_check, |w| w.min(next_trust_check)));
             }
-            if self.live() && self.calls.values().any(|c| c.ended.is_none()) {
-                // Redraw the status line's clock every second.
-                let tick = Instant::now() + Duration::from_secs(1);
-                wake = Some(wake.map_or(tick, |w| w.min(tick)));
-            }
-            self.draw_status();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
                     None => std::future::pending().await,
                 }
             };
-            // Receive first, then clear the status line, then handle: whatever the handlers
-            // print starts on a clean line.
             let woke = tokio::select! {
-                _ = sigint.recv() => Wake::Signal,
-                _ = sigterm.recv() => Wake::Signal,
+                c = commands.recv(), if commands_open => Wake::Command(c),
                 ev = incoming.recv() => Wake::Incoming(ev),
                 Some((sid, ev)) = self.media_rx.recv() => Wake::Media(sid, ev),
                 Some((sid, report)) = self.done_rx.recv() => Wake::MediaDone(sid, Box::new(report)),
-                Some(line) = lines.recv() => Wake::Line(line),
                 _ = sleep => Wake::Timer,
             };
-            self.clear_status();
             match woke {
-                Wake::Signal => quit_at = Some(self.hang_up_all(quit_at)),
+                Wake::Command(Some(AgentCommand::HangUpAll)) => {
+                    quit_at = Some(self.hang_up_all(quit_at));
+                }
+                Wake::Command(Some(AgentCommand::Answer { sid, accept })) => {
+                    self.on_answer(sid, accept);
+                }
+                Wake::Command(None) => {
+                    // Nobody can tell us to stop any more: stop now.
+                    commands_open = false;
+                    quit_at = Some(self.hang_up_all(quit_at));
+                }
                 Wake::Incoming(Some(Incoming::Stanza(st))) => self.on_stanza(*st).await,
                 Wake::Incoming(Some(Incoming::Online(jid))) => {
                     if let Err(e) = presence::go_online(self.svc().xmpp(), true).await {
-                        self.out.error(&e.to_string());
+                        self.emit(AgentEvent::Error(e.to_string()));
                     }
-                    self.out
-                        .event("online", json!({ "jid": jid.to_string() }), || {
-                            format!("online again as {jid}")
-                        });
+                    self.emit(AgentEvent::Online { jid, again: true });
                 }
                 Wake::Incoming(Some(Incoming::Closed(why))) => {
                     self.stop_all_media();
@@ -610,7 +682,6 @@ impl CallService {
                 }
                 Wake::Media(sid, ev) => self.on_media(&sid, ev),
                 Wake::MediaDone(sid, report) => self.on_media_done(&sid, *report),
-                Wake::Line(line) => self.on_answer_line(&line),
                 Wake::Timer => {
                     let now = Instant::now();
                     if quit_at.is_some_and(|q| now >= q) {
@@ -634,9 +705,7 @@ impl CallService {
         match self.svc().trust_or_policy_changed() {
             Ok(true) => self.engine.handle_trust_change(Instant::now()),
             Ok(false) => {}
-            Err(e) => self
-                .out
-                .warning(&format!("cannot read the account database: {e}")),
+            Err(e) => self.warn(format!("cannot read the account database: {e}")),
         }
     }
 
@@ -693,77 +762,25 @@ impl CallService {
         let _ = tokio::time::timeout(LEAVE_TIMEOUT, xmpp.close()).await;
     }
 
-    fn state(&mut self, sid: &str, state: &str, extra: Value) {
-        let peer = match self.calls.get_mut(sid) {
-            Some(c) => {
-                c.state = state.to_owned();
-                if state == "connected" {
-                    c.connected_at = Some(Instant::now());
-                }
-                c.peer.clone()
-            }
-            None => String::new(),
-        };
-        let mut fields = json!({ "state": state, "sid": sid, "peer": peer });
-        if let (Some(f), Value::Object(e)) = (fields.as_object_mut(), extra) {
-            f.extend(e);
-        }
-        self.out
-            .event("call", fields, || format!("call with {peer}: {state}"));
-    }
-
-    /// Whether the live status line is used: a terminal, human output, not asking a question.
-    fn live(&self) -> bool {
-        self.tty && !self.out.json && self.asking.is_none()
-    }
-
-    /// The live status line of the running call: state, time, shield in words and symbol, peer
-    /// and device.
-    fn status_text(&self) -> Option<String> {
-        let (_, c) = self.calls.iter().find(|(_, c)| c.ended.is_none())?;
-        let elapsed = c
-            .connected_at
-            .map(|t| {
-                let s = t.elapsed().as_secs();
-                format!(" {:02}:{:02}", s / 60, s % 60)
-            })
+    fn state(
+        &mut self,
+        sid: &str,
+        phase: CallPhase,
+        jmi: Option<bool>,
+        device: Option<Option<u32>>,
+    ) {
+        let peer = self
+            .calls
+            .get(sid)
+            .map(|c| c.peer.clone())
             .unwrap_or_default();
-        let shield = match c.shield {
-            Some(sh) => {
-                let (_, symbol, words) = shield_words(sh);
-                format!("{symbol} {words}")
-            }
-            None => "shield: not yet known".to_owned(),
-        };
-        let device = match c.device {
-            Some(d) => format!(", device {d}"),
-            None => String::new(),
-        };
-        Some(format!(
-            "\u{25CF} {}{elapsed} | {shield} | {}{device}",
-            c.state, c.peer
-        ))
-    }
-
-    /// Removes the live status line before other output.
-    fn clear_status(&mut self) {
-        if self.status_shown {
-            print!("\r\x1b[2K");
-            let _ = std::io::stdout().flush();
-            self.status_shown = false;
-        }
-    }
-
-    /// Draws the live status line (no newline: it is redrawn in place).
-    fn draw_status(&mut self) {
-        if !self.live() {
-            return;
-        }
-        if let Some(text) = self.status_text() {
-            print!("\r\x1b[2K{text}");
-            let _ = std::io::stdout().flush();
-            self.status_shown = true;
-        }
+        self.emit(AgentEvent::Call {
+            sid: sid.to_owned(),
+            peer,
+            phase,
+            jmi,
+            device,
+        });
     }
 
     /// Sends the engine's stanzas and handles its events until it has nothing more.
@@ -780,8 +797,7 @@ impl CallService {
         if self.engine.crypto().bundle_changed {
             self.engine.crypto_mut().bundle_changed = false;
             if let Err(e) = self.svc().publish_bundle().await {
-                self.out
-                    .warning(&format!("republishing our OMEMO bundle failed: {e}"));
+                self.warn(format!("republishing our OMEMO bundle failed: {e}"));
             }
         }
     }
@@ -795,12 +811,12 @@ impl CallService {
         match stanza {
             Some(st) => {
                 if let Err(e) = self.svc().xmpp().send(st) {
-                    self.out.error(&e.to_string());
+                    self.emit(AgentEvent::Error(e.to_string()));
                 }
             }
-            None => self
-                .out
-                .error("internal: the call engine produced a stanza that does not parse"),
+            None => self.emit(AgentEvent::Error(
+                "internal: the call engine produced a stanza that does not parse".into(),
+            )),
         }
     }
 
@@ -812,7 +828,7 @@ impl CallService {
                 if self.engine.handle_stanza(now, SystemTime::now(), &el) == Handled::NotMine {
                     let received = self.svc().handle_message(m).await;
                     for r in received {
-                        crate::output::report(self.out, r);
+                        self.emit(AgentEvent::Received(r));
                     }
                 }
             }
@@ -841,7 +857,7 @@ impl CallService {
                     sid.clone(),
                     CallState::new(from.to_string(), from.to_bare(), now),
                 );
-                self.state(&sid, "ringing", json!({ "jmi": jmi }));
+                self.state(&sid, CallPhase::Ringing, Some(jmi), None);
                 let busy = self
                     .calls
                     .iter()
@@ -857,11 +873,10 @@ impl CallService {
                     Mode::Listen(Answer::Ask) => None,
                 };
                 if video {
-                    self.out
-                        .warning("declining a video call: shieldcall does audio only so far");
+                    self.warn("declining a video call: shieldcall does audio only so far".into());
                 }
                 if let Some(why) = no_audio {
-                    self.out.warning(&format!("declining the call: {why}"));
+                    self.warn(format!("declining the call: {why}"));
                 }
                 match decision {
                     Some(true) => {
@@ -871,17 +886,14 @@ impl CallService {
                         let _ = self.engine.handle_user(now, UserAction::Reject { sid });
                     }
                     None => {
-                        if !self.out.json {
-                            print!("incoming call from {from} — answer? [y/N] ");
-                            let _ = std::io::stdout().flush();
-                        }
-                        self.asking = Some(sid);
+                        self.asking = Some(sid.clone());
+                        self.emit(AgentEvent::Asking { sid, from });
                     }
                 }
             }
-            Event::PeerRinging { sid } => self.state(&sid, "ringing", json!({})),
+            Event::PeerRinging { sid } => self.state(&sid, CallPhase::Ringing, None, None),
             Event::Proceeding { sid, device } => {
-                self.state(&sid, "proceeding", json!({ "device": device }));
+                self.state(&sid, CallPhase::Proceeding, None, Some(device));
                 // The engine encrypts our fingerprint to that device as soon as media answers
                 // below: make sure a session exists, building it from the bundle if needed.
                 if let Some(d) = device
@@ -891,7 +903,7 @@ impl CallService {
                     let (ok, problems) = self.svc().ensure_sessions(&peer, &[d]).await;
                     if ok.is_empty() {
                         for p in problems {
-                            self.out.warning(&format!(
+                            self.warn(format!(
                                 "no OMEMO session with {peer} device {d}: {p}; the fingerprint would go unencrypted"
                             ));
                         }
@@ -924,8 +936,7 @@ impl CallService {
                 }
             }
             Event::ContentAdd { sid, .. } => {
-                self.out
-                    .warning("declining the peer's added content (video): audio only so far");
+                self.warn("declining the peer's added content (video): audio only so far".into());
                 let _ = self
                     .engine
                     .handle_user(now, UserAction::RejectContent { sid });
@@ -948,14 +959,13 @@ impl CallService {
                         c.hangup_at = duration.map(|d| now + d);
                     }
                 }
-                self.state(&sid, "connected", json!({}));
+                self.state(&sid, CallPhase::Connected, None, None);
             }
             Event::Shield {
                 sid,
                 shield,
                 device,
             } => {
-                let (state, symbol, words) = shield_words(shield);
                 let (peer, peer_bare) = match self.calls.get_mut(&sid) {
                     Some(c) => {
                         c.shield = Some(shield);
@@ -976,20 +986,16 @@ impl CallService {
                         crate::omemo_service::now(),
                     )
                 {
-                    self.out
-                        .warning(&format!("cannot remember the verified call: {e}"));
+                    self.warn(format!("cannot remember the verified call: {e}"));
                 }
-                self.out.event(
-                    "shield",
-                    json!({ "sid": sid, "state": state, "device": device }),
-                    || match device {
-                        Some(d) => format!("{symbol} {words} — {peer}, device {d}"),
-                        None => format!("{symbol} {words} — {peer}"),
-                    },
-                );
+                self.emit(AgentEvent::Shield {
+                    sid,
+                    peer,
+                    shield,
+                    device,
+                });
             }
             Event::Ended { sid, end } => {
-                let (reason, text) = end_reason(&end);
                 let success = matches!(
                     end,
                     CallEnd::LocalHangup
@@ -1001,18 +1007,14 @@ impl CallService {
                 }
                 if self.asking.as_deref() == Some(sid.as_str()) {
                     self.asking = None;
-                    if !self.out.json {
-                        println!();
-                    }
                 }
-                self.state(&sid, "ended", json!({}));
-                self.out.event(
-                    "ended",
-                    json!({ "sid": sid, "reason": reason, "text": text }),
-                    || format!("call ended: {reason} ({text})"),
-                );
+                self.state(&sid, CallPhase::Ended, None, None);
+                self.emit(AgentEvent::Ended {
+                    sid: sid.clone(),
+                    end: end.clone(),
+                });
                 if let Some(c) = self.calls.get_mut(&sid) {
-                    c.ended = Some((reason, text));
+                    c.ended = Some(end);
                     c.ended_at = Some(now);
                     c.endpoint = None;
                     match c.running.as_mut() {
@@ -1038,27 +1040,30 @@ impl CallService {
                 .policies()
                 .contact(peer.as_str())
                 .map_or(true, |s| s.require_verified());
-        let text = downgrade_text(peer, kind, device, refused);
-        self.out.alarm(
-            "downgrade",
-            json!({ "sid": sid, "kind": kind.as_str(), "peer": peer.to_string(), "device": device, "text": text }),
-            &text,
-        );
+        self.emit(AgentEvent::Downgrade {
+            sid: sid.to_owned(),
+            peer: peer.clone(),
+            kind,
+            device,
+            refused,
+        });
     }
 
-    fn on_answer_line(&mut self, line: &str) {
-        let Some(sid) = self.asking.take() else {
+    /// The embedder's answer to [`AgentEvent::Asking`]; ignored for any other call (answered
+    /// meanwhile, ended, or never asked about).
+    fn on_answer(&mut self, sid: String, accept: bool) {
+        if self.asking.as_deref() != Some(sid.as_str()) {
             return;
-        };
+        }
+        self.asking = None;
         let now = Instant::now();
-        let yes = matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes");
-        let action = if yes {
+        let action = if accept {
             UserAction::Accept { sid }
         } else {
             UserAction::Reject { sid }
         };
         if let Err(e) = self.engine.handle_user(now, action) {
-            self.out.error(&format!("cannot answer: {e}"));
+            self.emit(AgentEvent::Error(format!("cannot answer: {e}")));
         }
     }
 
@@ -1074,7 +1079,7 @@ impl CallService {
 
     async fn prepare_media(&mut self, sid: &str, role: Role, requested: &[Media]) {
         let now = Instant::now();
-        self.state(sid, "connecting", json!({}));
+        self.state(sid, CallPhase::Connecting, None, None);
         if requested.iter().any(|m| *m != Media::Audio) {
             self.fail_media(sid, "only audio is supported".into());
             return;
@@ -1144,8 +1149,9 @@ impl CallService {
             .engine
             .handle_media(now, sid, EngineMedia::LocalContents(vec![local]))
         {
-            self.out
-                .error(&format!("call engine refused our media: {e}"));
+            self.emit(AgentEvent::Error(format!(
+                "call engine refused our media: {e}"
+            )));
         }
         if role == Role::Responder && self.calls.get(sid).is_some_and(|c| c.ended.is_none()) {
             self.start_media(sid);
@@ -1295,12 +1301,8 @@ impl CallService {
                 if call.first_audio_at.is_none() {
                     let after = now.duration_since(call.started);
                     call.first_audio_at = Some(after);
-                    let ms = after.as_millis() as u64;
-                    self.out.event(
-                        "audio",
-                        json!({ "sid": sid, "state": "first", "ms": ms }),
-                        || format!("first audio from the peer after {ms} ms"),
-                    );
+                    let sid = sid.to_owned();
+                    self.emit(AgentEvent::FirstAudio { sid, after });
                 }
                 Ok(())
             }
@@ -1366,82 +1368,14 @@ impl CallService {
         {
             let _ = stop.send(());
         }
-        let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
-        let mut fields = json!({
-            "sid": sid,
-            "peer": call.peer,
-            "ms_to_shield": ms(call.shield_at),
-            "ms_to_first_audio": ms(call.first_audio_at),
-            "recording": call.recording.as_ref().map(|p| p.display().to_string()),
-        });
-        let mut human;
-        match report {
-            Some(Ok(r)) => {
-                let s = &r.stats;
-                if let Value::Object(f) = &mut fields {
-                    f.extend(
-                        json!({
-                            "packets_sent": s.packets_sent,
-                            "packets_received": s.packets_received,
-                            "bytes_sent": s.bytes_sent,
-                            "bytes_received": s.bytes_received,
-                            "frames_sent": r.frames_from_source,
-                            "frames_played": s.frames_played,
-                            "frames_concealed": s.frames_concealed,
-                            "frames_recorded": r.frames_to_sink,
-                            "loss": s.local_loss,
-                            "remote_loss": s.remote_loss,
-                            "jitter_ms": s.jitter_ms(),
-                            "rtt_ms": s.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                            "media_ms_to_dtls": ms(s.dtls_connected),
-                            "capture": r.capture.as_ref().map(device_json),
-                            "playback": r.playback.as_ref().map(device_json),
-                        })
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
-                    );
-                }
-                human = format!(
-                    "stats: sent {} packets, received {}, played {} frames ({} concealed), loss {}, jitter {}, rtt {}; shield after {}, first audio after {}",
-                    s.packets_sent,
-                    s.packets_received,
-                    s.frames_played,
-                    s.frames_concealed,
-                    s.local_loss
-                        .map_or("n/a".into(), |l| format!("{:.1} %", l * 100.0)),
-                    s.jitter_ms().map_or("n/a".into(), |j| format!("{j:.1} ms")),
-                    s.rtt.map_or("n/a".into(), |d| format!(
-                        "{:.1} ms",
-                        d.as_secs_f64() * 1000.0
-                    )),
-                    ms(call.shield_at).map_or("-".into(), |m| format!("{m} ms")),
-                    ms(call.first_audio_at).map_or("-".into(), |m| format!("{m} ms")),
-                );
-                for (what, d) in [("microphone", &r.capture), ("speaker", &r.playback)] {
-                    if let Some(d) = d {
-                        human.push_str(&format!(
-                            "\n{what} {}: {} Hz, {} ch, {} samples dropped (overruns), {} underruns, {} errors{}",
-                            d.name,
-                            d.sample_rate,
-                            d.channels,
-                            d.overrun_samples,
-                            d.underruns,
-                            d.errors,
-                            d.last_error.as_ref().map_or(String::new(), |e| format!(" (last: {e})"))
-                        ));
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                human = format!("stats: media failed: {e}");
-                if let Value::Object(f) = &mut fields {
-                    f.insert("media_error".into(), Value::String(e.to_string()));
-                }
-            }
-            None => human = "stats: no media ran".to_owned(),
-        }
-        self.out.event("stats", fields, || human);
+        self.emit(AgentEvent::Stats(Box::new(CallSummary {
+            sid: sid.to_owned(),
+            peer: call.peer,
+            shield_after: call.shield_at,
+            first_audio_after: call.first_audio_at,
+            recording: call.recording,
+            media: report,
+        })));
     }
 
     fn stop_all_media(&mut self) {
@@ -1453,41 +1387,6 @@ impl CallService {
             }
         }
     }
-}
-
-/// What a person reads about a downgrade (also the JSON `text`).
-pub fn downgrade_text(
-    peer: &BareJid,
-    kind: Downgrade,
-    device: Option<u32>,
-    refused: bool,
-) -> String {
-    let device = device.map_or_else(String::new, |d| format!(" {d}"));
-    let what = match kind {
-        Downgrade::UnverifiedDevice => format!(
-            "this call uses {peer}'s device{device}, whose key you have not verified (a new device, \
-             or one you distrusted)"
-        ),
-        Downgrade::PlainFingerprints => format!(
-            "{peer}'s side sent its call keys (DTLS fingerprints) unencrypted, without OMEMO"
-        ),
-        Downgrade::NoDevice => format!(
-            "{peer}'s answer names no OMEMO device, so the call keys cannot travel encrypted"
-        ),
-        Downgrade::OmemoFailed => format!(
-            "OMEMO could not encrypt the call keys to {peer}'s device{device}, so they travel \
-             unencrypted"
-        ),
-    };
-    let then = if refused {
-        "The call is refused: calls with this contact must be verified.".to_owned()
-    } else {
-        format!(
-            "The call is NOT verified: a server operator could be listening in. To refuse such \
-             calls: shieldcall policy {peer} --require-verified on"
-        )
-    };
-    format!("NOT VERIFIED: you verified {peer} before, but {what}. {then}")
 }
 
 fn fail_text(f: &media::session::FailReason) -> String {
@@ -1546,20 +1445,6 @@ pub fn audio_devices() -> Result<Vec<media::audio::live::DeviceInfo>, String> {
     media::audio::live::list_devices().map_err(|e| e.to_string())
 }
 
-/// What a live device did, for the `stats` event.
-fn device_json(d: &media::audio::DeviceReport) -> Value {
-    json!({
-        "device": d.name,
-        "rate": d.sample_rate,
-        "channels": d.channels,
-        "period_frames": d.period_frames,
-        "overrun_samples": d.overrun_samples,
-        "underruns": d.underruns,
-        "errors": d.errors,
-        "last_error": d.last_error,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1578,17 +1463,5 @@ mod tests {
         let b = random_sid().unwrap();
         assert_eq!(a.len(), 22);
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn end_reasons_use_the_jingle_names() {
-        use xmpp_parsers::jingle::Reason;
-        assert_eq!(end_reason(&CallEnd::LocalHangup).0, "success");
-        assert_eq!(
-            end_reason(&CallEnd::PeerTerminated(Reason::SecurityError)).0,
-            "security-error"
-        );
-        assert_eq!(end_reason(&CallEnd::Declined).0, "decline");
-        assert_eq!(end_reason(&CallEnd::Timeout).0, "timeout");
     }
 }

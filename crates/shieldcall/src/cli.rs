@@ -19,6 +19,7 @@ use crate::omemo_service::{self, OmemoService, contact_jid, fingerprint, open_ac
 use crate::output::Output;
 use crate::policy::{Policies, Setting};
 use crate::presence;
+use crate::present::Presenter;
 use crate::session::{Role, SessionOptions, sign_in};
 
 const AFTER_HELP: &str = "\
@@ -471,9 +472,7 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
             let opts = audio.options(*duration, *ring_timeout, DeviceCheck::Require)?;
             let (svc, incoming, _lock) =
                 online(cli, &data_dir, &jid, Online::Exclusive("call")).await?;
-            let ok = CallService::new(svc, Mode::Call(contact), opts, out)
-                .run(incoming)
-                .await?;
+            let ok = run_agent(svc, incoming, Mode::Call(contact), opts, out).await?;
             if ok {
                 Ok(())
             } else {
@@ -502,8 +501,7 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
             }
             let (svc, incoming, _lock) =
                 online(cli, &data_dir, &jid, Online::Exclusive("listen")).await?;
-            CallService::new(svc, Mode::Listen(answer), opts, out)
-                .run(incoming)
+            run_agent(svc, incoming, Mode::Listen(answer), opts, out)
                 .await
                 .map(|_| ())
         }
@@ -764,6 +762,25 @@ type Connected = (
     tokio::sync::mpsc::UnboundedReceiver<Incoming>,
     Option<OnlineLock>,
 );
+
+/// Runs the call agent and shows its events until it ends; returns its outcome (whether a
+/// `call` connected and ended normally).
+async fn run_agent(
+    svc: OmemoService,
+    incoming: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+    mode: Mode,
+    opts: CallOptions,
+    out: Output,
+) -> Result<bool, ClientError> {
+    let read_answers = matches!(mode, Mode::Listen(Answer::Ask));
+    let (event_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
+    let agent = CallService::new(svc, mode, opts, event_tx).run(incoming, command_rx);
+    let shown = Presenter::new(out).run(events, commands, read_answers);
+    let (outcome, shown) = tokio::join!(agent, shown);
+    shown?;
+    outcome
+}
 
 /// Logs in, publishes our OMEMO keys and answers disco/ping in the background (the client
 /// library's `session::sign_in`). For `listen` and `call`, Jingle IQs are left to the call

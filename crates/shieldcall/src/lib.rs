@@ -10,6 +10,7 @@ pub mod call_service;
 pub mod cli;
 pub mod demo;
 pub mod output;
+pub mod present;
 
 // The client library's modules under their old paths, for the CLI's own modules.
 pub use shieldcall_client::{

@@ -516,6 +516,44 @@ fn human_call(alice: &User, bob: &User) -> std::process::Command {
     c
 }
 
+/// `listen` without --auto-answer asks: a "y" typed on its stdin answers the ringing call (it
+/// connects, verified), an "n" declines the next one (the caller sees `decline`).
+#[test]
+fn typed_answers_accept_and_decline() {
+    let w = World::new(&["alice", "bob"]);
+    let (alice, bob) = (w.user(0), w.user(1));
+    alice.verify(bob);
+    bob.verify(alice);
+    let mut callee = listen(bob, &["--tone", "880", "--record", "NULL"]);
+    for (answer, accepted) in [("y", true), ("n", false)] {
+        let args = ["--tone", "440", "--record", "NULL", "--duration", "1"];
+        let caller = call(alice, bob, &args);
+        let ringing = callee.wait_for(
+            |v| v["event"] == "call" && v["state"] == "ringing",
+            EVENT_BOUND,
+        );
+        callee.say(answer);
+        let (caller, ok) = finish(caller);
+        assert_eq!(ok, accepted, "answer {answer}: {:?}", caller.seen);
+        let end = callee.wait_for(
+            |v| v["event"] == "ended" && v["sid"] == ringing["sid"],
+            EVENT_BOUND,
+        );
+        if accepted {
+            assert_eq!(shield(&caller), ["verified"], "{:?}", caller.seen);
+            assert_eq!(end["reason"], "success", "{:?}", callee.seen);
+        } else {
+            assert!(shield(&caller).is_empty(), "{:?}", caller.seen);
+            assert_eq!(ended(&caller), "decline", "{:?}", caller.seen);
+        }
+        callee.wait_for(
+            |v| v["event"] == "stats" && v["sid"] == ringing["sid"],
+            EVENT_BOUND,
+        );
+    }
+    callee.stop();
+}
+
 #[test]
 fn human_output_shows_state_shield_symbol_and_device() {
     let w = World::new(&["alice", "bob"]);

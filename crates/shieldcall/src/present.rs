@@ -1,0 +1,466 @@
+//! How the CLI shows a call agent's events: JSON lines or words (docs/events.md), the live
+//! status line on a terminal, the y/N question for an incoming call, and Ctrl-C/SIGTERM as
+//! "hang up everything". Nothing here decides anything about a call.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use minidom::Element;
+use serde_json::{Value, json};
+use shieldcall_jingle::{CallEnd, Downgrade, Shield};
+use shieldcall_media as media;
+use tokio::sync::mpsc;
+use xmpp_parsers::jid::BareJid;
+
+use crate::call_service::{AgentCommand, AgentEvent, CallPhase, CallSummary};
+use crate::error::ClientError;
+use crate::output::Output;
+
+/// What the status line shows of one call.
+struct Status {
+    peer: String,
+    phase: CallPhase,
+    shield: Option<Shield>,
+    device: Option<u32>,
+    connected_at: Option<Instant>,
+}
+
+/// Shows one agent's events (see the module docs).
+pub struct Presenter {
+    out: Output,
+    tty: bool,
+    calls: BTreeMap<String, Status>,
+    /// The call the y/N question is about.
+    asking: Option<String>,
+    /// The live status line is on screen.
+    status_shown: bool,
+}
+
+impl Presenter {
+    /// A presenter printing through `out`.
+    pub fn new(out: Output) -> Self {
+        Self {
+            out,
+            tty: std::io::stdout().is_terminal(),
+            calls: BTreeMap::new(),
+            asking: None,
+            status_shown: false,
+        }
+    }
+
+    /// Shows `events` until the agent ends; answers typed on stdin (with `read_answers`) and
+    /// Ctrl-C/SIGTERM become `commands`.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<AgentEvent>,
+        commands: mpsc::UnboundedSender<AgentCommand>,
+        read_answers: bool,
+    ) -> Result<(), ClientError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint =
+            signal(SignalKind::interrupt()).map_err(|e| ClientError::Io(e.to_string()))?;
+        let mut sigterm =
+            signal(SignalKind::terminate()).map_err(|e| ClientError::Io(e.to_string()))?;
+        let (line_tx, mut lines) = mpsc::unbounded_channel::<String>();
+        if read_answers {
+            // stdin is blocking: a plain thread reads it.
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lines().map_while(Result::ok) {
+                    if line_tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        } else {
+            drop(line_tx);
+        }
+        loop {
+            self.draw_status();
+            let tick = tokio::time::sleep(Duration::from_secs(1));
+            tokio::select! {
+                ev = events.recv() => {
+                    self.clear_status();
+                    match ev {
+                        Some(ev) => self.show(ev),
+                        None => return Ok(()),
+                    }
+                }
+                _ = sigint.recv() => { let _ = commands.send(AgentCommand::HangUpAll); }
+                _ = sigterm.recv() => { let _ = commands.send(AgentCommand::HangUpAll); }
+                Some(line) = lines.recv() => {
+                    self.clear_status();
+                    if let Some(sid) = self.asking.take() {
+                        let accept = matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+                        let _ = commands.send(AgentCommand::Answer { sid, accept });
+                    }
+                }
+                _ = tick => self.clear_status(),
+            }
+        }
+    }
+
+    /// Prints one event.
+    pub fn show(&mut self, ev: AgentEvent) {
+        let out = self.out;
+        match ev {
+            AgentEvent::Online { jid, again } => {
+                let jid = jid.to_string();
+                out.event("online", json!({ "jid": jid }), || {
+                    if again {
+                        format!("online again as {jid}")
+                    } else {
+                        format!("online as {jid}")
+                    }
+                });
+            }
+            AgentEvent::Received(r) => crate::output::report(out, r),
+            AgentEvent::Call {
+                sid,
+                peer,
+                phase,
+                jmi,
+                device,
+            } => {
+                if phase == CallPhase::Ended && self.asking.as_deref() == Some(sid.as_str()) {
+                    self.asking = None;
+                    if !out.json {
+                        println!();
+                    }
+                }
+                let status = self.calls.entry(sid.clone()).or_insert_with(|| Status {
+                    peer: peer.clone(),
+                    phase,
+                    shield: None,
+                    device: None,
+                    connected_at: None,
+                });
+                status.phase = phase;
+                if phase == CallPhase::Connected {
+                    status.connected_at = Some(Instant::now());
+                }
+                let state = phase.as_str();
+                let mut fields = json!({ "state": state, "sid": sid, "peer": peer });
+                if let Value::Object(f) = &mut fields {
+                    if let Some(jmi) = jmi {
+                        f.insert("jmi".into(), json!(jmi));
+                    }
+                    if let Some(device) = device {
+                        f.insert("device".into(), json!(device));
+                    }
+                }
+                out.event("call", fields, || format!("call with {peer}: {state}"));
+            }
+            AgentEvent::Asking { sid, from } => {
+                if !out.json {
+                    print!("incoming call from {from} — answer? [y/N] ");
+                    let _ = std::io::stdout().flush();
+                }
+                self.asking = Some(sid);
+            }
+            AgentEvent::Shield {
+                sid,
+                peer,
+                shield,
+                device,
+            } => {
+                if let Some(s) = self.calls.get_mut(&sid) {
+                    s.shield = Some(shield);
+                    s.device = device;
+                }
+                let (state, symbol, words) = shield_words(shield);
+                out.event(
+                    "shield",
+                    json!({ "sid": sid, "state": state, "device": device }),
+                    || match device {
+                        Some(d) => format!("{symbol} {words} — {peer}, device {d}"),
+                        None => format!("{symbol} {words} — {peer}"),
+                    },
+                );
+            }
+            AgentEvent::Downgrade {
+                sid,
+                peer,
+                kind,
+                device,
+                refused,
+            } => {
+                let text = downgrade_text(&peer, kind, device, refused);
+                out.alarm(
+                    "downgrade",
+                    json!({ "sid": sid, "kind": kind.as_str(), "peer": peer.to_string(), "device": device, "text": text }),
+                    &text,
+                );
+            }
+            AgentEvent::FirstAudio { sid, after } => {
+                let ms = after.as_millis() as u64;
+                out.event(
+                    "audio",
+                    json!({ "sid": sid, "state": "first", "ms": ms }),
+                    || format!("first audio from the peer after {ms} ms"),
+                );
+            }
+            AgentEvent::Ended { sid, end } => {
+                let (reason, text) = end_reason(&end);
+                out.event(
+                    "ended",
+                    json!({ "sid": sid, "reason": reason, "text": text }),
+                    || format!("call ended: {reason} ({text})"),
+                );
+            }
+            AgentEvent::Stats(c) => {
+                self.calls.remove(&c.sid);
+                let (fields, human) = stats(&c);
+                out.event("stats", fields, || human);
+            }
+            AgentEvent::Warning(w) => out.warning(&w),
+            AgentEvent::Error(e) => out.error(&e),
+        }
+    }
+
+    /// Whether the live status line is used: a terminal, human output, not asking a question.
+    fn live(&self) -> bool {
+        self.tty && !self.out.json && self.asking.is_none()
+    }
+
+    /// The live status line of the running call: state, time, shield in words and symbol, peer
+    /// and device.
+    fn status_text(&self) -> Option<String> {
+        let c = self.calls.values().find(|c| c.phase != CallPhase::Ended)?;
+        let elapsed = c
+            .connected_at
+            .map(|t| {
+                let s = t.elapsed().as_secs();
+                format!(" {:02}:{:02}", s / 60, s % 60)
+            })
+            .unwrap_or_default();
+        let shield = match c.shield {
+            Some(sh) => {
+                let (_, symbol, words) = shield_words(sh);
+                format!("{symbol} {words}")
+            }
+            None => "shield: not yet known".to_owned(),
+        };
+        let device = match c.device {
+            Some(d) => format!(", device {d}"),
+            None => String::new(),
+        };
+        Some(format!(
+            "\u{25CF} {}{elapsed} | {shield} | {}{device}",
+            c.phase.as_str(),
+            c.peer
+        ))
+    }
+
+    /// Removes the live status line before other output.
+    fn clear_status(&mut self) {
+        if self.status_shown {
+            print!("\r\x1b[2K");
+            let _ = std::io::stdout().flush();
+            self.status_shown = false;
+        }
+    }
+
+    /// Draws the live status line (no newline: it is redrawn in place).
+    fn draw_status(&mut self) {
+        if !self.live() {
+            return;
+        }
+        if let Some(text) = self.status_text() {
+            print!("\r\x1b[2K{text}");
+            let _ = std::io::stdout().flush();
+            self.status_shown = true;
+        }
+    }
+}
+
+/// The `stats` event of an ended call: its JSON fields and its words.
+fn stats(c: &CallSummary) -> (Value, String) {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+    let mut fields = json!({
+        "sid": c.sid,
+        "peer": c.peer,
+        "ms_to_shield": ms(c.shield_after),
+        "ms_to_first_audio": ms(c.first_audio_after),
+        "recording": c.recording.as_ref().map(|p| p.display().to_string()),
+    });
+    let mut human;
+    match &c.media {
+        Some(Ok(r)) => {
+            let s = &r.stats;
+            if let Value::Object(f) = &mut fields {
+                f.extend(
+                    json!({
+                        "packets_sent": s.packets_sent,
+                        "packets_received": s.packets_received,
+                        "bytes_sent": s.bytes_sent,
+                        "bytes_received": s.bytes_received,
+                        "frames_sent": r.frames_from_source,
+                        "frames_played": s.frames_played,
+                        "frames_concealed": s.frames_concealed,
+                        "frames_recorded": r.frames_to_sink,
+                        "loss": s.local_loss,
+                        "remote_loss": s.remote_loss,
+                        "jitter_ms": s.jitter_ms(),
+                        "rtt_ms": s.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                        "media_ms_to_dtls": ms(s.dtls_connected),
+                        "capture": r.capture.as_ref().map(device_json),
+                        "playback": r.playback.as_ref().map(device_json),
+                    })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                );
+            }
+            human = format!(
+                "stats: sent {} packets, received {}, played {} frames ({} concealed), loss {}, jitter {}, rtt {}; shield after {}, first audio after {}",
+                s.packets_sent,
+                s.packets_received,
+                s.frames_played,
+                s.frames_concealed,
+                s.local_loss
+                    .map_or("n/a".into(), |l| format!("{:.1} %", l * 100.0)),
+                s.jitter_ms().map_or("n/a".into(), |j| format!("{j:.1} ms")),
+                s.rtt.map_or("n/a".into(), |d| format!(
+                    "{:.1} ms",
+                    d.as_secs_f64() * 1000.0
+                )),
+                ms(c.shield_after).map_or("-".into(), |m| format!("{m} ms")),
+                ms(c.first_audio_after).map_or("-".into(), |m| format!("{m} ms")),
+            );
+            for (what, d) in [("microphone", &r.capture), ("speaker", &r.playback)] {
+                if let Some(d) = d {
+                    human.push_str(&format!(
+                            "\n{what} {}: {} Hz, {} ch, {} samples dropped (overruns), {} underruns, {} errors{}",
+                            d.name,
+                            d.sample_rate,
+                            d.channels,
+                            d.overrun_samples,
+                            d.underruns,
+                            d.errors,
+                            d.last_error.as_ref().map_or(String::new(), |e| format!(" (last: {e})"))
+                        ));
+                }
+            }
+        }
+        Some(Err(e)) => {
+            human = format!("stats: media failed: {e}");
+            if let Value::Object(f) = &mut fields {
+                f.insert("media_error".into(), Value::String(e.to_string()));
+            }
+        }
+        None => human = "stats: no media ran".to_owned(),
+    }
+    (fields, human)
+}
+
+/// Words and a symbol for a shield (the status line and `--help` use the same).
+pub fn shield_words(s: Shield) -> (&'static str, &'static str, &'static str) {
+    match s {
+        Shield::Verified => ("verified", "\u{1F6E1}", "verified"),
+        Shield::Encrypted => ("encrypted", "\u{1F512}", "encrypted, not verified"),
+        Shield::None => ("none", "\u{26A0}", "not verified"),
+    }
+}
+
+fn reason_name(r: &xmpp_parsers::jingle::Reason) -> String {
+    Element::from(r.clone()).name().to_owned()
+}
+
+/// The `reason` and `text` of the `ended` event.
+pub fn end_reason(end: &CallEnd) -> (String, String) {
+    match end {
+        CallEnd::LocalHangup => ("success".into(), "you hung up".into()),
+        CallEnd::LocalReject => ("decline".into(), "you declined".into()),
+        CallEnd::PeerTerminated(r) => (reason_name(r), "the peer ended the call".into()),
+        CallEnd::Declined => ("decline".into(), "the callee declined".into()),
+        CallEnd::Retracted => (
+            "retracted".into(),
+            "the caller hung up before the answer".into(),
+        ),
+        CallEnd::Timeout => ("timeout".into(), "nobody answered".into()),
+        CallEnd::AnsweredElsewhere => (
+            "answered-elsewhere".into(),
+            "answered on another device of this account".into(),
+        ),
+        CallEnd::RejectedElsewhere => (
+            "rejected-elsewhere".into(),
+            "declined on another device of this account".into(),
+        ),
+        CallEnd::Superseded(other) => (
+            "superseded".into(),
+            format!("both called at once; the other call ({other}) goes on"),
+        ),
+        CallEnd::Failed(e) => (reason_name(&e.reason()), e.to_string()),
+        CallEnd::PeerError => (
+            "failed-application".into(),
+            "the peer answered with an error".into(),
+        ),
+    }
+}
+
+/// What a person reads about a downgrade (also the JSON `text`).
+pub fn downgrade_text(
+    peer: &BareJid,
+    kind: Downgrade,
+    device: Option<u32>,
+    refused: bool,
+) -> String {
+    let device = device.map_or_else(String::new, |d| format!(" {d}"));
+    let what = match kind {
+        Downgrade::UnverifiedDevice => format!(
+            "this call uses {peer}'s device{device}, whose key you have not verified (a new device, \
+             or one you distrusted)"
+        ),
+        Downgrade::PlainFingerprints => format!(
+            "{peer}'s side sent its call keys (DTLS fingerprints) unencrypted, without OMEMO"
+        ),
+        Downgrade::NoDevice => format!(
+            "{peer}'s answer names no OMEMO device, so the call keys cannot travel encrypted"
+        ),
+        Downgrade::OmemoFailed => format!(
+            "OMEMO could not encrypt the call keys to {peer}'s device{device}, so they travel \
+             unencrypted"
+        ),
+    };
+    let then = if refused {
+        "The call is refused: calls with this contact must be verified.".to_owned()
+    } else {
+        format!(
+            "The call is NOT verified: a server operator could be listening in. To refuse such \
+             calls: shieldcall policy {peer} --require-verified on"
+        )
+    };
+    format!("NOT VERIFIED: you verified {peer} before, but {what}. {then}")
+}
+
+/// What a live device did, for the `stats` event.
+fn device_json(d: &media::audio::DeviceReport) -> Value {
+    json!({
+        "device": d.name,
+        "rate": d.sample_rate,
+        "channels": d.channels,
+        "period_frames": d.period_frames,
+        "overrun_samples": d.overrun_samples,
+        "underruns": d.underruns,
+        "errors": d.errors,
+        "last_error": d.last_error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reasons_use_the_jingle_names() {
+        use xmpp_parsers::jingle::Reason;
+        assert_eq!(end_reason(&CallEnd::LocalHangup).0, "success");
+        assert_eq!(
+            end_reason(&CallEnd::PeerTerminated(Reason::SecurityError)).0,
+            "security-error"
+        );
+        assert_eq!(end_reason(&CallEnd::Declined).0, "decline");
+        assert_eq!(end_reason(&CallEnd::Timeout).0, "timeout");
+    }
+}
