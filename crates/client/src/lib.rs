@@ -6,8 +6,9 @@
 //!
 //! It never prints, never reads stdin and never installs signal handlers: errors are
 //! [`ClientError`] values, and what arrives is handed over as values. The `shieldcall` CLI is one
-//! consumer; its call service (which joins this with the call engine `shieldcall-jingle` and the
-//! media engine `shieldcall-media`) moves here next (issue 13: the call agent with typed events).
+//! consumer. The call agent ([`agent::CallAgent`]) joins this with the call engine
+//! (`shieldcall-jingle`) and the media engine (`shieldcall-media`): commands in, one ordered
+//! stream of typed events out (see its docs).
 //!
 //! ```no_run
 //! use shieldcall_client::connection::ConnectOptions;
@@ -40,6 +41,7 @@ macro_rules! nc {
     };
 }
 
+pub mod agent;
 pub mod connection;
 pub mod connectors;
 pub mod error;

@@ -11,7 +11,7 @@ use shieldcall_omemo::fingerprint::VerificationUri;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::stanza::Stanza;
 
-use crate::call_service::{self, Answer, AudioIn, AudioOut, CallOptions, CallService, Mode};
+use crate::agent::{self, Answer, AudioIn, AudioOut, CallAgent, CallOptions, Mode};
 use crate::connection::{ConnectOptions, Incoming};
 use crate::error::ClientError;
 use crate::lock::OnlineLock;
@@ -324,13 +324,13 @@ impl CallArgs {
         let mut audio_unavailable = None;
         if devices != DeviceCheck::Skip
             && let AudioIn::Device(name) = &input
-            && let Err(e) = call_service::live_source(name.as_deref())
+            && let Err(e) = agent::live_source(name.as_deref())
         {
             audio_unavailable = Some(e);
         }
         if devices != DeviceCheck::Skip
             && let AudioOut::Device(name) = &output
-            && let Err(e) = call_service::live_sink(name.as_deref())
+            && let Err(e) = agent::live_sink(name.as_deref())
         {
             audio_unavailable.get_or_insert(e);
         }
@@ -495,7 +495,7 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
             } else {
                 DeviceCheck::Warn
             };
-            let opts = audio.options(None, call_service::DEFAULT_RING_TIMEOUT, devices)?;
+            let opts = audio.options(None, agent::DEFAULT_RING_TIMEOUT, devices)?;
             if let Some(why) = &opts.audio_unavailable {
                 out.warning(&format!("calls will be declined: {why}"));
             }
@@ -517,7 +517,7 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
 
 #[cfg(feature = "live-audio")]
 fn cmd_audio_devices(out: Output) -> Result<(), ClientError> {
-    let devices = call_service::audio_devices().map_err(ClientError::Io)?;
+    let devices = agent::audio_devices().map_err(ClientError::Io)?;
     if devices.is_empty() && !out.json {
         println!("no audio devices (calls can still use --tone/--play and --record)");
     }
@@ -775,7 +775,7 @@ async fn run_agent(
     let read_answers = matches!(mode, Mode::Listen(Answer::Ask));
     let (event_tx, events) = tokio::sync::mpsc::unbounded_channel();
     let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
-    let agent = CallService::new(svc, mode, opts, event_tx).run(incoming, command_rx);
+    let agent = CallAgent::new(svc, mode, opts, event_tx).run(incoming, command_rx);
     let shown = Presenter::new(out).run(events, commands, read_answers);
     let (outcome, shown) = tokio::join!(agent, shown);
     shown?;
@@ -941,7 +941,7 @@ async fn cmd_listen(
     let _ = svc.xmpp().send(unavailable);
     // The ping's answer means the server has processed everything we sent before it.
     let ping = minidom::Element::builder("ping", presence::PING).build();
-    let bound = call_service::LEAVE_TIMEOUT;
+    let bound = agent::LEAVE_TIMEOUT;
     let _ = tokio::time::timeout(bound, svc.xmpp().iq(None, false, ping)).await;
     let _ = tokio::time::timeout(bound, svc.xmpp().close()).await;
     Ok(())

@@ -1,12 +1,10 @@
 //! The `shieldcall` CLI: command-line parsing (`cli.rs`), output in words or JSON lines
-//! (`output.rs`, every event in docs/events.md), the demo, and the call service that joins the
-//! client library (`shieldcall-client`: connection, PEP, OMEMO service, policies, lock) with the
-//! call engine (`shieldcall-jingle`) and the media engine (`shieldcall-media`). The call
-//! service's engine work moves into the client library as its call agent (issue 13, next step).
+//! (`output.rs`, every event in docs/events.md), the demo, and the presenter of the client
+//! library's call agent (`present.rs`). Everything else (connection, sign-in, OMEMO, policies,
+//! the call agent) is the client library, `shieldcall-client`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub mod call_service;
 pub mod cli;
 pub mod demo;
 pub mod output;
@@ -14,6 +12,6 @@ pub mod present;
 
 // The client library's modules under their old paths, for the CLI's own modules.
 pub use shieldcall_client::{
-    ClientError, connection, connectors, error, lock, media_params, omemo_service, pep, policy,
-    presence, session,
+    ClientError, agent, connection, connectors, error, lock, media_params, omemo_service, pep,
+    policy, presence, session,
 };

@@ -13,7 +13,7 @@ use shieldcall_media as media;
 use tokio::sync::mpsc;
 use xmpp_parsers::jid::BareJid;
 
-use crate::call_service::{AgentCommand, AgentEvent, CallPhase, CallSummary};
+use crate::agent::{AgentCommand, AgentEvent, CallPhase, CallSummary};
 use crate::error::ClientError;
 use crate::output::Output;
 

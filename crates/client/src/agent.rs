@@ -1,5 +1,7 @@
-//! The call service: joins the call engine (`shieldcall-jingle`), the media engine
-//! (`shieldcall-media`) and the OMEMO service into calls on a live connection.
+//! The call agent: joins the call engine (`shieldcall-jingle`), the media engine
+//! (`shieldcall-media`) and the OMEMO service into calls on a live connection. It reports one
+//! ordered stream of [`AgentEvent`]s and takes [`AgentCommand`]s; it never prints, reads stdin
+//! or installs signal handlers (the `shieldcall` CLI's presenter does that with its events).
 //!
 //! One task owns everything: the engine (which owns the OMEMO service through [`CallCrypto`]),
 //! the calls' media endpoints and the connection's incoming stanzas. Each running media endpoint
@@ -61,7 +63,7 @@ pub const TRUST_POLL: Duration = Duration::from_millis(300);
 /// policies.
 ///
 /// Encrypting needs an existing session; the service builds it from the peer's bundle on
-/// `<proceed/>` before the engine encrypts (see [`CallService`]). With OMEMO switched off
+/// `<proceed/>` before the engine encrypts (see [`CallAgent`]). With OMEMO switched off
 /// (`--no-omemo`) there is no own device id, so the engine never asks for verification.
 /// An encrypted fingerprint must carry exactly one key for us ([`DecryptLimits::SINGLE_KEY`]).
 #[derive(Debug)]
@@ -495,7 +497,7 @@ enum Wake {
 }
 
 /// Calls on one connection: see the module docs.
-pub struct CallService {
+pub struct CallAgent {
     engine: Engine<CallCrypto>,
     opts: CallOptions,
     events: mpsc::UnboundedSender<AgentEvent>,
@@ -515,15 +517,15 @@ pub struct CallService {
     asking: Option<String>,
 }
 
-impl std::fmt::Debug for CallService {
+impl std::fmt::Debug for CallAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallService")
+        f.debug_struct("CallAgent")
             .field("calls", &self.calls.len())
             .finish_non_exhaustive()
     }
 }
 
-impl CallService {
+impl CallAgent {
     /// A service for the account of `svc`, announcing call support when it goes online.
     /// Everything it reports goes to `events`, in order.
     pub fn new(
