@@ -270,6 +270,23 @@ pub struct CallOptions {
     pub audio_unavailable: Option<String>,
 }
 
+impl Default for CallOptions {
+    /// Verified where possible but not required, OMEMO on, every usable interface, silence out
+    /// and nothing recorded, no time limit, a 30 s ring timeout.
+    fn default() -> Self {
+        Self {
+            require_verified: false,
+            omemo: true,
+            media_ips: Vec::new(),
+            input: AudioIn::Silence,
+            output: AudioOut::Discard,
+            duration: None,
+            ring_timeout: Duration::from_secs(30),
+            audio_unavailable: None,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // what the agent reports and takes
 
@@ -352,6 +369,9 @@ pub enum AgentEvent {
         sid: String,
         /// Who calls.
         from: FullJid,
+        /// The user verified a device key of the caller (the call may still turn out
+        /// unverified: this is about the contact, the shield about the call).
+        caller_verified: bool,
     },
     /// A call's shield, again whenever it changes.
     Shield {
@@ -571,8 +591,8 @@ impl CallAgent {
         self.engine.crypto_mut().service()
     }
 
-    /// Runs until the call ends (`call`) or [`AgentCommand::HangUpAll`] (`listen`; also when
-    /// the command sender is dropped). Returns whether a `call` connected and ended normally
+    /// Runs until the call ends (`call`) or [`AgentCommand::HangUpAll`] (`listen`; dropping the
+    /// command sender only means no more commands). Returns whether a `call` connected and ended normally
     /// (always `true` for `listen`).
     pub async fn run(
         mut self,
@@ -663,9 +683,9 @@ impl CallAgent {
                     self.on_answer(sid, accept);
                 }
                 Wake::Command(None) => {
-                    // Nobody can tell us to stop any more: stop now.
+                    // No more commands: calls go on to their own end (a `call` ends; `listen`
+                    // runs until the connection does).
                     commands_open = false;
-                    quit_at = Some(self.hang_up_all(quit_at));
                 }
                 Wake::Incoming(Some(Incoming::Stanza(st))) => self.on_stanza(*st).await,
                 Wake::Incoming(Some(Incoming::Online(jid))) => {
@@ -889,7 +909,16 @@ impl CallAgent {
                     }
                     None => {
                         self.asking = Some(sid.clone());
-                        self.emit(AgentEvent::Asking { sid, from });
+                        let caller_verified = self
+                            .engine
+                            .crypto()
+                            .has_verified_key(&from.to_bare())
+                            .unwrap_or(false);
+                        self.emit(AgentEvent::Asking {
+                            sid,
+                            from,
+                            caller_verified,
+                        });
                     }
                 }
             }

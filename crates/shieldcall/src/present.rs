@@ -151,7 +151,7 @@ impl Presenter {
                 }
                 out.event("call", fields, || format!("call with {peer}: {state}"));
             }
-            AgentEvent::Asking { sid, from } => {
+            AgentEvent::Asking { sid, from, .. } => {
                 if !out.json {
                     print!("incoming call from {from} — answer? [y/N] ");
                     let _ = std::io::stdout().flush();

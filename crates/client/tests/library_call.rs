@@ -1,0 +1,194 @@
+//! A verified call between two `shieldcall-client` instances in one test process, through the
+//! library API only (sign-in, the OMEMO account, the call agent's events and commands), over a
+//! real Prosody with real UDP media on 127.0.0.1; each side records the other's tone.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shieldcall_client::agent::{AgentCommand, AgentEvent, Answer, AudioIn, AudioOut, CallAgent};
+use shieldcall_client::agent::{CallOptions, Mode};
+use shieldcall_client::connection::ConnectOptions;
+use shieldcall_client::omemo_service::open_account;
+use shieldcall_client::session::{Role, Session, SessionOptions, sign_in};
+use shieldcall_jingle::Shield;
+use shieldcall_localserver::{Prosody, ProsodyConfig, process};
+use shieldcall_media::audio::analysis::dominant_frequency;
+use shieldcall_omemo::TrustLevel;
+use tokio::sync::{mpsc, oneshot};
+use xmpp_parsers::jid::BareJid;
+
+/// Bound on the whole call, from bob's sign-in to both agents' end.
+const BOUND: Duration = Duration::from_secs(60);
+
+fn options(tone: f64, record: PathBuf, duration: Option<Duration>) -> CallOptions {
+    CallOptions {
+        require_verified: true,
+        omemo: true,
+        media_ips: vec!["127.0.0.1".parse().unwrap()],
+        input: AudioIn::Tone(tone),
+        output: AudioOut::Wav(record),
+        duration,
+        ring_timeout: Duration::from_secs(20),
+        audio_unavailable: None,
+    }
+}
+
+async fn session(server: &Prosody, jid: &BareJid, data_dir: &Path) -> Session {
+    let connect = ConnectOptions {
+        jid: jid.clone().into(),
+        password: format!("pw-{}", jid.node().unwrap()),
+        server: Some(server.server()),
+        insecure_loopback: true,
+        direct_tls: false,
+    };
+    let role = Role::Exclusive {
+        command: "test",
+        calls: true,
+    };
+    let data_dir = data_dir.to_owned();
+    sign_in(SessionOptions {
+        connect,
+        data_dir,
+        role,
+    })
+    .await
+    .unwrap()
+}
+
+/// The devices of the `Shield` events, with their state.
+fn shields(events: &[AgentEvent]) -> Vec<(Shield, Option<u32>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Shield { shield, device, .. } => Some((*shield, *device)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn heard(path: &Path) -> f64 {
+    let samples: Vec<i16> = hound::WavReader::open(path)
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .collect();
+    assert!(
+        samples.len() > 48_000,
+        "{}: {} samples",
+        path.display(),
+        samples.len()
+    );
+    dominant_frequency(&samples, 48_000)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_library_instances_make_a_verified_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Prosody::launch(
+        &dir.path().join("prosody"),
+        &ProsodyConfig::default(),
+        &process::never,
+    )
+    .unwrap();
+    let (alice, bob): (BareJid, BareJid) = (
+        "alice@localhost".parse().unwrap(),
+        "bob@localhost".parse().unwrap(),
+    );
+    for name in ["alice", "bob"] {
+        server.register(name, &format!("pw-{name}")).unwrap();
+    }
+    let (alice_dir, bob_dir) = (dir.path().join("alice"), dir.path().join("bob"));
+    // Each verifies the other's device, as a QR scan would (the account API, offline).
+    let (alice_device, bob_device) = {
+        let mut a = open_account(&alice_dir, &alice).unwrap();
+        let mut b = open_account(&bob_dir, &bob).unwrap();
+        a.apply_verification_uri_as(&b.verification_uri(), TrustLevel::Verified)
+            .unwrap();
+        b.apply_verification_uri_as(&a.verification_uri(), TrustLevel::Verified)
+            .unwrap();
+        (a.device_id(), b.device_id())
+    };
+    let (alice_wav, bob_wav) = (dir.path().join("alice.wav"), dir.path().join("bob.wav"));
+
+    let run = async {
+        let bob_session = session(&server, &bob, &bob_dir).await;
+        let (bob_tx, mut bob_events) = mpsc::unbounded_channel();
+        let (bob_commands, bob_commands_rx) = mpsc::unbounded_channel();
+        let bob_options = options(880.0, bob_wav.clone(), None);
+        let bob_agent = CallAgent::new(
+            bob_session.omemo,
+            Mode::Listen(Answer::Auto),
+            bob_options,
+            bob_tx,
+        )
+        .run(bob_session.incoming, bob_commands_rx);
+        let (online_tx, online) = oneshot::channel();
+        let bob_seen = async {
+            let (mut seen, mut online_tx) = (Vec::new(), Some(online_tx));
+            while let Some(ev) = bob_events.recv().await {
+                if matches!(ev, AgentEvent::Online { .. })
+                    && let Some(t) = online_tx.take()
+                {
+                    let _ = t.send(());
+                }
+                seen.push(ev);
+            }
+            seen
+        };
+        let alice_side = async {
+            online.await.unwrap();
+            let s = session(&server, &alice, &alice_dir).await;
+            let (tx, mut events) = mpsc::unbounded_channel();
+            let (_commands, commands_rx) = mpsc::unbounded_channel::<AgentCommand>();
+            let alice_options = options(440.0, alice_wav.clone(), Some(Duration::from_secs(2)));
+            let agent = CallAgent::new(s.omemo, Mode::Call(bob.clone()), alice_options, tx)
+                .run(s.incoming, commands_rx);
+            let seen = async {
+                let mut seen = Vec::new();
+                while let Some(ev) = events.recv().await {
+                    seen.push(ev);
+                }
+                seen
+            };
+            let (outcome, seen) = tokio::join!(agent, seen);
+            let _ = bob_commands.send(AgentCommand::HangUpAll);
+            (outcome, seen)
+        };
+        tokio::join!(bob_agent, bob_seen, alice_side)
+    };
+    let (bob_outcome, bob_seen, (alice_outcome, alice_seen)) = tokio::time::timeout(BOUND, run)
+        .await
+        .expect("the call ends within its bound");
+
+    assert!(
+        alice_outcome.unwrap(),
+        "alice's call did not succeed: {alice_seen:?}"
+    );
+    assert!(bob_outcome.unwrap(), "{bob_seen:?}");
+    assert_eq!(
+        shields(&alice_seen),
+        [(Shield::Verified, Some(bob_device))],
+        "{alice_seen:?}"
+    );
+    assert_eq!(
+        shields(&bob_seen),
+        [(Shield::Verified, Some(alice_device))],
+        "{bob_seen:?}"
+    );
+    for (who, seen) in [("alice", &alice_seen), ("bob", &bob_seen)] {
+        assert!(
+            seen.iter().any(|e| matches!(e, AgentEvent::Stats(_))),
+            "{who}: no stats: {seen:?}"
+        );
+    }
+    let (a, b) = (heard(&alice_wav), heard(&bob_wav));
+    assert!(
+        (a - 880.0).abs() <= 10.0,
+        "alice heard {a} Hz, not bob's 880"
+    );
+    assert!(
+        (b - 440.0).abs() <= 10.0,
+        "bob heard {b} Hz, not alice's 440"
+    );
+}
