@@ -10,7 +10,7 @@ use xmpp_parsers::jingle::{Reason, ReasonElement};
 
 use crate::jingle::JingleError;
 use crate::transport::TransportError;
-use crate::verification::VerificationError;
+use crate::verification::{FINGERPRINT_UNUSABLE, VerificationError};
 
 /// Why the engine ends (or refuses) a call. [`CallError::reason`] is what the peer receives,
 /// the way rustls maps an `InvalidMessage` to a TLS alert.
@@ -92,10 +92,6 @@ impl CallError {
         reason_element(self.reason(), Some(self.peer_text()))
     }
 }
-
-/// The fixed text for every fingerprint that cannot be used (malformed, undecryptable, or
-/// decrypting to something that is not a fingerprint): the peer learns that, nothing more.
-pub(crate) const FINGERPRINT_UNUSABLE: &str = "DTLS fingerprint could not be verified";
 
 /// Builds `<reason><condition/>[<text/>]</reason>`. The text is `'static` on purpose: only
 /// fixed sentences may travel to a peer, never anything built from received or decrypted data.

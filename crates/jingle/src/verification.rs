@@ -14,7 +14,6 @@ use xmpp_parsers::jingle_dtls_srtp::{Fingerprint, Setup};
 
 use crate::fingerprint::{self, EncryptedFingerprint, FingerprintError};
 use crate::jingle::RtpContent;
-use crate::reason::FINGERPRINT_UNUSABLE;
 use crate::transport::TransportFingerprint;
 
 /// A serialised 33-byte Curve25519 identity public key (`0x05` ‖ 32 bytes, docs/protocol.md §6.2).
@@ -227,6 +226,10 @@ pub enum VerificationError {
     #[error("fingerprint changed during the call")]
     FingerprintChanged,
 }
+
+/// The fixed text for every fingerprint that cannot be used (malformed, undecryptable, or
+/// decrypting to something that is not a fingerprint): the peer learns that, nothing more.
+pub(crate) const FINGERPRINT_UNUSABLE: &str = "DTLS fingerprint could not be verified";
 
 impl VerificationError {
     /// The fixed text the peer receives (see [`crate::CallError::peer_text`]).
