@@ -1,6 +1,6 @@
 //! `shieldcall demo`: the whole story on one machine, with nothing installed but Prosody.
 //!
-//! A throw-away Prosody on loopback ([`prosody`]), two new accounts that verify each other
+//! A throw-away Prosody on loopback (`shieldcall-localserver`), two new accounts that verify each other
 //! through the `xmpp:` URIs their QR codes hold, OMEMO messages both ways, then a call with a
 //! tone each way that must show the shield on both sides and carry the right tone each way.
 //! Every step runs this very binary (`--json`) as a child process, exactly as a user would type
