@@ -883,19 +883,8 @@ async fn cmd_listen(
         json!({ "jid": svc.xmpp().jid.to_string() }),
         || format!("online as {}", svc.xmpp().jid),
     );
-    // Lines to send (chat only), read on a plain thread: stdin is blocking.
-    let (line_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    if chat_with.is_some() {
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lines().map_while(Result::ok) {
-                if line_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-    } else {
-        drop(line_tx);
-    }
+    // Lines to send (chat only).
+    let mut lines = crate::output::stdin_lines(chat_with.is_some());
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

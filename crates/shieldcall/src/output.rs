@@ -86,3 +86,19 @@ pub fn report(out: Output, r: Received) {
         ),
     }
 }
+
+/// The lines typed on stdin (with `read`), read on a plain thread because stdin blocks; without
+/// `read` a receiver that is closed at once.
+pub fn stdin_lines(read: bool) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    if read {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    rx
+}

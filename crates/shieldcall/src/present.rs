@@ -62,19 +62,7 @@ impl Presenter {
             signal(SignalKind::interrupt()).map_err(|e| ClientError::Io(e.to_string()))?;
         let mut sigterm =
             signal(SignalKind::terminate()).map_err(|e| ClientError::Io(e.to_string()))?;
-        let (line_tx, mut lines) = mpsc::unbounded_channel::<String>();
-        if read_answers {
-            // stdin is blocking: a plain thread reads it.
-            std::thread::spawn(move || {
-                for line in std::io::stdin().lines().map_while(Result::ok) {
-                    if line_tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            });
-        } else {
-            drop(line_tx);
-        }
+        let mut lines = crate::output::stdin_lines(read_answers);
         loop {
             self.draw_status();
             let tick = tokio::time::sleep(Duration::from_secs(1));

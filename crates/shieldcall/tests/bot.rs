@@ -123,24 +123,8 @@ fn the_answering_bot_takes_verified_calls_and_declines_the_others() {
 
     // A verified contact: answered, verified, each hears the other.
     let alice_wav = tmp.path().join("alice.wav");
-    let args = [
-        "call",
-        &bot.jid,
-        "--media-ip",
-        "127.0.0.1",
-        "--tone",
-        "440",
-        "--duration",
-        "2",
-    ];
-    let mut call = alice.start(
-        &[&args[..], &["--record", alice_wav.to_str().unwrap()]].concat(),
-        false,
-    );
-    let status = call
-        .wait_exit(Duration::from_secs(40))
-        .expect("the call ends");
-    assert!(status.success(), "{:?}", call.seen);
+    let (call, ok) = call_bot(&alice, &bot, &alice_wav);
+    assert!(ok, "{:?}", call.seen);
     let shields: Vec<_> = call
         .events("shield")
         .iter()
@@ -159,6 +143,21 @@ fn the_answering_bot_takes_verified_calls_and_declines_the_others() {
     );
 
     // An account the bot never verified: declined before any media.
+    let (call, ok) = call_bot(&mallory, &bot, &tmp.path().join("mallory.wav"));
+    assert!(!ok, "{:?}", call.seen);
+    let ended = call.events("ended");
+    assert_eq!(ended.len(), 1, "{:?}", call.seen);
+    assert_eq!(ended[0]["reason"], "decline", "{:?}", call.seen);
+    assert!(call.events("shield").is_empty(), "{:?}", call.seen);
+
+    stop_tx.send(()).unwrap();
+    bot_thread.join().unwrap().unwrap();
+}
+
+/// `from` calls the bot for 2 s with a 440 Hz tone, recording to `record`; returns the caller's
+/// events and whether its call succeeded.
+fn call_bot(from: &User, bot: &User, record: &Path) -> (common::Listener, bool) {
+    let record = record.to_str().unwrap();
     let args = [
         "call",
         &bot.jid,
@@ -169,16 +168,9 @@ fn the_answering_bot_takes_verified_calls_and_declines_the_others() {
         "--duration",
         "2",
     ];
-    let mut call = mallory.start(&[&args[..], &["--record", "/dev/null"]].concat(), false);
+    let mut call = from.start(&[&args[..], &["--record", record]].concat(), false);
     let status = call
         .wait_exit(Duration::from_secs(40))
         .expect("the call ends");
-    assert!(!status.success(), "{:?}", call.seen);
-    let ended = call.events("ended");
-    assert_eq!(ended.len(), 1, "{:?}", call.seen);
-    assert_eq!(ended[0]["reason"], "decline", "{:?}", call.seen);
-    assert!(call.events("shield").is_empty(), "{:?}", call.seen);
-
-    stop_tx.send(()).unwrap();
-    bot_thread.join().unwrap().unwrap();
+    (call, status.success())
 }
