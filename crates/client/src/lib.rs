@@ -10,25 +10,44 @@
 //! (`shieldcall-jingle`) and the media engine (`shieldcall-media`): commands in, one ordered
 //! stream of typed events out (see its docs).
 //!
+//! A complete run loop: sign in, call a contact with a tone for ten seconds, print every event
+//! (see `examples/answering_bot.rs` for answering):
+//!
 //! ```no_run
+//! use std::time::Duration;
+//! use shieldcall_client::agent::{AgentEvent, AudioIn, CallAgent, CallOptions, Mode};
 //! use shieldcall_client::connection::ConnectOptions;
 //! use shieldcall_client::session::{Role, SessionOptions, sign_in};
-//! # async fn run() -> Result<(), shieldcall_client::ClientError> {
-//! let jid: xmpp_parsers::jid::BareJid = "alice@example.org".parse().map_err(|_| {
-//!     shieldcall_client::ClientError::Usage("bad JID".into())
-//! })?;
+//! use shieldcall_jingle::Shield;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let connect = ConnectOptions {
-//!     jid: jid.clone().into(),
-//!     password: std::env::var("PASSWORD").unwrap_or_default(),
+//!     jid: "alice@example.org".parse::<xmpp_parsers::jid::BareJid>()?.into(),
+//!     password: std::env::var("PASSWORD")?,
 //!     server: None,
 //!     insecure_loopback: false,
 //!     direct_tls: false,
 //! };
-//! let role = Role::Guest { command: "example" };
-//! let mut s = sign_in(SessionOptions { connect, data_dir: "/tmp/alice".into(), role }).await?;
-//! let bob = "bob@example.org".parse().map_err(|_| shieldcall_client::ClientError::Usage("bad JID".into()))?;
-//! let (devices, _warnings) = s.omemo.send_message(&bob, "hello").await?;
-//! println!("encrypted to bob's devices {devices:?}");
+//! let role = Role::Exclusive { command: "example", calls: true };
+//! let session = sign_in(SessionOptions { connect, data_dir: "/tmp/alice".into(), role }).await?;
+//! let options = CallOptions {
+//!     input: AudioIn::Tone(440.0),
+//!     duration: Some(Duration::from_secs(10)),
+//!     ..CallOptions::default()
+//! };
+//! let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+//! let (_commands, commands_rx) = tokio::sync::mpsc::unbounded_channel();
+//! let bob = "bob@example.org".parse()?;
+//! let agent = CallAgent::new(session.omemo, Mode::Call(bob), options, events_tx);
+//! let show = async {
+//!     while let Some(ev) = events.recv().await {
+//!         if let AgentEvent::Shield { shield: Shield::Verified, device, .. } = &ev {
+//!             println!("verified with bob's device {device:?}");
+//!         }
+//!     }
+//! };
+//! let (connected_and_ended_well, ()) = tokio::join!(agent.run(session.incoming, commands_rx), show);
+//! println!("call ok: {}", connected_and_ended_well?);
 //! # Ok(()) }
 //! ```
 
