@@ -48,8 +48,6 @@ pub const HANGUP_GRACE: Duration = Duration::from_secs(3);
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long we wait for a stopped media endpoint's final report.
 pub const MEDIA_STOP_TIMEOUT: Duration = Duration::from_secs(3);
-/// Ring timeout of `listen` (only its own proposals would use it).
-pub const DEFAULT_RING_TIMEOUT: f64 = 30.0;
 /// Tone amplitude (of full scale) for `--tone`.
 pub const TONE_AMPLITUDE: f64 = 0.3;
 /// How often a running call looks for trust or policy changes made by another process
@@ -272,7 +270,7 @@ pub struct CallOptions {
 
 impl Default for CallOptions {
     /// Verified where possible but not required, OMEMO on, every usable interface, silence out
-    /// and nothing recorded, no time limit, a 30 s ring timeout.
+    /// and nothing recorded, no time limit, the engine's ring timeout.
     fn default() -> Self {
         Self {
             require_verified: false,
@@ -281,7 +279,7 @@ impl Default for CallOptions {
             input: AudioIn::Silence,
             output: AudioOut::Discard,
             duration: None,
-            ring_timeout: Duration::from_secs(30),
+            ring_timeout: shieldcall_jingle::RING_TIMEOUT,
             audio_unavailable: None,
         }
     }
@@ -1340,7 +1338,7 @@ impl CallAgent {
             media::MediaEvent::Failed(reason) => self.engine.handle_media(
                 now,
                 sid,
-                EngineMedia::Failed(format!("media failed: {}", fail_text(&reason))),
+                EngineMedia::Failed(format!("media failed: {reason}")),
             ),
         };
         // UnknownSession: the engine ended the call meanwhile; nothing to tell it.
@@ -1368,7 +1366,7 @@ impl CallAgent {
         if !ended(self) {
             let why = match &report {
                 Ok(r) => match &r.failure {
-                    Some(f) => format!("media failed: {}", fail_text(f)),
+                    Some(f) => format!("media failed: {f}"),
                     None => "media ended".to_owned(),
                 },
                 Err(e) => format!("media failed: {e}"),
@@ -1417,19 +1415,6 @@ impl CallAgent {
                 let _ = stop.send(());
             }
         }
-    }
-}
-
-fn fail_text(f: &media::session::FailReason) -> String {
-    use media::session::FailReason;
-    match f {
-        FailReason::FingerprintMismatch => {
-            "the peer's DTLS certificate does not match the fingerprint".to_owned()
-        }
-        FailReason::Transport(t) => t.clone(),
-        FailReason::IceDisconnected => "no connectivity (ICE)".to_owned(),
-        #[allow(unreachable_patterns)]
-        other => format!("{other:?}"),
     }
 }
 

@@ -25,7 +25,7 @@ mod xml;
 
 pub use call::{
     ApiError, CallEnd, Config, Engine, Event, Handled, LocalContent, Media, MediaEvent, Output,
-    RemoteContent, Role, UserAction,
+    RING_TIMEOUT, RemoteContent, Role, UserAction,
 };
 pub use reason::CallError;
 pub use verification::{

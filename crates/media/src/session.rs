@@ -90,6 +90,19 @@ pub enum FailReason {
     IceDisconnected,
 }
 
+impl std::fmt::Display for FailReason {
+    /// One line for a person (the call's stats, the CLI's messages).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::FingerprintMismatch => {
+                f.write_str("the peer's DTLS certificate does not match the fingerprint")
+            }
+            Self::Transport(t) => f.write_str(t),
+            Self::IceDisconnected => f.write_str("no connectivity (ICE)"),
+        }
+    }
+}
+
 /// Something the call engine should know about.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
@@ -686,4 +699,25 @@ fn build_rtc(
 /// The Jingle `setup` we answer with, re-exported for the call engine's convenience.
 pub fn answer_setup(remote: Setup) -> Setup {
     local_setup(JingleRole::Responder, Some(remote))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailReason;
+
+    #[test]
+    fn failure_reasons_read_as_sentences() {
+        assert_eq!(
+            FailReason::FingerprintMismatch.to_string(),
+            "the peer's DTLS certificate does not match the fingerprint"
+        );
+        assert_eq!(
+            FailReason::IceDisconnected.to_string(),
+            "no connectivity (ICE)"
+        );
+        assert_eq!(
+            FailReason::Transport("dtls: bad record".into()).to_string(),
+            "dtls: bad record"
+        );
+    }
 }

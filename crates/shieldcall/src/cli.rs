@@ -182,7 +182,7 @@ pub enum Command {
         #[arg(long, value_name = "S")]
         duration: Option<f64>,
         /// Give up after this many seconds without an answer.
-        #[arg(long, value_name = "S", default_value_t = 30.0)]
+        #[arg(long, value_name = "S", default_value_t = shieldcall_jingle::RING_TIMEOUT.as_secs_f64())]
         ring_timeout: f64,
         /// Audio and security options.
         #[command(flatten)]
@@ -495,7 +495,8 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
             } else {
                 DeviceCheck::Warn
             };
-            let opts = audio.options(None, agent::DEFAULT_RING_TIMEOUT, devices)?;
+            let opts =
+                audio.options(None, shieldcall_jingle::RING_TIMEOUT.as_secs_f64(), devices)?;
             if let Some(why) = &opts.audio_unavailable {
                 out.warning(&format!("calls will be declined: {why}"));
             }
