@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use minidom::Element;
@@ -203,8 +204,15 @@ impl OmemoCrypto for CallCrypto {
 // ---------------------------------------------------------------------------------------------
 // options
 
+/// Makes the source of each call's audio: the embedder's own [`AudioSource`] (a callback, a
+/// channel of PCM frames, a synthesiser); an `Err` fails that call's media with its text.
+pub type SourceFactory = Arc<dyn Fn() -> Result<Box<dyn AudioSource>, String> + Send + Sync>;
+
+/// Makes the sink of each call's audio, as [`SourceFactory`] does the source.
+pub type SinkFactory = Arc<dyn Fn() -> Result<Box<dyn AudioSink>, String> + Send + Sync>;
+
 /// What we send.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub enum AudioIn {
     /// A sine tone of this frequency in Hz.
     Tone(f64),
@@ -214,10 +222,24 @@ pub enum AudioIn {
     Device(Option<String>),
     /// Silence.
     Silence,
+    /// 20 ms frames of 48 kHz mono PCM from the embedder, a new source per call.
+    Custom(SourceFactory),
+}
+
+impl std::fmt::Debug for AudioIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tone(hz) => f.debug_tuple("Tone").field(hz).finish(),
+            Self::Wav(p) => f.debug_tuple("Wav").field(p).finish(),
+            Self::Device(d) => f.debug_tuple("Device").field(d).finish(),
+            Self::Silence => f.write_str("Silence"),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
 }
 
 /// Where what we hear goes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub enum AudioOut {
     /// A 16-bit PCM mono 48 kHz WAV file; later calls of one `listen` get `-2`, `-3`… suffixes.
     Wav(PathBuf),
@@ -225,6 +247,19 @@ pub enum AudioOut {
     Device(Option<String>),
     /// Nowhere.
     Discard,
+    /// The embedder's sink (20 ms frames of 48 kHz mono PCM), a new one per call.
+    Custom(SinkFactory),
+}
+
+impl std::fmt::Debug for AudioOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Wav(p) => f.debug_tuple("Wav").field(p).finish(),
+            Self::Device(d) => f.debug_tuple("Device").field(d).finish(),
+            Self::Discard => f.write_str("Discard"),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
 }
 
 /// How `listen` answers.
@@ -1201,6 +1236,7 @@ impl CallAgent {
             ),
             AudioIn::Silence => Box::new(SilenceSource),
             AudioIn::Device(name) => live_source(name.as_deref())?,
+            AudioIn::Custom(make) => make()?,
         })
     }
 
@@ -1214,6 +1250,7 @@ impl CallAgent {
             }
             AudioOut::Device(name) => (live_sink(name.as_deref())?, None),
             AudioOut::Discard => (Box::new(NullSink::default()), None),
+            AudioOut::Custom(make) => (make()?, None),
         })
     }
 

@@ -1,9 +1,11 @@
 //! A verified call between two `shieldcall-client` instances in one test process, through the
 //! library API only (sign-in, the OMEMO account, the call agent's events and commands), over a
-//! real Prosody with real UDP media on 127.0.0.1; each side records the other's tone.
+//! real Prosody with real UDP media on 127.0.0.1; each side hears the other's tone (alice into a
+//! WAV file, bob through a sink of the embedder's own).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shieldcall_client::agent::{AgentCommand, AgentEvent, Answer, AudioIn, AudioOut, CallAgent};
@@ -13,7 +15,9 @@ use shieldcall_client::omemo_service::open_account;
 use shieldcall_client::session::{Role, Session, SessionOptions, sign_in};
 use shieldcall_jingle::Shield;
 use shieldcall_localserver::{Prosody, ProsodyConfig, process};
+use shieldcall_media::audio::Frame;
 use shieldcall_media::audio::analysis::dominant_frequency;
+use shieldcall_media::audio::sink::AudioSink;
 use shieldcall_omemo::TrustLevel;
 use tokio::sync::{mpsc, oneshot};
 use xmpp_parsers::jid::BareJid;
@@ -21,16 +25,24 @@ use xmpp_parsers::jid::BareJid;
 /// Bound on the whole call, from bob's sign-in to both agents' end.
 const BOUND: Duration = Duration::from_secs(60);
 
-fn options(tone: f64, record: PathBuf, duration: Option<Duration>) -> CallOptions {
+fn options(tone: f64, output: AudioOut, duration: Option<Duration>) -> CallOptions {
     CallOptions {
         require_verified: true,
-        omemo: true,
         media_ips: vec!["127.0.0.1".parse().unwrap()],
         input: AudioIn::Tone(tone),
-        output: AudioOut::Wav(record),
+        output,
         duration,
-        ring_timeout: Duration::from_secs(20),
-        audio_unavailable: None,
+        ..CallOptions::default()
+    }
+}
+
+/// An embedder's sink: every frame it hears goes over a channel (AudioOut::Custom).
+struct ChannelSink(std::sync::mpsc::Sender<Vec<i16>>);
+
+impl AudioSink for ChannelSink {
+    fn write_frame(&mut self, frame: &Frame) -> Result<(), shieldcall_media::audio::AudioError> {
+        let _ = self.0.send(frame.to_vec());
+        Ok(())
     }
 }
 
@@ -73,13 +85,13 @@ fn heard(path: &Path) -> f64 {
         .samples::<i16>()
         .map(|s| s.unwrap())
         .collect();
-    assert!(
-        samples.len() > 48_000,
-        "{}: {} samples",
-        path.display(),
-        samples.len()
-    );
-    dominant_frequency(&samples, 48_000)
+    tone_of(&samples)
+}
+
+/// The dominant frequency of at least a second of audio.
+fn tone_of(samples: &[i16]) -> f64 {
+    assert!(samples.len() > 48_000, "only {} samples", samples.len());
+    dominant_frequency(samples, 48_000)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -109,13 +121,18 @@ async fn two_library_instances_make_a_verified_call() {
             .unwrap();
         (a.device_id(), b.device_id())
     };
-    let (alice_wav, bob_wav) = (dir.path().join("alice.wav"), dir.path().join("bob.wav"));
+    let alice_wav = dir.path().join("alice.wav");
+    // Bob hears through a sink of the embedder's own, alice into a WAV file.
+    let (frames_tx, bob_frames) = std::sync::mpsc::channel();
+    let bob_sink = AudioOut::Custom(Arc::new(move || {
+        Ok(Box::new(ChannelSink(frames_tx.clone())) as Box<dyn AudioSink>)
+    }));
 
     let run = async {
         let bob_session = session(&server, &bob, &bob_dir).await;
         let (bob_tx, mut bob_events) = mpsc::unbounded_channel();
         let (bob_commands, bob_commands_rx) = mpsc::unbounded_channel();
-        let bob_options = options(880.0, bob_wav.clone(), None);
+        let bob_options = options(880.0, bob_sink, None);
         let bob_agent = CallAgent::new(
             bob_session.omemo,
             Mode::Listen(Answer::Auto),
@@ -141,7 +158,11 @@ async fn two_library_instances_make_a_verified_call() {
             let s = session(&server, &alice, &alice_dir).await;
             let (tx, mut events) = mpsc::unbounded_channel();
             let (_commands, commands_rx) = mpsc::unbounded_channel::<AgentCommand>();
-            let alice_options = options(440.0, alice_wav.clone(), Some(Duration::from_secs(2)));
+            let alice_options = options(
+                440.0,
+                AudioOut::Wav(alice_wav.clone()),
+                Some(Duration::from_secs(2)),
+            );
             let agent = CallAgent::new(s.omemo, Mode::Call(bob.clone()), alice_options, tx)
                 .run(s.incoming, commands_rx);
             let seen = async {
@@ -182,7 +203,8 @@ async fn two_library_instances_make_a_verified_call() {
             "{who}: no stats: {seen:?}"
         );
     }
-    let (a, b) = (heard(&alice_wav), heard(&bob_wav));
+    let bob_heard: Vec<i16> = bob_frames.try_iter().flatten().collect();
+    let (a, b) = (heard(&alice_wav), tone_of(&bob_heard));
     assert!(
         (a - 880.0).abs() <= 10.0,
         "alice heard {a} Hz, not bob's 880"
