@@ -4,6 +4,9 @@
 //! * [`Prosody`]: a Prosody (Debian 12's 0.12) in a directory of its own, plaintext c2s (and,
 //!   with [`ProsodyConfig::tls`], STARTTLS and direct TLS with a throw-away CA) on free loopback
 //!   ports, only the modules a client needs for OMEMO and calls; stopped by pid when dropped.
+//! * [`Ejabberd`]: an ejabberd (Debian 12's 23.01) the same way, for tests against a second
+//!   server implementation; it waits for the virtual host, not only the port, before
+//!   registering.
 //! * [`process`]: finding a tool, a free loopback port, running a command to its end within a
 //!   deadline (both pipes drained, killed by pid when late or cancelled), and trimming output
 //!   for one-line error messages.
@@ -22,9 +25,11 @@
 //! # Ok(()) }
 //! ```
 
+mod ejabberd;
 pub mod process;
 mod prosody;
 
+pub use ejabberd::Ejabberd;
 pub use prosody::{DOMAIN, Prosody, ProsodyConfig};
 
 use std::process::ExitStatus;

@@ -7,7 +7,6 @@ pub mod events;
 use shieldcall_localserver as localserver;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -128,172 +127,46 @@ impl XmppServer for Prosody {
     }
 }
 
-/// A running ejabberd 23.01 (Debian) with its own config, spool and logs in a temp dir, on a
-/// free loopback port; stopped with `ejabberdctl stop` (then by pid) when dropped.
+/// A running ejabberd 23.01 (Debian, shieldcall-localserver's) in a temp dir, stopped when
+/// dropped.
 pub struct Ejabberd {
-    child: Child,
+    server: localserver::Ejabberd,
     /// Its directory.
     pub dir: tempfile::TempDir,
     /// The c2s port on 127.0.0.1.
     pub port: u16,
-    node: String,
 }
 
 impl XmppServer for Ejabberd {
     fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.server.server()
     }
 }
 
 impl Ejabberd {
     /// Starts ejabberd and registers `users` (`name@localhost`, password `pw-name`).
     pub fn start(users: &[&str]) -> Ejabberd {
-        let ctl = require("ejabberdctl");
+        require("ejabberdctl");
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let port = free_port();
-        let config = format!(
-            "hosts:\n  - {DOMAIN}\nloglevel: info\ncertfiles: []\nlisten:\n  -\n    port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n    starttls_required: false\nauth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\nshaper_rules:\n  c2s_shaper: none\nmodules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_caps: {{}}\n  mod_carboncopy: {{}}\n  mod_offline: {{}}\n  mod_ping: {{}}\n  mod_pubsub:\n    access_createnode: local\n    plugins:\n      - flat\n      - pep\n"
-        );
-        std::fs::write(d.join("ejabberd.yml"), config).unwrap();
-        std::fs::write(d.join("ejabberdctl.cfg"), "").unwrap();
-        std::fs::write(d.join("inetrc"), "").unwrap();
-        std::fs::create_dir_all(d.join("db")).unwrap();
-        std::fs::create_dir_all(d.join("log")).unwrap();
-        // ejabberdctl runs the server as the ejabberd user.
-        let chown = Command::new("chown")
-            .args(["-R", "ejabberd:ejabberd"])
-            .arg(d)
-            .status()
-            .unwrap();
-        assert!(chown.success(), "chown of the ejabberd test dir failed");
-        let node = format!("shieldcall{port}@localhost");
-        let log = std::fs::File::create(d.join("console.log")).unwrap();
-        let child = Command::new(&ctl)
-            .args(Self::dir_args(d, &node))
-            .arg("foreground")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut e = Ejabberd {
-            child,
-            dir,
-            port,
-            node,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = e.child.try_wait() {
-                panic!("ejabberd exited ({status}); console:\n{}", e.console());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ejabberd did not listen; console:\n{}",
-                e.console()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let server = localserver::Ejabberd::launch(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let port = server.port();
+        let mut e = Ejabberd { server, dir, port };
         for u in users {
             e.register(u);
         }
         e
     }
 
-    fn dir_args(d: &Path, node: &str) -> Vec<String> {
-        let p = |s: &str| d.join(s).display().to_string();
-        vec![
-            "--config-dir".into(),
-            d.display().to_string(),
-            "--config".into(),
-            p("ejabberd.yml"),
-            "--spool".into(),
-            p("db"),
-            "--logs".into(),
-            p("log"),
-            "--node".into(),
-            node.to_owned(),
-        ]
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        let mut c = Command::new("ejabberdctl");
-        c.args(Self::dir_args(self.dir.path(), &self.node))
-            .args(args)
-            .stdin(Stdio::null());
-        run_with_timeout(c, Duration::from_secs(30))
-    }
-
-    /// Registers `name@localhost` with password `pw-name`. The c2s port listens before the
-    /// virtual host has started (on a loaded machine by seconds): until the host is up,
-    /// ejabberdctl answers `Unknown virtual host` (or `nodedown` while the node's control
-    /// channel is not up), and the registration is tried again until it works or the deadline
-    /// passes; any other failure fails at once, with the server's console and log.
+    /// Registers `name@localhost` with password `pw-name` (once the virtual host is up).
     pub fn register(&mut self, name: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = self.ctl(&["register", name, DOMAIN, &password(name)]);
-            if out.status.success() {
-                return;
-            }
-            let said = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            // Not ready yet: the virtual host not started, or the node's control channel not
-            // registered yet.
-            let starting = said.contains("Unknown virtual host") || said.contains("nodedown");
-            assert!(
-                starting && Instant::now() < deadline,
-                "ejabberdctl register {name}: {out:?}\nconsole:\n{}\nlog:\n{}",
-                self.console(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.server
+            .register(name, &password(name))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
     }
 
-    /// ejabberd's own log.
+    /// The console output and ejabberd's own log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log").join("ejabberd.log"))
-            .unwrap_or_default()
-    }
-
-    /// Console output.
-    pub fn console(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Ejabberd {
-    fn drop(&mut self) {
-        // No panics in here (this may run while a test unwinds).
-        if let Ok(mut stop) = Command::new("ejabberdctl")
-            .args(Self::dir_args(self.dir.path(), &self.node))
-            .arg("stop")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && !matches!(stop.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = stop.kill();
-            let _ = stop.wait();
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.log()
     }
 }
 

@@ -1,0 +1,221 @@
+//! A throw-away ejabberd (Debian 12's 23.01): its own config, spool and logs in a directory of
+//! its own, plaintext c2s on a free loopback port, PEP and carbons; stopped with
+//! `ejabberdctl stop` (then by pid) when dropped. Used by the interop tests against a second
+//! server implementation.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+use crate::process::{find_tool, free_port, last_lines, one_line, run_bounded};
+
+/// The one virtual host (the same as Prosody's).
+pub use crate::prosody::DOMAIN;
+
+/// How long ejabberd may take to listen, and to start its virtual host after that.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long one `ejabberdctl` call may take.
+const CTL_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long `stop` may take before the server is killed.
+const STOP_LIMIT: Duration = Duration::from_secs(20);
+
+/// A running ejabberd in its directory.
+#[derive(Debug)]
+pub struct Ejabberd {
+    child: Child,
+    ctl: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    node: String,
+}
+
+impl Ejabberd {
+    /// Writes a configuration into `dir` (created if missing; handed to the `ejabberd` user,
+    /// as which ejabberdctl runs the server), starts `ejabberdctl foreground` and waits until
+    /// c2s accepts connections.
+    pub fn launch(dir: &Path) -> Result<Ejabberd, Error> {
+        let ctl = find_tool("ejabberdctl", "ejabberd")?;
+        let port = free_port()?;
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.join(name), text)
+                .map_err(|e| Error::io(format!("cannot write {name}"), e))
+        };
+        for sub in ["db", "log"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| Error::io(format!("cannot create {}", dir.join(sub).display()), e))?;
+        }
+        write("ejabberd.yml", &config_text(port))?;
+        write("ejabberdctl.cfg", "")?;
+        write("inetrc", "")?;
+        let mut chown = Command::new(find_tool("chown", "coreutils")?);
+        chown.args(["-R", "ejabberd:ejabberd"]).arg(dir);
+        crate::process::run_ok(
+            chown,
+            CTL_LIMIT,
+            "chown of the ejabberd dir",
+            &crate::process::never,
+        )?;
+        let node = format!("shieldcall{port}@localhost");
+        let console = std::fs::File::create(dir.join("console.log"))
+            .map_err(|e| Error::io("cannot create ejabberd's console log", e))?;
+        let console2 = console
+            .try_clone()
+            .map_err(|e| Error::io("cannot create ejabberd's console log", e))?;
+        let child = Command::new(&ctl)
+            .args(dir_args(dir, &node))
+            .arg("foreground")
+            .stdin(Stdio::null())
+            .stdout(console)
+            .stderr(console2)
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot start {}", ctl.display()), e))?;
+        let mut server = Ejabberd {
+            child,
+            ctl,
+            dir: dir.to_owned(),
+            port,
+            node,
+        };
+        let deadline = Instant::now() + START_LIMIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let why = match server.child.try_wait() {
+                Ok(Some(status)) => format!("ejabberd exited ({status})"),
+                Ok(None) if Instant::now() >= deadline => {
+                    format!(
+                        "ejabberd did not listen on 127.0.0.1:{port} within {}s",
+                        START_LIMIT.as_secs()
+                    )
+                }
+                Ok(None) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                Err(e) => return Err(Error::io("cannot watch ejabberd", e)),
+            };
+            return Err(Error::NotReady {
+                what: why,
+                output: one_line(&last_lines(&server.log(), 8)),
+            });
+        }
+        Ok(server)
+    }
+
+    /// The `--server` value for clients.
+    pub fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The c2s port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Creates `name@localhost` with `password`. The c2s port listens before the virtual host
+    /// has started (on a loaded machine by seconds): until it is up, ejabberdctl answers
+    /// `Unknown virtual host` (or `nodedown` while the node's control channel is not up), and
+    /// the registration is tried again until it works or a minute passed; any other failure
+    /// fails at once.
+    pub fn register(&self, name: &str, password: &str) -> Result<(), Error> {
+        let deadline = Instant::now() + START_LIMIT;
+        let what = format!("ejabberdctl register {name} {DOMAIN}");
+        loop {
+            let mut cmd = Command::new(&self.ctl);
+            cmd.args(dir_args(&self.dir, &self.node))
+                .args(["register", name, DOMAIN, password]);
+            let done = run_bounded(cmd, CTL_LIMIT, &what, &crate::process::never)?;
+            if done.status.success() {
+                return Ok(());
+            }
+            let said = format!("{}{}", done.stdout, done.stderr);
+            let starting = said.contains("Unknown virtual host") || said.contains("nodedown");
+            if !starting || Instant::now() >= deadline {
+                return Err(Error::Failed {
+                    what,
+                    status: done.status,
+                    output: one_line(&format!("{said}\n{}", last_lines(&self.log(), 8))),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The console output and ejabberd's own log so far.
+    pub fn log(&self) -> String {
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "{}{}",
+            read(self.dir.join("console.log")),
+            read(self.dir.join("log").join("ejabberd.log"))
+        )
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        // Never panics (this may run while a test unwinds).
+        if let Ok(mut stop) = Command::new(&self.ctl)
+            .args(dir_args(&self.dir, &self.node))
+            .arg("stop")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            let deadline = Instant::now() + STOP_LIMIT;
+            while Instant::now() < deadline && !matches!(stop.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = stop.kill();
+            let _ = stop.wait();
+        }
+        let deadline = Instant::now() + STOP_LIMIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ejabberdctl's arguments that make it use `dir` and this node, not the system server's.
+fn dir_args(dir: &Path, node: &str) -> Vec<String> {
+    let p = |s: &str| dir.join(s).display().to_string();
+    vec![
+        "--config-dir".into(),
+        dir.display().to_string(),
+        "--config".into(),
+        p("ejabberd.yml"),
+        "--spool".into(),
+        p("db"),
+        "--logs".into(),
+        p("log"),
+        "--node".into(),
+        node.to_owned(),
+    ]
+}
+
+/// Plaintext c2s on one loopback port, internal auth, PEP (pubsub with the pep plugin),
+/// carbons, offline storage.
+fn config_text(port: u16) -> String {
+    format!(
+        "hosts:\n  - {DOMAIN}\nloglevel: info\ncertfiles: []\nlisten:\n  -\n    port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n    starttls_required: false\nauth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\nshaper_rules:\n  c2s_shaper: none\nmodules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_caps: {{}}\n  mod_carboncopy: {{}}\n  mod_offline: {{}}\n  mod_ping: {{}}\n  mod_pubsub:\n    access_createnode: local\n    plugins:\n      - flat\n      - pep\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_listens_on_loopback_with_pep() {
+        let c = super::config_text(5999);
+        assert!(c.contains("port: 5999\n    ip: \"127.0.0.1\""));
+        assert!(c.contains("      - pep\n"));
+        assert!(c.contains("hosts:\n  - localhost\n"));
+    }
+}
