@@ -7,6 +7,8 @@
 //! * [`Ejabberd`]: an ejabberd (Debian 12's 23.01) the same way, for tests against a second
 //!   server implementation; it waits for the virtual host, not only the port, before
 //!   registering.
+//! * [`PulseAudio`]: a sound server of its own (its socket, its modules), for tests through real
+//!   audio devices; ready once a sink renders.
 //! * [`process`]: finding a tool, a free loopback port, running a command to its end within a
 //!   deadline (both pipes drained, killed by pid when late or cancelled), and trimming output
 //!   for one-line error messages.
@@ -28,9 +30,11 @@
 mod ejabberd;
 pub mod process;
 mod prosody;
+mod pulseaudio;
 
 pub use ejabberd::Ejabberd;
 pub use prosody::{DOMAIN, Prosody, ProsodyConfig};
+pub use pulseaudio::PulseAudio;
 
 use std::process::ExitStatus;
 use std::time::Duration;

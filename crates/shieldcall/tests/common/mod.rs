@@ -527,15 +527,12 @@ pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A PulseAudio daemon of a test's own (Debian `pulseaudio`), the sound server of a desktop:
-/// a sine source as its microphone, a null sink as its speaker, both the defaults. A client
-/// reaches it with [`Self::env`]; ALSA's default device goes to it through `libasound2-plugins`
-/// (`/etc/alsa/conf.d/99-pulse.conf` routes ALSA's default to a running PulseAudio), as on a
-/// desktop. Stopped by pid when dropped.
+/// A PulseAudio daemon of a test's own (shieldcall-localserver's, Debian `pulseaudio`), the
+/// sound server of a desktop: by default a sine source as its microphone and a null sink as its
+/// speaker, both the defaults. A client reaches it with [`Self::env`]; ALSA's default device goes
+/// to it through `libasound2-plugins`. Stopped by pid when dropped.
 pub struct PulseAudio {
-    child: Child,
-    /// Keeps the speaker running at a low latency (see [`Self::start`]).
-    warm: Option<Child>,
+    server: localserver::PulseAudio,
     /// Its directory (socket, log).
     pub dir: tempfile::TempDir,
 }
@@ -553,169 +550,30 @@ impl PulseAudio {
         )
     }
 
-    /// Starts one with these modules (after its socket), keeps the sink `awake` rendering (see
-    /// below), and waits until it answers.
+    /// Starts one with these modules, keeps the sink `awake` rendering, and waits until it
+    /// renders.
     pub fn start_with(modules: &str, awake: &str) -> PulseAudio {
-        let pulseaudio = require("pulseaudio");
-        let pactl = require("pactl");
-        require("parec");
-        assert!(
-            Path::new("/usr/lib/x86_64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so").exists()
-                || Path::new("/usr/lib/aarch64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so")
-                    .exists(),
-            "ALSA's pulse plugin is missing: apt-get install libasound2-plugins (scripts/test does)"
-        );
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(
-            d.join("default.pa"),
-            format!(
-                "load-module module-native-protocol-unix socket={d}/native auth-anonymous=1\n{modules}",
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(d.join("pulseaudio.log")).unwrap();
-        let child = Command::new(pulseaudio)
-            .args(["-n", "-F"])
-            .arg(d.join("default.pa"))
-            .args([
-                "--daemonize=no",
-                "--exit-idle-time=-1",
-                "--use-pid-file=no",
-                "--disallow-module-loading",
-                "--log-target=stderr",
-            ])
-            .env("HOME", d)
-            .env("XDG_RUNTIME_DIR", d)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut pa = PulseAudio {
-            child,
-            warm: None,
-            dir,
-        };
-        // Ready when it answers a client on its socket.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ok = Command::new(&pactl)
-                .arg("info")
-                .envs(pa.env())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                // A null sink sleeps for its configured latency (2 s) between renders while
-                // nothing plays, so the first stream that connects waits up to 2 s for its first
-                // period: no real speaker does that. A silent low-latency stream keeps it awake,
-                // as a desktop's speaker is when sounds play.
-                pa.warm = Some(
-                    Command::new(require("pacat"))
-                        .args([
-                            "-d",
-                            awake,
-                            "--rate=48000",
-                            "--channels=1",
-                            "--format=s16le",
-                            "--raw",
-                            "--latency-msec=10",
-                            "/dev/zero",
-                        ])
-                        .envs(pa.env())
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .unwrap(),
-                );
-                pa.wait_awake(awake);
-                return pa;
-            }
-            if let Ok(Some(status)) = pa.child.try_wait() {
-                panic!("pulseaudio exited ({status}):\n{}", pa.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pulseaudio did not answer:\n{}",
-                pa.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until `sink` renders: data flows out of its monitor.
-    fn wait_awake(&mut self, sink: &str) {
-        use std::io::Read;
-        let monitor = format!("{sink}.monitor");
-        let mut probe = Command::new(require("parec"))
-            .args(["-d", &monitor, "--rate=48000", "--channels=1"])
-            .args(["--format=s16le", "--raw", "--latency-msec=10"])
-            .envs(self.env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = probe.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4800];
-            let _ = tx.send(out.read_exact(&mut buf).is_ok());
-        });
-        let awake = rx.recv_timeout(Duration::from_secs(10));
-        let _ = probe.kill();
-        let _ = probe.wait();
-        assert_eq!(awake, Ok(true), "{sink} never rendered:\n{}", self.log());
+        let server = localserver::PulseAudio::launch(dir.path(), modules, awake)
+            .unwrap_or_else(|e| panic!("{e} (scripts/test installs scripts/lib/packages.txt)"));
+        PulseAudio { server, dir }
     }
 
     /// What a client process needs to reach this daemon (and only it).
     pub fn env(&self) -> Vec<(String, String)> {
-        let d = self.dir.path().display();
-        vec![
-            ("PULSE_SERVER".into(), format!("unix:{d}/native")),
-            ("PULSE_RUNTIME_PATH".into(), d.to_string()),
-        ]
+        self.server.env()
     }
 
     /// Records what its speaker plays (the null sink's monitor), 48 kHz mono 16-bit raw, until
     /// the returned child is killed.
     pub fn record_speaker(&self, to: &Path) -> Child {
-        let file = std::fs::File::create(to).unwrap();
-        Command::new(require("parec"))
-            .args([
-                "-d",
-                "speaker.monitor",
-                "--rate=48000",
-                "--channels=1",
-                "--format=s16le",
-                "--raw",
-                "--latency-msec=10",
-            ])
-            .envs(self.env())
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        self.server
+            .record("speaker", to)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Its log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("pulseaudio.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PulseAudio {
-    fn drop(&mut self) {
-        if let Some(w) = self.warm.as_mut() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.log()
     }
 }
