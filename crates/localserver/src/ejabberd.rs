@@ -173,14 +173,36 @@ impl Drop for Ejabberd {
             let _ = stop.wait();
         }
         let deadline = Instant::now() + STOP_LIMIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.stop_epmd();
+    }
+}
+
+impl Ejabberd {
+    /// Stops the Erlang port mapper the node started as a daemon, so that nothing outlives the
+    /// server. epmd refuses (and stays) while any other Erlang node is registered with it, so
+    /// this never disturbs another server.
+    fn stop_epmd(&self) {
+        let Ok(epmd) = find_tool("epmd", "erlang-base") else {
+            return;
+        };
+        // The node may take a moment to deregister after its VM exited; epmd -kill says so
+        // ("not allowed") and is tried again.
+        for _ in 0..30 {
+            let mut cmd = Command::new(&epmd);
+            cmd.arg("-kill");
+            let limit = Duration::from_secs(5);
+            match run_bounded(cmd, limit, "epmd -kill", &crate::process::never) {
+                Ok(done) if format!("{}{}", done.stdout, done.stderr).contains("not allowed") => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => return,
+            }
+        }
     }
 }
 
