@@ -17,6 +17,42 @@
 //! * [`trust`], [`fingerprint`] — trust levels with Conversations' BTBV policy, fingerprint
 //!   display and `xmpp:…?omemo-sid-N=…` verification URIs.
 //! * [`account`] — the engine tying it together over a [`Store`].
+//!
+//! # Example
+//!
+//! Bob publishes his bundle; Alice fetches it, builds a session and encrypts; Bob decrypts.
+//! Every XMPP hop (PEP publish, fetch, `<message/>`) is the caller's: here it is just the XML
+//! text handed across.
+//!
+//! ```
+//! use shieldcall_omemo::xml::{Bundle, EncryptedElement};
+//! use shieldcall_omemo::{Account, MemoryStore, Recipient, TrustLevel};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = 0; // Unix seconds; the crate has no clock of its own.
+//! let mut alice = Account::create(MemoryStore::new(), "alice@example.org", None, now)?;
+//! let mut bob = Account::create(MemoryStore::new(), "bob@example.org", None, now)?;
+//!
+//! // Bob publishes `<bundle/>` to the PEP node for his device id; Alice fetches and parses it.
+//! let published = bob.bundle()?.to_xml();
+//! let bundle = Bundle::from_xml(&published)?;
+//! alice.build_session("bob@example.org", bob.device_id(), &bundle)?;
+//!
+//! // Alice encrypts once, with a key for each recipient device, and sends the element.
+//! let to_bob = [Recipient::new("bob@example.org", bob.device_id())];
+//! let wire = alice.encrypt(&to_bob, b"hello, bob")?.to_xml();
+//!
+//! // Bob parses the `<encrypted/>` element from the `<message/>` and decrypts it.
+//! let received = EncryptedElement::from_xml(&wire)?;
+//! let decrypted = bob.decrypt("alice@example.org", &received)?;
+//! assert_eq!(decrypted.plaintext.as_deref(), Some(&b"hello, bob"[..]));
+//! assert_eq!(decrypted.sender_device, alice.device_id());
+//! // A first contact is trusted blindly (BTBV) until the user verifies the fingerprint.
+//! assert_eq!(decrypted.trust, TrustLevel::BlindlyTrusted);
+//! // Alice's PreKey message used up one of Bob's one-time prekeys: he republishes.
+//! assert!(decrypted.bundle_changed);
+//! # Ok(())
+//! # }
+//! ```
 
 #![cfg_attr(
     test,
