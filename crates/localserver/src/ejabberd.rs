@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::process::{find_tool, free_port, last_lines, one_line, run_bounded};
+use crate::process::{find_tool, free_port, last_lines, one_line, run_bounded, wait_ready};
 
 /// The one virtual host (the same as Prosody's).
 pub use crate::prosody::DOMAIN;
@@ -80,27 +80,21 @@ impl Ejabberd {
             port,
             node,
         };
-        let deadline = Instant::now() + START_LIMIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let why = match server.child.try_wait() {
-                Ok(Some(status)) => format!("ejabberd exited ({status})"),
-                Ok(None) if Instant::now() >= deadline => {
-                    format!(
-                        "ejabberd did not listen on 127.0.0.1:{port} within {}s",
-                        START_LIMIT.as_secs()
-                    )
-                }
-                Ok(None) => {
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-                Err(e) => return Err(Error::io("cannot watch ejabberd", e)),
-            };
-            return Err(Error::NotReady {
-                what: why,
-                output: one_line(&last_lines(&server.log(), 8)),
-            });
-        }
+        let logs = [
+            dir.join("console.log"),
+            dir.join("log").join("ejabberd.log"),
+        ];
+        let awaited = format!("listen on 127.0.0.1:{port}");
+        let never = &crate::process::never;
+        wait_ready(
+            &mut server.child,
+            "ejabberd",
+            &awaited,
+            START_LIMIT,
+            never,
+            &logs,
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )?;
         Ok(server)
     }
 

@@ -3,13 +3,16 @@
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Error;
 
 /// How often a bounded wait looks at its child and its cancel condition.
 const POLL: Duration = Duration::from_millis(10);
+
+/// How often [`wait_ready`] asks a starting server.
+const READY_POLL: Duration = Duration::from_millis(50);
 
 /// A cancel condition that never becomes true.
 pub fn never() -> bool {
@@ -50,6 +53,48 @@ pub fn is_root() -> bool {
                 .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+/// Waits until a server started as `child` is `ready()` (polled every 50 ms), at most `limit`.
+/// If it exits first, the deadline passes or `cancelled()` turns true, the error names `name`
+/// and what was `awaited` and carries the end of the files in `logs`.
+pub fn wait_ready(
+    child: &mut Child,
+    name: &str,
+    awaited: &str,
+    limit: Duration,
+    cancelled: &dyn Fn() -> bool,
+    logs: &[PathBuf],
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        let what = match child.try_wait() {
+            Ok(Some(status)) => format!("{name} exited ({status})"),
+            Ok(None) if cancelled() => {
+                return Err(Error::Cancelled {
+                    what: format!("starting {name}"),
+                });
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                format!("{name} did not {awaited} within {}s", limit.as_secs())
+            }
+            Ok(None) => {
+                std::thread::sleep(READY_POLL);
+                continue;
+            }
+            Err(e) => return Err(Error::io(format!("cannot watch {name}"), e)),
+        };
+        let log: String = logs
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
+        return Err(Error::NotReady {
+            what,
+            output: one_line(&last_lines(&log, 8)),
+        });
+    }
+    Ok(())
 }
 
 /// What a finished command printed.
@@ -203,6 +248,67 @@ mod tests {
         let e = find_tool("prosody-that-does-not-exist", "prosody").map(|_| ());
         let text = e.map_err(|e| e.to_string()).err().unwrap_or_default();
         assert!(text.contains("apt-get install -y prosody"), "{text}");
+    }
+
+    #[test]
+    fn a_server_start_is_waited_for_with_a_deadline() {
+        let dir = std::env::temp_dir().join(format!("localserver-wait-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let log = dir.join("log");
+        let _ = std::fs::write(&log, "first\nlast words\n");
+        let spawn = |script: &str| {
+            Command::new("/bin/sh")
+                .args(["-c", script])
+                .spawn()
+                .map_err(|e| e.to_string())
+        };
+        let limit = Duration::from_secs(5);
+        // Ready on the third look.
+        let Ok(mut c) = spawn("exec sleep 30") else {
+            unreachable!("sh runs")
+        };
+        let mut looks = 0;
+        let ok = wait_ready(&mut c, "srv", "answer", limit, &never, &[], || {
+            looks += 1;
+            looks == 3
+        });
+        assert!(ok.is_ok() && looks == 3, "{ok:?} {looks}");
+        let _ = c.kill();
+        let _ = c.wait();
+        // Exits first: named, with the end of its log.
+        let Ok(mut c) = spawn("exit 4") else {
+            unreachable!("sh runs")
+        };
+        let e = wait_ready(
+            &mut c,
+            "srv",
+            "answer",
+            limit,
+            &never,
+            std::slice::from_ref(&log),
+            || false,
+        );
+        let text = e.map_err(|e| e.to_string()).err().unwrap_or_default();
+        assert!(
+            text.contains("srv exited") && text.contains("last words"),
+            "{text}"
+        );
+        // Never ready: the deadline.
+        let Ok(mut c) = spawn("exec sleep 30") else {
+            unreachable!("sh runs")
+        };
+        let short = Duration::from_millis(200);
+        let e = wait_ready(&mut c, "srv", "answer", short, &never, &[], || false);
+        assert!(
+            matches!(&e, Err(Error::NotReady { what, .. }) if what.contains("did not answer")),
+            "{e:?}"
+        );
+        // Cancelled.
+        let e = wait_ready(&mut c, "srv", "answer", limit, &|| true, &[], || false);
+        assert!(matches!(e, Err(Error::Cancelled { .. })), "{e:?}");
+        let _ = c.kill();
+        let _ = c.wait();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

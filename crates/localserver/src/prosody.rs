@@ -6,10 +6,10 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Error;
-use crate::process::{find_tool, free_port, is_root, last_lines, one_line, run_ok};
+use crate::process::{find_tool, free_port, is_root, run_ok, wait_ready};
 
 /// The one virtual host; accounts are `name@localhost`.
 pub const DOMAIN: &str = "localhost";
@@ -19,9 +19,6 @@ const START_LIMIT: Duration = Duration::from_secs(20);
 
 /// How long one `prosodyctl` or `openssl` call may take.
 const TOOL_LIMIT: Duration = Duration::from_secs(30);
-
-/// How often the start-up wait looks again.
-const POLL: Duration = Duration::from_millis(50);
 
 /// How the server is set up.
 #[derive(Debug, Clone, Default)]
@@ -186,32 +183,18 @@ impl Prosody {
     }
 
     fn wait_listening(&mut self, cancelled: &dyn Fn() -> bool) -> Result<(), Error> {
-        let deadline = Instant::now() + START_LIMIT;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            let why = match self.child.try_wait() {
-                Ok(Some(status)) => format!("Prosody exited ({status})"),
-                Ok(None) if cancelled() => {
-                    return Err(Error::Cancelled {
-                        what: "starting Prosody".into(),
-                    });
-                }
-                Ok(None) if Instant::now() >= deadline => format!(
-                    "Prosody did not listen on 127.0.0.1:{} within {}s",
-                    self.port,
-                    START_LIMIT.as_secs()
-                ),
-                Ok(None) => {
-                    std::thread::sleep(POLL);
-                    continue;
-                }
-                Err(e) => return Err(Error::io("cannot watch Prosody", e)),
-            };
-            return Err(Error::NotReady {
-                what: why,
-                output: one_line(&last_lines(&self.log(), 8)),
-            });
-        }
-        Ok(())
+        let port = self.port;
+        let logs = [self.dir.join("console.log"), self.log_path()];
+        let awaited = format!("listen on 127.0.0.1:{port}");
+        wait_ready(
+            &mut self.child,
+            "Prosody",
+            &awaited,
+            START_LIMIT,
+            cancelled,
+            &logs,
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )
     }
 }
 

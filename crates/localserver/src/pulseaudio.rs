@@ -6,10 +6,10 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Error;
-use crate::process::{find_tool, last_lines, one_line};
+use crate::process::{find_tool, last_lines, one_line, wait_ready};
 
 /// How long the daemon may take to answer on its socket.
 const START_LIMIT: Duration = Duration::from_secs(20);
@@ -81,34 +81,25 @@ impl PulseAudio {
             dir: dir.to_owned(),
             parec,
         };
-        let deadline = Instant::now() + START_LIMIT;
-        loop {
-            let answers = Command::new(&pactl)
-                .arg("info")
-                .envs(pa.env())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if answers {
-                break;
-            }
-            let why = match pa.child.try_wait() {
-                Ok(Some(status)) => format!("pulseaudio exited ({status})"),
-                Ok(None) if Instant::now() >= deadline => {
-                    format!(
-                        "pulseaudio did not answer within {}s",
-                        START_LIMIT.as_secs()
-                    )
-                }
-                Ok(None) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-                Err(e) => return Err(Error::io("cannot watch pulseaudio", e)),
-            };
-            return Err(pa.not_ready(why));
-        }
+        let (logs, env) = ([dir.join("pulseaudio.log")], pa.env());
+        let never = &crate::process::never;
+        wait_ready(
+            &mut pa.child,
+            "pulseaudio",
+            "answer",
+            START_LIMIT,
+            never,
+            &logs,
+            || {
+                Command::new(&pactl)
+                    .arg("info")
+                    .envs(env.iter().cloned())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )?;
         let warm = Command::new(&pacat)
             .args([
                 "-d",
@@ -144,20 +135,27 @@ impl PulseAudio {
     pub fn record(&self, sink: &str, to: &Path) -> Result<Child, Error> {
         let file = std::fs::File::create(to)
             .map_err(|e| Error::io(format!("cannot create {}", to.display()), e))?;
-        Command::new(&self.parec)
-            .args([
-                "-d",
-                &format!("{sink}.monitor"),
-                "--rate=48000",
-                "--channels=1",
-            ])
-            .args(["--format=s16le", "--raw", "--latency-msec=10"])
-            .envs(self.env())
-            .stdin(Stdio::null())
+        self.parec(sink)
             .stdout(file)
-            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Error::io("cannot start parec", e))
+    }
+
+    /// `parec` reading `sink`'s monitor, 48 kHz mono 16-bit raw at a 10 ms latency, from this
+    /// daemon only (stdout still to set).
+    fn parec(&self, sink: &str) -> Command {
+        let mut cmd = Command::new(&self.parec);
+        cmd.args([
+            "-d",
+            &format!("{sink}.monitor"),
+            "--rate=48000",
+            "--channels=1",
+        ])
+        .args(["--format=s16le", "--raw", "--latency-msec=10"])
+        .envs(self.env())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+        cmd
     }
 
     /// Its log.
@@ -174,18 +172,9 @@ impl PulseAudio {
 
     /// Waits until `sink` renders: data flows out of its monitor.
     fn wait_awake(&mut self, sink: &str) -> Result<(), Error> {
-        let mut probe = Command::new(&self.parec)
-            .args([
-                "-d",
-                &format!("{sink}.monitor"),
-                "--rate=48000",
-                "--channels=1",
-            ])
-            .args(["--format=s16le", "--raw", "--latency-msec=10"])
-            .envs(self.env())
-            .stdin(Stdio::null())
+        let mut probe = self
+            .parec(sink)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Error::io("cannot start parec", e))?;
         let out = probe.stdout.take();
