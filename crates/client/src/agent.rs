@@ -489,9 +489,6 @@ struct CallState {
     ended: Option<CallEnd>,
     ended_at: Option<Instant>,
     recording: Option<PathBuf>,
-    /// The latest shield and its device.
-    shield: Option<Shield>,
-    device: Option<u32>,
 }
 
 impl CallState {
@@ -510,8 +507,6 @@ impl CallState {
             ended: None,
             ended_at: None,
             recording: None,
-            shield: None,
-            device: None,
         }
     }
 }
@@ -1032,8 +1027,6 @@ impl CallAgent {
             } => {
                 let (peer, peer_bare) = match self.calls.get_mut(&sid) {
                     Some(c) => {
-                        c.shield = Some(shield);
-                        c.device = device;
                         if c.shield_at.is_none() {
                             c.shield_at = Some(now.duration_since(c.started));
                         }
