@@ -31,17 +31,10 @@ fn free_port() -> u16 {
     localserver::process::free_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The path of `tool`; fails the test (never skips it) when it is missing.
-fn require(tool: &str) -> PathBuf {
-    let package = match tool {
-        "prosodyctl" => "prosody",
-        "ejabberdctl" => "ejabberd",
-        "pactl" | "parec" | "pacat" => "pulseaudio-utils",
-        other => other,
-    };
-    localserver::process::find_tool(tool, package).unwrap_or_else(|e| {
-        panic!("{e}; the tests need it (scripts/test installs scripts/lib/packages.txt)")
-    })
+/// Why a fixture could not start, as a test failure (never a skip): a missing tool names its
+/// Debian package and the script that installs them all.
+fn fixture_failed(e: localserver::Error) -> ! {
+    panic!("{e} (scripts/test installs scripts/lib/packages.txt)")
 }
 
 impl Prosody {
@@ -67,8 +60,6 @@ impl Prosody {
     }
 
     fn start_inner(users: &[&str], tls: bool) -> Prosody {
-        require("prosody");
-        require("prosodyctl");
         let dir = tempfile::tempdir().unwrap();
         let config = localserver::ProsodyConfig {
             tls,
@@ -76,7 +67,7 @@ impl Prosody {
         };
         let server =
             localserver::Prosody::launch(dir.path(), &config, &localserver::process::never)
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap_or_else(|e| fixture_failed(e));
         let port = server.port();
         let mut p = Prosody { server, dir, port };
         for u in users {
@@ -146,9 +137,9 @@ impl XmppServer for Ejabberd {
 impl Ejabberd {
     /// Starts ejabberd and registers `users` (`name@localhost`, password `pw-name`).
     pub fn start(users: &[&str]) -> Ejabberd {
-        require("ejabberdctl");
         let dir = tempfile::tempdir().unwrap();
-        let server = localserver::Ejabberd::launch(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let server =
+            localserver::Ejabberd::launch(dir.path()).unwrap_or_else(|e| fixture_failed(e));
         let port = server.port();
         let mut e = Ejabberd { server, dir, port };
         for u in users {
@@ -555,7 +546,7 @@ impl PulseAudio {
     pub fn start_with(modules: &str, awake: &str) -> PulseAudio {
         let dir = tempfile::tempdir().unwrap();
         let server = localserver::PulseAudio::launch(dir.path(), modules, awake)
-            .unwrap_or_else(|e| panic!("{e} (scripts/test installs scripts/lib/packages.txt)"));
+            .unwrap_or_else(|e| fixture_failed(e));
         PulseAudio { server, dir }
     }
 
