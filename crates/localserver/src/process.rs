@@ -4,6 +4,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -37,12 +38,63 @@ pub fn find_tool(tool: &str, package: &str) -> Result<PathBuf, Error> {
         })
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// How many ports below the kernel's ephemeral range [`free_port`] chooses from.
+const PORT_SPAN: u32 = 12_000;
+
+/// Ports [`free_port`] handed out in this process, so that it never gives one twice.
+static PORTS_HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+
+/// A TCP port on 127.0.0.1 that is free now and stays free for a server about to bind it.
+///
+/// A port from `bind(0)` is the worst choice: it is in the kernel's ephemeral range, from which
+/// every other `bind(0)` and every outgoing connection takes its port, so between closing the
+/// probe and the server's own `bind` another fixture's proxy or a client's source port can take
+/// it, and the server then fails to listen while the other process answers in its place. This
+/// picks from the `PORT_SPAN` ports just below that range (`ip_local_port_range`), which the
+/// kernel never hands out by itself; successive calls in one process walk through them from a
+/// start that depends on the pid, so parallel fixtures and parallel processes do not meet.
+/// [`listening_owner_is`] then proves that the server listening there is the one started.
 pub fn free_port() -> Result<u16, Error> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::io("no free loopback port", e))
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .clamp(PORT_SPAN + 1_024, 65_535);
+    let base = low - PORT_SPAN;
+    let start = std::process::id().wrapping_mul(7_919) % PORT_SPAN;
+    for _ in 0..PORT_SPAN {
+        let n = PORTS_HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(base + (start + n) % PORT_SPAN) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::io(
+        "no free loopback port below the ephemeral range",
+        std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    ))
+}
+
+/// Whether the socket listening on TCP `port` of 127.0.0.1 belongs to process `pid` (read from
+/// `/proc`): `Some(false)` when another process listens there, `None` when nobody does or
+/// `/proc` cannot tell.
+pub fn listening_owner_is(pid: u32, port: u16) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    // sl local_address rem_address st ... uid timeout inode; 0100007F = 127.0.0.1, 0A = LISTEN.
+    let wanted = format!("0100007F:{port:04X}");
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&wanted.as_str()) && f.get(3) == Some(&"0A"))
+            .then(|| f.get(9).map(|i| format!("socket:[{i}]")))
+            .flatten()
+    })?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == inode.as_str())),
+    )
 }
 
 /// Whether this process runs as root (uid 0 in /proc/self/status: no libc binding, no unsafe).
@@ -205,6 +257,39 @@ pub fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_are_distinct_and_never_from_the_ephemeral_range() {
+        let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        for (i, p) in ports.iter().enumerate() {
+            assert!(u32::from(*p) < low, "{p} is in the ephemeral range from {low}");
+            assert!(!ports[..i].contains(p), "{p} handed out twice");
+        }
+    }
+
+    #[test]
+    fn the_owner_of_a_listening_port_is_found() {
+        let port = free_port().unwrap();
+        assert_eq!(listening_owner_is(std::process::id(), port), None);
+        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        assert_eq!(listening_owner_is(std::process::id(), port), Some(true));
+        // Another process (a shell that is still running) does not own it.
+        let mut other = Command::new("/bin/sh")
+            .args(["-c", "exec sleep 5"])
+            .spawn()
+            .unwrap();
+        assert_eq!(listening_owner_is(other.id(), port), Some(false));
+        let _ = other.kill();
+        let _ = other.wait();
+        drop(l);
+    }
 
     #[test]
     fn bounded_run_kills_a_hanging_command() {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::Error;
-use crate::process::{find_tool, free_port, is_root, run_ok, wait_ready};
+use crate::process::{find_tool, free_port, is_root, listening_owner_is, run_ok, wait_ready};
 
 /// The one virtual host; accounts are `name@localhost`.
 pub const DOMAIN: &str = "localhost";
@@ -42,6 +42,9 @@ pub struct Prosody {
     tls_port: Option<u16>,
 }
 
+/// Why a start is tried again with other ports.
+const TAKEN: &str = "another process listens there";
+
 impl Prosody {
     /// Writes a configuration into `dir` (created if missing), starts `prosody -F` and waits
     /// until it accepts connections (at most 20 s, or until `cancelled()`).
@@ -57,28 +60,35 @@ impl Prosody {
             std::fs::create_dir_all(&d)
                 .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
         }
-        let port = free_port()?;
-        let tls_port = if config.tls {
+        if config.tls {
             make_certificates(dir, cancelled)?;
-            Some(free_port()?)
-        } else {
-            None
-        };
+        }
         let path = dir.join("prosody.cfg.lua");
-        let text = config_text(dir, port, tls_port, is_root(), config.debug_log);
-        std::fs::write(&path, text)
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-        let child = spawn(&prosody, dir)?;
-        let mut server = Prosody {
-            child,
-            prosody,
-            prosodyctl,
-            dir: dir.to_owned(),
-            port,
-            tls_port,
-        };
-        server.wait_listening(cancelled)?;
-        Ok(server)
+        let mut attempt = 1;
+        loop {
+            let port = free_port()?;
+            let tls_port = if config.tls { Some(free_port()?) } else { None };
+            let text = config_text(dir, port, tls_port, is_root(), config.debug_log);
+            std::fs::write(&path, text)
+                .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+            let child = spawn(&prosody, dir)?;
+            let mut server = Prosody {
+                child,
+                prosody: prosody.clone(),
+                prosodyctl: prosodyctl.clone(),
+                dir: dir.to_owned(),
+                port,
+                tls_port,
+            };
+            match server.wait_listening(cancelled) {
+                // Another process took a port between the choice and Prosody's bind: choose
+                // again (Drop stops this Prosody).
+                Err(Error::NotReady { what, .. }) if what.contains(TAKEN) && attempt < 3 => {
+                    attempt += 1;
+                }
+                other => return other.map(|()| server),
+            }
+        }
     }
 
     /// The `--server` value for clients: `127.0.0.1:PORT`.
@@ -182,10 +192,13 @@ impl Prosody {
         s
     }
 
+    /// Waits until Prosody itself listens on its ports (not merely: something answers there).
     fn wait_listening(&mut self, cancelled: &dyn Fn() -> bool) -> Result<(), Error> {
-        let port = self.port;
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
         let logs = [self.dir.join("console.log"), self.log_path()];
-        let awaited = format!("listen on 127.0.0.1:{port}");
+        let awaited = format!("listen on 127.0.0.1:{ports:?}");
+        let pid = self.child.id();
+        let mut taken = None;
         wait_ready(
             &mut self.child,
             "Prosody",
@@ -193,8 +206,25 @@ impl Prosody {
             START_LIMIT,
             cancelled,
             &logs,
-            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        )
+            || {
+                ports.iter().all(|&port| match listening_owner_is(pid, port) {
+                    Some(true) => true,
+                    Some(false) => {
+                        taken = Some(port);
+                        true
+                    }
+                    // /proc cannot tell: a connection that is accepted is the best sign left.
+                    None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                })
+            },
+        )?;
+        match taken {
+            Some(port) => Err(Error::NotReady {
+                what: format!("Prosody could not listen on 127.0.0.1:{port}: {TAKEN}"),
+                output: String::new(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -693,6 +693,20 @@ fn run_calls(spec: &Spec, row: &Row) -> Result<Vec<CallSeen>, String> {
             if caller_status.is_some() && callee_ended_at.is_some() {
                 break;
             }
+            // A caller that failed before its call began (cannot connect, say) leaves the
+            // callee waiting forever: say so now, with what the proxy and the server saw.
+            if caller_status.is_some_and(|s| !s.success())
+                && CallSeen::events(&caller.seen, "call").next().is_none()
+            {
+                let log = std::fs::read_to_string(tmp.path().join("mitm.jsonl")).unwrap_or_default();
+                let proxy_errors: Vec<&str> =
+                    log.lines().filter(|l| l.contains("\"error\"")).collect();
+                return Err(format!(
+                    "call {i}: the caller failed before calling: {:?}\nproxy errors: {proxy_errors:?}\nProsody: {}",
+                    caller.seen,
+                    shieldcall_localserver::process::last_lines(&p.log(), 10)
+                ));
+            }
             if started.elapsed() > CALL_BOUND {
                 return Err(format!(
                     "call {i} did not end on both sides within {CALL_BOUND:?}\ncaller: {:?}\ncallee: {:?}",

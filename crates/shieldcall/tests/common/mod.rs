@@ -27,10 +27,6 @@ pub struct Prosody {
     pub port: u16,
 }
 
-fn free_port() -> u16 {
-    localserver::process::free_port().unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// Why a fixture could not start, as a test failure (never a skip): a missing tool names its
 /// Debian package and the script that installs them all.
 fn fixture_failed(e: localserver::Error) -> ! {
