@@ -3,8 +3,9 @@
 //! ordered stream of [`AgentEvent`]s and takes [`AgentCommand`]s; it never prints, reads stdin
 //! or installs signal handlers (the `shieldcall` CLI's presenter does that with its events).
 //!
-//! One task owns everything: the engine (which owns the OMEMO service through [`CallCrypto`]),
-//! the calls' media endpoints and the connection's incoming stanzas. Each running media endpoint
+//! One task owns everything: the engine, the OMEMO service (in [`CallCrypto`], beside the engine,
+//! which borrows it for each input that may need it: ownership runs one way), the calls' media
+//! endpoints and the connection's incoming stanzas. Each running media endpoint
 //! is its own task; it reports events and its final report back over channels. Nothing here
 //! decides about security: the engine decides what is verified and when media may play; the
 //! media gate checks the DTLS certificate; this module carries their inputs and outputs.
@@ -546,7 +547,9 @@ enum Wake {
 
 /// Calls on one connection: see the module docs.
 pub struct CallAgent {
-    engine: Engine<CallCrypto>,
+    engine: Engine,
+    /// The account's OMEMO, beside the engine: lent to it for each input that may need it.
+    crypto: CallCrypto,
     opts: CallOptions,
     events: mpsc::UnboundedSender<AgentEvent>,
     mode: Mode,
@@ -586,11 +589,13 @@ impl CallAgent {
         let mut config = Config::new(own);
         config.require_verified = opts.require_verified;
         config.ring_timeout = opts.ring_timeout;
-        let engine = Engine::new(config, CallCrypto::new(svc, opts.omemo));
+        let engine = Engine::new(config);
+        let crypto = CallCrypto::new(svc, opts.omemo);
         let (media_tx, media_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             engine,
+            crypto,
             opts,
             events,
             mode,
@@ -616,7 +621,7 @@ impl CallAgent {
     }
 
     fn svc(&mut self) -> &mut OmemoService {
-        self.engine.crypto_mut().service()
+        self.crypto.service()
     }
 
     /// Runs until the call ends (`call`) or [`AgentCommand::HangUpAll`] (`listen`; dropping the
@@ -644,7 +649,7 @@ impl CallAgent {
                 sid: sid.clone(),
                 media: vec![Media::Audio],
             };
-            if let Err(e) = self.engine.handle_user(now, action) {
+            if let Err(e) = self.engine.handle_user(&mut self.crypto, now, action) {
                 self.calls.remove(&sid);
                 return Err(match e {
                     shieldcall_jingle::ApiError::NotVerifiable => ClientError::NotVerifiable(peer),
@@ -753,14 +758,16 @@ impl CallAgent {
     /// `policy` in another terminal): the engine re-decides every running call's shield.
     fn check_trust_elsewhere(&mut self) {
         match self.svc().trust_or_policy_changed() {
-            Ok(true) => self.engine.handle_trust_change(Instant::now()),
+            Ok(true) => self
+                .engine
+                .handle_trust_change(&mut self.crypto, Instant::now()),
             Ok(false) => {}
             Err(e) => self.warn(format!("cannot read the account database: {e}")),
         }
     }
 
     fn on_timer(&mut self, now: Instant) {
-        self.engine.handle_timeout(now);
+        self.engine.handle_timeout(&mut self.crypto, now);
         let due: Vec<String> = self
             .calls
             .iter()
@@ -771,7 +778,9 @@ impl CallAgent {
             if let Some(c) = self.calls.get_mut(&sid) {
                 c.hangup_at = None;
             }
-            let _ = self.engine.handle_user(now, UserAction::HangUp { sid });
+            let _ = self
+                .engine
+                .handle_user(&mut self.crypto, now, UserAction::HangUp { sid });
         }
         let stale: Vec<String> = self
             .calls
@@ -794,7 +803,9 @@ impl CallAgent {
             .map(|(s, _)| s.clone())
             .collect();
         for sid in sids {
-            let _ = self.engine.handle_user(now, UserAction::HangUp { sid });
+            let _ = self
+                .engine
+                .handle_user(&mut self.crypto, now, UserAction::HangUp { sid });
         }
         already.unwrap_or(now + HANGUP_GRACE)
     }
@@ -844,8 +855,8 @@ impl CallAgent {
                 Output::Event(ev) => self.on_event(ev).await,
             }
         }
-        if self.engine.crypto().bundle_changed {
-            self.engine.crypto_mut().bundle_changed = false;
+        if self.crypto.bundle_changed {
+            self.crypto.bundle_changed = false;
             if let Err(e) = self.svc().publish_bundle().await {
                 self.warn(format!("republishing our OMEMO bundle failed: {e}"));
             }
@@ -875,7 +886,11 @@ impl CallAgent {
         match st {
             Stanza::Message(m) => {
                 let el = Element::from(m.clone());
-                if self.engine.handle_stanza(now, SystemTime::now(), &el) == Handled::NotMine {
+                if self
+                    .engine
+                    .handle_stanza(&mut self.crypto, now, SystemTime::now(), &el)
+                    == Handled::NotMine
+                {
                     let received = self.svc().handle_message(m).await;
                     for r in received {
                         self.emit(AgentEvent::Received(r));
@@ -884,7 +899,10 @@ impl CallAgent {
             }
             Stanza::Iq(iq) => {
                 let el = Element::from(iq.clone());
-                if self.engine.handle_stanza(now, SystemTime::now(), &el) == Handled::NotMine
+                if self
+                    .engine
+                    .handle_stanza(&mut self.crypto, now, SystemTime::now(), &el)
+                    == Handled::NotMine
                     && let Some(answer) = presence::answer_iq(&iq, true)
                 {
                     let _ = self.svc().xmpp().send(answer);
@@ -930,16 +948,23 @@ impl CallAgent {
                 }
                 match decision {
                     Some(true) => {
-                        let _ = self.engine.handle_user(now, UserAction::Accept { sid });
+                        let _ = self.engine.handle_user(
+                            &mut self.crypto,
+                            now,
+                            UserAction::Accept { sid },
+                        );
                     }
                     Some(false) => {
-                        let _ = self.engine.handle_user(now, UserAction::Reject { sid });
+                        let _ = self.engine.handle_user(
+                            &mut self.crypto,
+                            now,
+                            UserAction::Reject { sid },
+                        );
                     }
                     None => {
                         self.asking = Some(sid.clone());
                         let caller_verified = self
-                            .engine
-                            .crypto()
+                            .crypto
                             .has_verified_key(&from.to_bare())
                             .unwrap_or(false);
                         self.emit(AgentEvent::Asking {
@@ -996,9 +1021,11 @@ impl CallAgent {
             }
             Event::ContentAdd { sid, .. } => {
                 self.warn("declining the peer's added content (video): audio only so far".into());
-                let _ = self
-                    .engine
-                    .handle_user(now, UserAction::RejectContent { sid });
+                let _ = self.engine.handle_user(
+                    &mut self.crypto,
+                    now,
+                    UserAction::RejectContent { sid },
+                );
             }
             Event::ContentAccepted { .. } | Event::ContentRejected { .. } => {}
             Event::Downgrade {
@@ -1119,7 +1146,7 @@ impl CallAgent {
         } else {
             UserAction::Reject { sid }
         };
-        if let Err(e) = self.engine.handle_user(now, action) {
+        if let Err(e) = self.engine.handle_user(&mut self.crypto, now, action) {
             self.emit(AgentEvent::Error(format!("cannot answer: {e}")));
         }
     }
@@ -1202,10 +1229,12 @@ impl CallAgent {
         if let Some(c) = self.calls.get_mut(sid) {
             c.endpoint = Some(ep);
         }
-        if let Err(e) = self
-            .engine
-            .handle_media(now, sid, EngineMedia::LocalContents(vec![local]))
-        {
+        if let Err(e) = self.engine.handle_media(
+            &mut self.crypto,
+            now,
+            sid,
+            EngineMedia::LocalContents(vec![local]),
+        ) {
             self.emit(AgentEvent::Error(format!(
                 "call engine refused our media: {e}"
             )));
@@ -1216,9 +1245,12 @@ impl CallAgent {
     }
 
     fn fail_media(&mut self, sid: &str, why: String) {
-        let _ = self
-            .engine
-            .handle_media(Instant::now(), sid, EngineMedia::Failed(why));
+        let _ = self.engine.handle_media(
+            &mut self.crypto,
+            Instant::now(),
+            sid,
+            EngineMedia::Failed(why),
+        );
     }
 
     fn make_source(&self) -> Result<Box<dyn AudioSource>, String> {
@@ -1335,14 +1367,20 @@ impl CallAgent {
                     hash: Algo::Sha_256,
                     value: fingerprint.as_bytes().to_vec(),
                 };
-                let r = self.engine.handle_media(now, sid, digest);
+                let r = self.engine.handle_media(&mut self.crypto, now, sid, digest);
                 if r.is_ok() {
-                    let _ = self.engine.handle_media(now, sid, EngineMedia::Connected);
+                    let _ = self.engine.handle_media(
+                        &mut self.crypto,
+                        now,
+                        sid,
+                        EngineMedia::Connected,
+                    );
                 }
                 r
             }
             media::MediaEvent::FingerprintMismatch { actual, .. } => match actual {
                 Some(a) => self.engine.handle_media(
+                    &mut self.crypto,
                     now,
                     sid,
                     EngineMedia::PeerDigest {
@@ -1351,6 +1389,7 @@ impl CallAgent {
                     },
                 ),
                 None => self.engine.handle_media(
+                    &mut self.crypto,
                     now,
                     sid,
                     EngineMedia::Failed("the peer's DTLS certificate is unusable".into()),
@@ -1366,6 +1405,7 @@ impl CallAgent {
                 Ok(())
             }
             media::MediaEvent::Failed(reason) => self.engine.handle_media(
+                &mut self.crypto,
                 now,
                 sid,
                 EngineMedia::Failed(format!("media failed: {reason}")),
@@ -1401,9 +1441,12 @@ impl CallAgent {
                 },
                 Err(e) => format!("media failed: {e}"),
             };
-            let _ = self
-                .engine
-                .handle_media(Instant::now(), sid, EngineMedia::Failed(why));
+            let _ = self.engine.handle_media(
+                &mut self.crypto,
+                Instant::now(),
+                sid,
+                EngineMedia::Failed(why),
+            );
         }
         if self.calls.get(sid).is_some_and(|c| c.ended.is_none()) {
             // The stats follow once the engine reports the end (its Ended event).

@@ -109,13 +109,16 @@ fn call_setup() -> usize {
     let romeo_jid = "romeo@montague.example/phone";
     let juliet_jid = "juliet@capulet.example/laptop";
     let mut engines = [
-        Engine::new(Config::new(FullJid::new(romeo_jid).unwrap()), crypto(1, 2)),
-        Engine::new(Config::new(FullJid::new(juliet_jid).unwrap()), crypto(2, 1)),
+        Engine::new(Config::new(FullJid::new(romeo_jid).unwrap())),
+        Engine::new(Config::new(FullJid::new(juliet_jid).unwrap())),
     ];
+    // Each engine borrows its account's OMEMO for every input.
+    let mut omemo = [crypto(1, 2), crypto(2, 1)];
     let jids = [romeo_jid, juliet_jid];
     let sid = "xT3kq8Rf2VbN0yHcLw9aEQ";
     engines[0]
         .handle_user(
+            &mut omemo[0],
             now,
             UserAction::Call {
                 peer: BareJid::new("juliet@capulet.example").unwrap(),
@@ -139,16 +142,21 @@ fn call_setup() -> usize {
                             continue;
                         }
                         set_from(&mut el, jids[i]);
-                        engines[1 - i].handle_stanza(now, wall, &el);
+                        engines[1 - i].handle_stanza(&mut omemo[1 - i], now, wall, &el);
                     }
                     Output::Event(Event::IncomingCall { sid, .. }) => {
                         engines[i]
-                            .handle_user(now, UserAction::Accept { sid })
+                            .handle_user(&mut omemo[i], now, UserAction::Accept { sid })
                             .unwrap();
                     }
                     Output::Event(Event::MediaNeeded { sid, role, .. }) => {
                         engines[i]
-                            .handle_media(now, &sid, MediaEvent::LocalContents(vec![local(role)]))
+                            .handle_media(
+                                &mut omemo[i],
+                                now,
+                                &sid,
+                                MediaEvent::LocalContents(vec![local(role)]),
+                            )
                             .unwrap();
                     }
                     Output::Event(Event::RemoteMedia { sid, .. }) => {
@@ -156,6 +164,7 @@ fn call_setup() -> usize {
                         // callee reports it before its answer is out; the engine holds the proof
                         // and decides the shield once the answer is sent.)
                         let _ = engines[i].handle_media(
+                            &mut omemo[i],
                             now,
                             &sid,
                             MediaEvent::PeerDigest {
@@ -174,7 +183,7 @@ fn call_setup() -> usize {
         }
     }
     engines[0]
-        .handle_user(now, UserAction::HangUp { sid: sid.into() })
+        .handle_user(&mut omemo[0], now, UserAction::HangUp { sid: sid.into() })
         .unwrap();
     while engines[0].poll_output().is_some() {}
     shields

@@ -501,9 +501,12 @@ enum Carbon {
 }
 
 /// The sans-IO call engine: all calls of one account resource.
-pub struct Engine<C: OmemoCrypto> {
+///
+/// It holds no OMEMO: each input that may need it (to encrypt our fingerprint, decrypt the
+/// peer's, look up trust or the contact's policy) borrows the client's [`OmemoCrypto`] for that
+/// one call, so the client keeps its OMEMO service for everything else (messages, trust).
+pub struct Engine {
     config: Config,
-    crypto: C,
     calls: BTreeMap<String, Call>,
     outputs: VecDeque<Output>,
     pending_iqs: BTreeMap<String, (String, Action)>,
@@ -511,29 +514,17 @@ pub struct Engine<C: OmemoCrypto> {
     next_id: u64,
 }
 
-impl<C: OmemoCrypto> Engine<C> {
+impl Engine {
     /// A new engine.
-    pub fn new(config: Config, crypto: C) -> Self {
+    pub fn new(config: Config) -> Self {
         Engine {
             config,
-            crypto,
             calls: BTreeMap::new(),
             outputs: VecDeque::new(),
             pending_iqs: BTreeMap::new(),
             recent_retracts: VecDeque::new(),
             next_id: 0,
         }
-    }
-
-    /// The OMEMO implementation.
-    pub fn crypto(&self) -> &C {
-        &self.crypto
-    }
-
-    /// The OMEMO implementation, mutably (e.g. a test changing trust mid-call; call
-    /// [`Engine::handle_trust_change`] afterwards).
-    pub fn crypto_mut(&mut self) -> &mut C {
-        &mut self.crypto
     }
 
     /// The configuration.
@@ -565,7 +556,70 @@ impl<C: OmemoCrypto> Engine<C> {
     // user
 
     /// Handles a user action.
-    pub fn handle_user(&mut self, now: Instant, action: UserAction) -> Result<(), ApiError> {
+    pub fn handle_user(
+        &mut self,
+        crypto: &mut dyn OmemoCrypto,
+        now: Instant,
+        action: UserAction,
+    ) -> Result<(), ApiError> {
+        Op { e: self, crypto }.handle_user(now, action)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // media
+
+    /// Handles a media report for call `sid`.
+    pub fn handle_media(
+        &mut self,
+        crypto: &mut dyn OmemoCrypto,
+        now: Instant,
+        sid: &str,
+        event: MediaEvent,
+    ) -> Result<(), ApiError> {
+        Op { e: self, crypto }.handle_media(now, sid, event)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // trust and timers
+
+    /// Re-evaluates every running call's shield after the client changed a trust level
+    /// (docs/security-tests.md line 7).
+    pub fn handle_trust_change(&mut self, crypto: &mut dyn OmemoCrypto, _now: Instant) {
+        Op { e: self, crypto }.handle_trust_change(_now)
+    }
+
+    /// Fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, crypto: &mut dyn OmemoCrypto, now: Instant) {
+        Op { e: self, crypto }.handle_timeout(now)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // stanzas
+
+    /// Handles an incoming stanza. `wall_clock` is only used to age delayed `<propose/>`s.
+    pub fn handle_stanza(
+        &mut self,
+        crypto: &mut dyn OmemoCrypto,
+        now: Instant,
+        wall_clock: SystemTime,
+        stanza: &Element,
+    ) -> Handled {
+        Op { e: self, crypto }.handle_stanza(now, wall_clock, stanza)
+    }
+}
+
+/// One operation of the engine with the OMEMO it borrowed for that operation.
+struct Op<'a> {
+    e: &'a mut Engine,
+    crypto: &'a mut dyn OmemoCrypto,
+}
+
+impl Op<'_> {
+    // ----------------------------------------------------------------------------------------
+    // user
+
+    /// Handles a user action.
+    fn handle_user(&mut self, now: Instant, action: UserAction) -> Result<(), ApiError> {
         match action {
             UserAction::Call { peer, sid, media } => self.user_call(now, peer, sid, media),
             UserAction::CallDirect { peer, sid, media } => {
@@ -582,7 +636,7 @@ impl<C: OmemoCrypto> Engine<C> {
                     State::AwaitingLocalOffer,
                 );
                 call.peer = Some(peer);
-                self.calls.insert(sid.clone(), call);
+                self.e.calls.insert(sid.clone(), call);
                 self.event(Event::MediaNeeded {
                     sid,
                     role: Role::Initiator,
@@ -592,7 +646,7 @@ impl<C: OmemoCrypto> Engine<C> {
             }
             UserAction::Accept { sid } => self.user_accept(now, sid),
             UserAction::Reject { sid } => {
-                let call = self.calls.get(&sid).ok_or(ApiError::UnknownSession)?;
+                let call = self.e.calls.get(&sid).ok_or(ApiError::UnknownSession)?;
                 if !matches!(call.state, State::Ringing | State::IncomingSession) {
                     return Err(ApiError::WrongState);
                 }
@@ -600,7 +654,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 Ok(())
             }
             UserAction::RejectContent { sid } => {
-                let call = self.calls.get_mut(&sid).ok_or(ApiError::UnknownSession)?;
+                let call = self.e.calls.get_mut(&sid).ok_or(ApiError::UnknownSession)?;
                 let (Some(contents), Some(peer)) = (call.incoming_add.take(), call.peer.clone())
                 else {
                     return Err(ApiError::WrongState);
@@ -613,7 +667,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 Ok(())
             }
             UserAction::HangUp { sid } => {
-                let call = self.calls.get(&sid).ok_or(ApiError::UnknownSession)?;
+                let call = self.e.calls.get(&sid).ok_or(ApiError::UnknownSession)?;
                 let reason = if call.state == State::Active {
                     Reason::Success
                 } else {
@@ -630,10 +684,10 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     fn check_new_sid(&self, sid: &str) -> Result<(), ApiError> {
-        if sid.is_empty() || self.calls.contains_key(sid) {
+        if sid.is_empty() || self.e.calls.contains_key(sid) {
             return Err(ApiError::SessionExists);
         }
-        if self.calls.len() >= MAX_CALLS {
+        if self.e.calls.len() >= MAX_CALLS {
             return Err(ApiError::TooManyCalls);
         }
         Ok(())
@@ -659,8 +713,8 @@ impl<C: OmemoCrypto> Engine<C> {
             media.clone(),
             State::Proposed,
         );
-        call.deadline = Some(now + self.config.ring_timeout);
-        self.calls.insert(sid.clone(), call);
+        call.deadline = Some(now + self.e.config.ring_timeout);
+        self.e.calls.insert(sid.clone(), call);
         // docs/protocol.md §5.1/§7.1: chat, bare JID, id jm-propose-SID, receipt request,
         // store hint.
         let propose = Propose {
@@ -680,7 +734,7 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     fn user_accept(&mut self, now: Instant, sid: String) -> Result<(), ApiError> {
-        let call = self.calls.get(&sid).ok_or(ApiError::UnknownSession)?;
+        let call = self.e.calls.get(&sid).ok_or(ApiError::UnknownSession)?;
         match call.state {
             State::Ringing => {
                 let own_device = self.crypto.own_device_id();
@@ -697,7 +751,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 };
                 // docs/protocol.md §5.2 step 2: accept to our own bare JID first (other devices
                 // stop ringing), then proceed with <device/> to the caller's full JID.
-                let own_bare = self.config.own_jid.to_bare();
+                let own_bare = self.e.config.own_jid.to_bare();
                 self.send_jmi(
                     Jid::from(own_bare),
                     JingleMessage::Accept(Accept { id: sid.clone() }),
@@ -710,16 +764,16 @@ impl<C: OmemoCrypto> Engine<C> {
                     Some(format!("jm-proceed-{sid}")),
                     false,
                 );
-                if let Some(call) = self.calls.get_mut(&sid) {
+                if let Some(call) = self.e.calls.get_mut(&sid) {
                     call.state = State::Proceeded;
-                    call.deadline = Some(now + self.config.ring_timeout);
+                    call.deadline = Some(now + self.e.config.ring_timeout);
                 }
                 Ok(())
             }
             State::IncomingSession => {
                 let media = call.media.clone();
                 let remote = call.remote.clone();
-                if let Some(call) = self.calls.get_mut(&sid) {
+                if let Some(call) = self.e.calls.get_mut(&sid) {
                     call.state = State::AwaitingLocalAnswer;
                     call.deadline = None;
                 }
@@ -742,13 +796,8 @@ impl<C: OmemoCrypto> Engine<C> {
     // media
 
     /// Handles a media report for call `sid`.
-    pub fn handle_media(
-        &mut self,
-        now: Instant,
-        sid: &str,
-        event: MediaEvent,
-    ) -> Result<(), ApiError> {
-        let call = self.calls.get(sid).ok_or(ApiError::UnknownSession)?;
+    fn handle_media(&mut self, now: Instant, sid: &str, event: MediaEvent) -> Result<(), ApiError> {
+        let call = self.e.calls.get(sid).ok_or(ApiError::UnknownSession)?;
         match event {
             MediaEvent::LocalContents(contents) if call.state != State::Active => {
                 validate_local(&contents, call.role)?;
@@ -820,7 +869,7 @@ impl<C: OmemoCrypto> Engine<C> {
                     self.abort(sid, VerificationError::DigestMismatch.into());
                     return Ok(());
                 }
-                if let Some(call) = self.calls.get_mut(sid) {
+                if let Some(call) = self.e.calls.get_mut(sid) {
                     call.dtls_proven = true;
                 }
                 self.evaluate_shield(sid);
@@ -843,7 +892,7 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     fn send_offer(&mut self, now: Instant, sid: &str, local: Vec<LocalContent>) {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return;
         };
         let (Some(peer), peer_bare, target) = (
@@ -864,7 +913,7 @@ impl<C: OmemoCrypto> Engine<C> {
             if known.is_some_and(|id| self.crypto.trust(&peer_bare, &id) == Trust::Untrusted) {
                 downgrade = Some(Downgrade::UnverifiedDevice);
             } else {
-                match verification::encrypt_local(&mut self.crypto, &peer_bare, device, &plain) {
+                match verification::encrypt_local(&mut *self.crypto, &peer_bare, device, &plain) {
                     Ok((fps, identity)) => match self.crypto.trust(&peer_bare, &identity) {
                         // Learnt only now (no session before): the ciphertext is not sent.
                         Trust::Untrusted => downgrade = Some(Downgrade::UnverifiedDevice),
@@ -901,21 +950,21 @@ impl<C: OmemoCrypto> Engine<C> {
             Mode::Plain
         };
         let mut j = JingleEnvelope::new(Action::SessionInitiate, sid);
-        j.initiator = Some(self.config.own_jid.to_string());
+        j.initiator = Some(self.e.config.own_jid.to_string());
         j.contents = build_contents(&local, encrypted.as_ref().map(|(f, _)| f.as_slice()));
         j.group = Some(bundle(&local));
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.offer = Some(mode);
             call.identity = encrypted.map(|(_, id)| id);
             call.local = local;
             call.state = State::Initiated;
-            call.deadline = Some(now + self.config.ring_timeout);
+            call.deadline = Some(now + self.e.config.ring_timeout);
         }
         self.send_iq_set(peer, sid, j);
     }
 
     fn send_answer(&mut self, sid: &str, local: Vec<LocalContent>) {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return;
         };
         let Some(peer) = call.peer.clone() else {
@@ -935,7 +984,7 @@ impl<C: OmemoCrypto> Engine<C> {
             };
             // docs/protocol.md §2.5: answer encrypted to the header sid of the offer; never
             // downgrade (docs/protocol.md §10 callee 3).
-            match verification::encrypt_local(&mut self.crypto, &peer_bare, device, &plain) {
+            match verification::encrypt_local(&mut *self.crypto, &peer_bare, device, &plain) {
                 Ok((fps, id)) if id == identity => encrypted = Some(fps),
                 Ok(_) => {
                     self.abort(sid, VerificationError::IdentityMismatch.into());
@@ -957,7 +1006,7 @@ impl<C: OmemoCrypto> Engine<C> {
         if call.offer_had_group {
             j.group = Some(bundle(&local));
         }
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.answer = Some(mode);
             call.local = local;
             call.state = State::Active;
@@ -972,29 +1021,28 @@ impl<C: OmemoCrypto> Engine<C> {
 
     /// Re-evaluates every running call's shield after the client changed a trust level
     /// (docs/security-tests.md line 7).
-    pub fn handle_trust_change(&mut self, _now: Instant) {
-        let sids: Vec<String> = self.calls.keys().cloned().collect();
+    fn handle_trust_change(&mut self, _now: Instant) {
+        let sids: Vec<String> = self.e.calls.keys().cloned().collect();
         for sid in sids {
             self.evaluate_shield(&sid);
         }
     }
-
-    /// Fires every deadline at or before `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<String> = self
+            .e
             .calls
             .iter()
             .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
             .map(|(s, _)| s.clone())
             .collect();
         for sid in due {
-            let Some(call) = self.calls.get(&sid) else {
+            let Some(call) = self.e.calls.get(&sid) else {
                 continue;
             };
             match call.state {
                 // A ringing proposal just stops ringing here; the caller times out itself.
                 State::Ringing | State::Proceeded => {
-                    self.calls.remove(&sid);
+                    self.e.calls.remove(&sid);
                     self.event(Event::Ended {
                         sid,
                         end: CallEnd::Timeout,
@@ -1013,12 +1061,7 @@ impl<C: OmemoCrypto> Engine<C> {
     // stanzas
 
     /// Handles an incoming stanza. `wall_clock` is only used to age delayed `<propose/>`s.
-    pub fn handle_stanza(
-        &mut self,
-        now: Instant,
-        wall_clock: SystemTime,
-        stanza: &Element,
-    ) -> Handled {
+    fn handle_stanza(&mut self, now: Instant, wall_clock: SystemTime, stanza: &Element) -> Handled {
         if stanza.is("message", ns::JABBER_CLIENT) {
             self.handle_message(now, wall_clock, stanza)
         } else if stanza.is("iq", ns::JABBER_CLIENT) {
@@ -1040,7 +1083,7 @@ impl<C: OmemoCrypto> Engine<C> {
             .find(|c| c.ns() == ns::CARBONS && (c.name() == "sent" || c.name() == "received"));
         if let Some(carbon) = carbon {
             // Only our own server may hand us carbons; anything else is forged (RFC: XEP-0280 §11).
-            if from.as_str() != self.config.own_jid.to_bare().as_str() {
+            if from.as_str() != self.e.config.own_jid.to_bare().as_str() {
                 return Handled::NotMine;
             }
             let inner = carbon
@@ -1078,9 +1121,9 @@ impl<C: OmemoCrypto> Engine<C> {
             Some(Err(_)) => return Handled::Consumed, // malformed: dropped, never panics
             Some(Ok(j)) => j,
         };
-        let own_bare = self.config.own_jid.to_bare();
+        let own_bare = self.e.config.own_jid.to_bare();
         let from_own_account = from.to_bare() == own_bare;
-        let from_self = from.as_str() == self.config.own_jid.as_str();
+        let from_self = from.as_str() == self.e.config.own_jid.as_str();
         let sid = jmi.id().to_owned();
         match jmi {
             JingleMessage::Propose(p) => {
@@ -1115,13 +1158,13 @@ impl<C: OmemoCrypto> Engine<C> {
                         self.elsewhere(&sid, CallEnd::RejectedElsewhere);
                     }
                 } else if carbon == Carbon::None {
-                    let ok = self.calls.get(&sid).is_some_and(|c| {
+                    let ok = self.e.calls.get(&sid).is_some_and(|c| {
                         c.role == Role::Initiator
                             && c.peer_bare == from.to_bare()
                             && matches!(c.state, State::Proposed)
                     });
                     if ok {
-                        self.calls.remove(&sid);
+                        self.e.calls.remove(&sid);
                         self.event(Event::Ended {
                             sid,
                             end: CallEnd::Declined,
@@ -1131,14 +1174,14 @@ impl<C: OmemoCrypto> Engine<C> {
             }
             JingleMessage::Retract(_) => {
                 if carbon == Carbon::None {
-                    let ok = self.calls.get(&sid).is_some_and(|c| {
+                    let ok = self.e.calls.get(&sid).is_some_and(|c| {
                         c.role == Role::Responder
                             && c.jmi
                             && c.peer_bare == from.to_bare()
                             && matches!(c.state, State::Ringing | State::Proceeded)
                     });
                     if ok {
-                        self.calls.remove(&sid);
+                        self.e.calls.remove(&sid);
                         self.event(Event::Ended {
                             sid,
                             end: CallEnd::Retracted,
@@ -1148,10 +1191,11 @@ impl<C: OmemoCrypto> Engine<C> {
             }
             JingleMessage::Finish(f) => {
                 // The session-terminate normally ended the call already; a finish alone ends it.
-                if carbon == Carbon::None && self.calls.get(&sid).is_some_and(|c| c.is_peer(&from))
+                if carbon == Carbon::None
+                    && self.e.calls.get(&sid).is_some_and(|c| c.is_peer(&from))
                 {
                     let reason = f.reason.map(|r| r.reason).unwrap_or(Reason::Success);
-                    self.calls.remove(&sid);
+                    self.e.calls.remove(&sid);
                     self.event(Event::Ended {
                         sid,
                         end: CallEnd::PeerTerminated(reason),
@@ -1179,12 +1223,12 @@ impl<C: OmemoCrypto> Engine<C> {
         let Some(sid) = sid else {
             return Handled::NotMine;
         };
-        let ours = self.calls.get(&sid).is_some_and(|c| {
+        let ours = self.e.calls.get(&sid).is_some_and(|c| {
             c.peer_bare == from.to_bare()
                 && matches!(c.state, State::Proposed | State::Proceeded | State::Ringing)
         });
         if ours {
-            self.calls.remove(&sid);
+            self.e.calls.remove(&sid);
             self.event(Event::Ended {
                 sid,
                 end: CallEnd::PeerError,
@@ -1209,7 +1253,7 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     fn peer_ringing(&mut self, sid: &str, from: &Jid) {
-        let Some(call) = self.calls.get_mut(sid) else {
+        let Some(call) = self.e.calls.get_mut(sid) else {
             return;
         };
         if call.role == Role::Initiator
@@ -1226,11 +1270,12 @@ impl<C: OmemoCrypto> Engine<C> {
 
     fn elsewhere(&mut self, sid: &str, end: CallEnd) {
         let ringing = self
+            .e
             .calls
             .get(sid)
             .is_some_and(|c| c.role == Role::Responder && c.state == State::Ringing);
         if ringing {
-            self.calls.remove(sid);
+            self.e.calls.remove(sid);
             self.event(Event::Ended {
                 sid: sid.to_owned(),
                 end,
@@ -1253,7 +1298,7 @@ impl<C: OmemoCrypto> Engine<C> {
         // timeout does not ring.
         if let Some(stamp) = delay_stamp(msg) {
             let age = wall.duration_since(stamp).unwrap_or(Duration::ZERO);
-            if age >= self.config.ring_timeout {
+            if age >= self.e.config.ring_timeout {
                 return;
             }
         }
@@ -1268,11 +1313,12 @@ impl<C: OmemoCrypto> Engine<C> {
             return;
         };
         let sid = propose.id;
-        if self.calls.contains_key(&sid) {
+        if self.e.calls.contains_key(&sid) {
             return; // re-delivery
         }
         // docs/protocol.md §5.2 step 8: simultaneous proposals between the same two accounts.
         let ours = self
+            .e
             .calls
             .iter()
             .find(|(_, c)| {
@@ -1282,11 +1328,16 @@ impl<C: OmemoCrypto> Engine<C> {
             })
             .map(|(s, _)| s.clone());
         if let Some(our_sid) = ours {
-            if proposal_wins(&our_sid, self.config.own_jid.as_str(), &sid, from.as_str()) {
+            if proposal_wins(
+                &our_sid,
+                self.e.config.own_jid.as_str(),
+                &sid,
+                from.as_str(),
+            ) {
                 return; // the peer retracts theirs
             }
             let peer_bare = from.to_bare();
-            self.calls.remove(&our_sid);
+            self.e.calls.remove(&our_sid);
             self.send_jmi(
                 Jid::from(peer_bare),
                 JingleMessage::Retract(Retract {
@@ -1301,7 +1352,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 end: CallEnd::Superseded(sid.clone()),
             });
         }
-        if self.calls.len() >= MAX_CALLS {
+        if self.e.calls.len() >= MAX_CALLS {
             self.send_jmi(
                 Jid::from(from),
                 JingleMessage::Reject(Reject {
@@ -1321,9 +1372,9 @@ impl<C: OmemoCrypto> Engine<C> {
             State::Ringing,
         );
         call.peer = Some(from.clone());
-        call.deadline = Some(now + self.config.ring_timeout);
-        self.calls.insert(sid.clone(), call);
-        if self.config.send_ringing {
+        call.deadline = Some(now + self.e.config.ring_timeout);
+        self.e.calls.insert(sid.clone(), call);
+        if self.e.config.send_ringing {
             self.send_jmi(
                 Jid::from(from.clone()),
                 JingleMessage::Ringing(Ringing { id: sid.clone() }),
@@ -1350,8 +1401,9 @@ impl<C: OmemoCrypto> Engine<C> {
             return;
         };
         // The proceed/retract race: we retracted, the callee proceeded meanwhile.
-        if !self.calls.contains_key(sid)
+        if !self.e.calls.contains_key(sid)
             && self
+                .e
                 .recent_retracts
                 .iter()
                 .any(|(s, b)| s == sid && *b == from.to_bare())
@@ -1367,7 +1419,7 @@ impl<C: OmemoCrypto> Engine<C> {
             );
             return;
         }
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return;
         };
         // docs/security-tests.md line 9: only the callee's account may proceed, and only once.
@@ -1385,7 +1437,7 @@ impl<C: OmemoCrypto> Engine<C> {
         };
         let media = call.media.clone();
         let peer_bare = call.peer_bare.clone();
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.peer = Some(from);
             call.target_device = device;
             call.state = State::AwaitingLocalOffer;
@@ -1424,17 +1476,17 @@ impl<C: OmemoCrypto> Engine<C> {
                 Handled::Consumed
             }
             Some(t @ ("result" | "error")) => {
-                let Some((sid, action)) = self.pending_iqs.get(&id).cloned() else {
+                let Some((sid, action)) = self.e.pending_iqs.get(&id).cloned() else {
                     return Handled::NotMine;
                 };
-                let is_peer = self.calls.get(&sid).is_some_and(|c| c.is_peer(&from));
-                if !is_peer && self.calls.contains_key(&sid) {
+                let is_peer = self.e.calls.get(&sid).is_some_and(|c| c.is_peer(&from));
+                if !is_peer && self.e.calls.contains_key(&sid) {
                     return Handled::Consumed; // someone else answering our IQ: ignored
                 }
-                self.pending_iqs.remove(&id);
+                self.e.pending_iqs.remove(&id);
                 if t == "error"
                     && matches!(action, Action::SessionInitiate | Action::SessionAccept)
-                    && self.calls.remove(&sid).is_some()
+                    && self.e.calls.remove(&sid).is_some()
                 {
                     self.event(Event::Ended {
                         sid,
@@ -1455,7 +1507,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 self.send_iq_error(&from, id, "modify", "bad-request", None);
                 // A malformed offer/answer from the real peer ends the call it belongs to (we
                 // cannot go on without it); other malformed actions only get the IQ error.
-                let is_peer = self.calls.get(&sid).is_some_and(|c| c.is_peer(&from));
+                let is_peer = self.e.calls.get(&sid).is_some_and(|c| c.is_peer(&from));
                 let vital = matches!(
                     el.attr("action"),
                     Some("session-initiate" | "session-accept")
@@ -1470,7 +1522,7 @@ impl<C: OmemoCrypto> Engine<C> {
             self.send_iq_error(&from, id, "cancel", "bad-request", None);
             return;
         };
-        let Some(call) = self.calls.get(&sid) else {
+        let Some(call) = self.e.calls.get(&sid) else {
             if envelope.action == Action::SessionInitiate {
                 self.incoming_direct(now, from_full, id, envelope);
             } else {
@@ -1511,7 +1563,7 @@ impl<C: OmemoCrypto> Engine<C> {
             (Action::SessionTerminate, _, _) => {
                 self.send_iq_result(&from, id);
                 let reason = envelope.reason.map(|r| r.reason).unwrap_or(Reason::Success);
-                self.calls.remove(&sid);
+                self.e.calls.remove(&sid);
                 self.event(Event::Ended {
                     sid,
                     end: CallEnd::PeerTerminated(reason),
@@ -1528,7 +1580,7 @@ impl<C: OmemoCrypto> Engine<C> {
             }
             (Action::ContentReject, _, State::Active) if call.outgoing_add.is_some() => {
                 self.send_iq_result(&from, id);
-                if let Some(call) = self.calls.get_mut(&sid) {
+                if let Some(call) = self.e.calls.get_mut(&sid) {
                     call.outgoing_add = None;
                 }
                 self.event(Event::ContentRejected { sid });
@@ -1551,7 +1603,7 @@ impl<C: OmemoCrypto> Engine<C> {
 
     fn incoming_direct(&mut self, now: Instant, from: FullJid, id: &str, j: JingleEnvelope) {
         let from_jid = Jid::from(from.clone());
-        if from.to_bare() == self.config.own_jid.to_bare() || self.calls.len() >= MAX_CALLS {
+        if from.to_bare() == self.e.config.own_jid.to_bare() || self.e.calls.len() >= MAX_CALLS {
             self.send_iq_error(&from_jid, id, "cancel", "not-acceptable", None);
             return;
         }
@@ -1572,8 +1624,8 @@ impl<C: OmemoCrypto> Engine<C> {
             State::IncomingSession,
         );
         call.peer = Some(from.clone());
-        call.deadline = Some(now + self.config.ring_timeout);
-        self.calls.insert(sid.clone(), call);
+        call.deadline = Some(now + self.e.config.ring_timeout);
+        self.e.calls.insert(sid.clone(), call);
         if let Err(e) = self.read_offer(&sid, &j) {
             self.abort(&sid, e);
             return;
@@ -1596,7 +1648,7 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     fn pre_approved_initiate(&mut self, sid: &str, j: JingleEnvelope) {
-        let Some(call) = self.calls.get_mut(sid) else {
+        let Some(call) = self.e.calls.get_mut(sid) else {
             return;
         };
         // From here on a session exists: failures end it with session-terminate.
@@ -1626,11 +1678,12 @@ impl<C: OmemoCrypto> Engine<C> {
             return;
         }
         let remote = self
+            .e
             .calls
             .get(sid)
             .map(|c| c.remote.clone())
             .unwrap_or_default();
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.state = State::AwaitingLocalAnswer;
             call.deadline = None;
         }
@@ -1647,13 +1700,13 @@ impl<C: OmemoCrypto> Engine<C> {
 
     /// Callee: applies the draft to an offer and records the result in the call.
     fn read_offer(&mut self, sid: &str, j: &JingleEnvelope) -> Result<(), CallError> {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return Ok(());
         };
         let peer_bare = call.peer_bare.clone();
         let jmi = call.jmi;
         let remote = verification::read_remote(
-            &mut self.crypto,
+            &mut *self.crypto,
             &peer_bare,
             &j.contents,
             Expectation::Offer,
@@ -1683,7 +1736,7 @@ impl<C: OmemoCrypto> Engine<C> {
             }
         }
         let contents = remote_contents(&j.contents, &remote);
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.offer = Some(remote.mode);
             call.target_device = remote.sender.map(|(d, _)| d);
             call.identity = remote.sender.map(|(_, id)| id);
@@ -1698,7 +1751,7 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     fn session_accept(&mut self, sid: &str, j: JingleEnvelope) {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return;
         };
         let peer_bare = call.peer_bare.clone();
@@ -1718,7 +1771,7 @@ impl<C: OmemoCrypto> Engine<C> {
             return;
         }
         let remote =
-            match verification::read_remote(&mut self.crypto, &peer_bare, &j.contents, expect) {
+            match verification::read_remote(&mut *self.crypto, &peer_bare, &j.contents, expect) {
                 Ok(r) => r,
                 Err(e) => {
                     self.abort(sid, e.into());
@@ -1726,7 +1779,7 @@ impl<C: OmemoCrypto> Engine<C> {
                 }
             };
         let contents = remote_contents(&j.contents, &remote);
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.answer = Some(remote.mode);
             call.state = State::Active;
             call.deadline = None;
@@ -1743,7 +1796,7 @@ impl<C: OmemoCrypto> Engine<C> {
     }
 
     fn transport_info(&mut self, from: &Jid, id: &str, sid: &str, j: JingleEnvelope) {
-        let Some(call) = self.calls.get_mut(sid) else {
+        let Some(call) = self.e.calls.get_mut(sid) else {
             return;
         };
         // Validate everything before using anything: fingerprints never travel here
@@ -1797,12 +1850,13 @@ impl<C: OmemoCrypto> Engine<C> {
     /// fingerprint may differ from the running association (docs/security-tests.md line 4).
     fn content_add(&mut self, sid: &str, j: JingleEnvelope) {
         let pending = self
+            .e
             .calls
             .get(sid)
             .is_some_and(|c| c.incoming_add.is_some() || c.outgoing_add.is_some());
         if pending {
             // One modification at a time: a crossing content-add is refused.
-            if let Some(peer) = self.calls.get(sid).and_then(|c| c.peer.clone()) {
+            if let Some(peer) = self.e.calls.get(sid).and_then(|c| c.peer.clone()) {
                 let mut reject = JingleEnvelope::new(Action::ContentReject, sid);
                 reject.contents = strip(j.contents);
                 reject.reason = Some(reason_element(Reason::FailedApplication, None));
@@ -1813,7 +1867,7 @@ impl<C: OmemoCrypto> Engine<C> {
         match self.check_added(sid, &j.contents) {
             Err(e) => self.abort(sid, e),
             Ok(remote) => {
-                if let Some(call) = self.calls.get_mut(sid) {
+                if let Some(call) = self.e.calls.get_mut(sid) {
                     call.incoming_add = Some(j.contents);
                     call.incoming_add_remote = remote.clone();
                 }
@@ -1827,7 +1881,7 @@ impl<C: OmemoCrypto> Engine<C> {
 
     /// The peer's `content-accept` of our `content-add`, checked the same way.
     fn content_accept(&mut self, sid: &str, j: JingleEnvelope) {
-        let Some(ours) = self.calls.get(sid).and_then(|c| c.outgoing_add.clone()) else {
+        let Some(ours) = self.e.calls.get(sid).and_then(|c| c.outgoing_add.clone()) else {
             return;
         };
         let mut names: Vec<&str> = j.contents.iter().map(|c| c.name.as_str()).collect();
@@ -1841,7 +1895,7 @@ impl<C: OmemoCrypto> Engine<C> {
         match self.check_added(sid, &j.contents) {
             Err(e) => self.abort(sid, e),
             Ok(remote) => {
-                if let Some(call) = self.calls.get_mut(sid) {
+                if let Some(call) = self.e.calls.get_mut(sid) {
                     call.outgoing_add = None;
                     for c in &remote {
                         call.candidates_seen
@@ -1865,7 +1919,7 @@ impl<C: OmemoCrypto> Engine<C> {
         sid: &str,
         contents: &[RtpContent],
     ) -> Result<Vec<RemoteContent>, CallError> {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return Ok(Vec::new());
         };
         content_media(contents)?;
@@ -1896,7 +1950,7 @@ impl<C: OmemoCrypto> Engine<C> {
             Vec::new().into_iter()
         } else {
             let r = verification::read_remote_any_setup(
-                &mut self.crypto,
+                &mut *self.crypto,
                 &peer_bare,
                 &with_fp,
                 expect,
@@ -1934,7 +1988,7 @@ impl<C: OmemoCrypto> Engine<C> {
         sid: &str,
         local: &[LocalContent],
     ) -> Result<Vec<RtpContent>, CallError> {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return Ok(Vec::new());
         };
         let encrypted = call.offer == Some(Mode::Encrypted) && call.answer == Some(Mode::Encrypted);
@@ -1948,7 +2002,7 @@ impl<C: OmemoCrypto> Engine<C> {
             (true, Some(device), Some(identity)) => {
                 let plain: Vec<Fingerprint> = local.iter().map(|l| l.fingerprint.clone()).collect();
                 let (fps, id) =
-                    verification::encrypt_local(&mut self.crypto, &peer_bare, device, &plain)
+                    verification::encrypt_local(&mut *self.crypto, &peer_bare, device, &plain)
                         .map_err(VerificationError::Encryption)?;
                 if id != identity {
                     return Err(VerificationError::IdentityMismatch.into());
@@ -1972,19 +2026,19 @@ impl<C: OmemoCrypto> Engine<C> {
                 return;
             }
         };
-        let Some(peer) = self.calls.get(sid).and_then(|c| c.peer.clone()) else {
+        let Some(peer) = self.e.calls.get(sid).and_then(|c| c.peer.clone()) else {
             return;
         };
         let mut j = JingleEnvelope::new(Action::ContentAdd, sid);
         j.contents = contents;
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.outgoing_add = Some(local);
         }
         self.send_iq_set(peer, sid, j);
     }
 
     fn send_content_accept(&mut self, sid: &str, local: Vec<LocalContent>) {
-        let Some(theirs) = self.calls.get(sid).and_then(|c| c.incoming_add.clone()) else {
+        let Some(theirs) = self.e.calls.get(sid).and_then(|c| c.incoming_add.clone()) else {
             return;
         };
         let mut contents = match self.added_contents(sid, &local) {
@@ -2000,12 +2054,12 @@ impl<C: OmemoCrypto> Engine<C> {
                 c.creator = t.creator.clone();
             }
         }
-        let Some(peer) = self.calls.get(sid).and_then(|c| c.peer.clone()) else {
+        let Some(peer) = self.e.calls.get(sid).and_then(|c| c.peer.clone()) else {
             return;
         };
         let mut j = JingleEnvelope::new(Action::ContentAccept, sid);
         j.contents = contents;
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.incoming_add = None;
             let remote = core::mem::take(&mut call.incoming_add_remote);
             for c in &remote {
@@ -2029,7 +2083,7 @@ impl<C: OmemoCrypto> Engine<C> {
 
     /// Tells the peer (in the way that fits the call's stage) and forgets the call.
     fn end(&mut self, sid: &str, reason: Option<ReasonElement>, end: CallEnd) {
-        let Some(call) = self.calls.remove(sid) else {
+        let Some(call) = self.e.calls.remove(sid) else {
             return;
         };
         let failure = matches!(end, CallEnd::Failed(_));
@@ -2046,10 +2100,11 @@ impl<C: OmemoCrypto> Engine<C> {
                     None,
                     false,
                 );
-                if self.recent_retracts.len() >= MAX_RECENT_RETRACTS {
-                    self.recent_retracts.pop_front();
+                if self.e.recent_retracts.len() >= MAX_RECENT_RETRACTS {
+                    self.e.recent_retracts.pop_front();
                 }
-                self.recent_retracts
+                self.e
+                    .recent_retracts
                     .push_back((sid.to_owned(), call.peer_bare.clone()));
             }
             State::AwaitingLocalOffer => {
@@ -2114,14 +2169,14 @@ impl<C: OmemoCrypto> Engine<C> {
     /// Recomputes the shield; reports changes; enforces `require_verified`; allows media once
     /// DTLS is proven and both directions are known.
     fn evaluate_shield(&mut self, sid: &str) {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return;
         };
         if !call.dtls_proven || call.answer.is_none() {
             return;
         }
         let shield = verification::shield_for(
-            &self.crypto,
+            &*self.crypto,
             &call.peer_bare,
             call.offer,
             call.answer,
@@ -2136,7 +2191,7 @@ impl<C: OmemoCrypto> Engine<C> {
             self.abort(sid, VerificationError::NotVerifiable.into());
             return;
         }
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.shield = Some(shield);
             call.media_allowed = true;
         }
@@ -2156,13 +2211,13 @@ impl<C: OmemoCrypto> Engine<C> {
 
     /// `require_verified` for everyone, or the contact's own policy.
     fn requires_verified(&self, peer: &BareJid) -> bool {
-        self.config.require_verified || self.crypto.contact_policy(peer).require_verified
+        self.e.config.require_verified || self.crypto.contact_policy(peer).require_verified
     }
 
     /// Reports a [`Event::Downgrade`] once per call, when the contact had been verified and our
     /// own OMEMO is on (a call made with OMEMO switched off here is the user's choice).
     fn report_downgrade(&mut self, sid: &str, kind: Downgrade, device: Option<u32>) {
-        let Some(call) = self.calls.get(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return;
         };
         if call.downgrade_reported
@@ -2172,7 +2227,7 @@ impl<C: OmemoCrypto> Engine<C> {
             return;
         }
         let peer = call.peer_bare.clone();
-        if let Some(call) = self.calls.get_mut(sid) {
+        if let Some(call) = self.e.calls.get_mut(sid) {
             call.downgrade_reported = true;
         }
         self.event(Event::Downgrade {
@@ -2187,17 +2242,17 @@ impl<C: OmemoCrypto> Engine<C> {
     // output helpers
 
     fn fresh_id(&mut self) -> String {
-        self.next_id += 1;
-        format!("sc{}", self.next_id)
+        self.e.next_id += 1;
+        format!("sc{}", self.e.next_id)
     }
 
     fn send(&mut self, mut el: Element) {
         xml::strip_empty_lang(&mut el);
-        self.outputs.push_back(Output::Send(el));
+        self.e.outputs.push_back(Output::Send(el));
     }
 
     fn event(&mut self, e: Event) {
-        self.outputs.push_back(Output::Event(e));
+        self.e.outputs.push_back(Output::Event(e));
     }
 
     /// JMI messages: type chat so they are carbon-copied, `<store/>` hint (docs/protocol.md §5.1).
@@ -2214,10 +2269,11 @@ impl<C: OmemoCrypto> Engine<C> {
 
     fn send_iq_set(&mut self, to: FullJid, sid: &str, j: JingleEnvelope) {
         let id = self.fresh_id();
-        if self.pending_iqs.len() >= MAX_PENDING_IQS {
-            self.pending_iqs.pop_first();
+        if self.e.pending_iqs.len() >= MAX_PENDING_IQS {
+            self.e.pending_iqs.pop_first();
         }
-        self.pending_iqs
+        self.e
+            .pending_iqs
             .insert(id.clone(), (sid.to_owned(), j.action.clone()));
         let mut iq = iq_set(&Jid::from(to), &id);
         iq.append_child(j.to_element());
@@ -2454,9 +2510,9 @@ mod tests {
         }
     }
 
-    fn engine() -> Engine<NoOmemo> {
+    fn engine() -> Engine {
         let own = FullJid::new("romeo@montague.example/phone").unwrap();
-        Engine::new(Config::new(own), NoOmemo)
+        Engine::new(Config::new(own))
     }
 
     #[test]
@@ -2464,7 +2520,11 @@ mod tests {
         let mut e = engine();
         let peer = FullJid::new("juliet@capulet.example/laptop").unwrap();
         for _ in 0..(MAX_PENDING_IQS + 10) {
-            e.send_iq_set(
+            let mut op = Op {
+                e: &mut e,
+                crypto: &mut NoOmemo,
+            };
+            op.send_iq_set(
                 peer.clone(),
                 "s",
                 JingleEnvelope::new(Action::TransportInfo, "s"),
@@ -2484,6 +2544,7 @@ mod tests {
         let mut e = engine();
         let now = Instant::now();
         e.handle_user(
+            &mut NoOmemo,
             now,
             UserAction::Call {
                 peer: BareJid::new("juliet@capulet.example").unwrap(),
@@ -2497,7 +2558,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(
-            e.handle_stanza(now, SystemTime::now(), &bounce),
+            e.handle_stanza(&mut NoOmemo, now, SystemTime::now(), &bounce),
             Handled::Consumed
         );
         assert_eq!(

@@ -35,7 +35,7 @@
 //!     fn trust(&self, _: &BareJid, _: &IdentityKey) -> Trust { Trust::Untrusted }
 //! }
 //! /// One turn of the loop: stanzas go to the connection, events to the UI.
-//! fn pump(engine: &mut Engine<NoOmemo>, sent: &mut Vec<Element>, events: &mut Vec<Event>) {
+//! fn pump(engine: &mut Engine, sent: &mut Vec<Element>, events: &mut Vec<Event>) {
 //!     while let Some(output) = engine.poll_output() {
 //!         match output {
 //!             Output::Send(stanza) => sent.push(stanza), // connection.send(stanza)
@@ -45,14 +45,16 @@
 //! }
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let own: FullJid = "romeo@montague.example/phone".parse()?;
-//! let mut engine = Engine::new(Config::new(own), NoOmemo);
+//! let mut engine = Engine::new(Config::new(own));
+//! // The engine keeps no OMEMO: each input borrows the client's for that one call.
+//! let mut omemo = NoOmemo;
 //! let (mut sent, mut events) = (Vec::new(), Vec::new());
 //!
 //! // The user calls Juliet: a JMI <propose/> to her bare JID (the sid must be unguessable).
 //! let sid = "xT3kq8Rf2VbN0yHcLw9aEQ".to_owned();
 //! let peer: BareJid = "juliet@capulet.example".parse()?;
 //! let media = vec![Media::Audio];
-//! engine.handle_user(Instant::now(), UserAction::Call { peer, sid: sid.clone(), media })?;
+//! engine.handle_user(&mut omemo, Instant::now(), UserAction::Call { peer, sid: sid.clone(), media })?;
 //! pump(&mut engine, &mut sent, &mut events);
 //! assert!(sent[0].is("message", ns::JABBER_CLIENT));
 //! assert!(sent[0].get_child("propose", ns::JINGLE_MESSAGE).is_some());
@@ -64,14 +66,14 @@
 //!       <ringing xmlns='urn:xmpp:jingle-message:0' id='{sid}'/></message>"
 //! )
 //! .parse()?;
-//! let handled = engine.handle_stanza(Instant::now(), SystemTime::now(), &ringing);
+//! let handled = engine.handle_stanza(&mut omemo, Instant::now(), SystemTime::now(), &ringing);
 //! assert_eq!(handled, Handled::Consumed);
 //! pump(&mut engine, &mut sent, &mut events);
 //! assert!(matches!(&events[0], Event::PeerRinging { .. }));
 //!
 //! // Nobody answers: sleep until poll_timeout, then handle_timeout (the call retracts).
 //! let deadline = engine.poll_timeout().ok_or("no timer")?;
-//! engine.handle_timeout(deadline);
+//! engine.handle_timeout(&mut omemo, deadline);
 //! pump(&mut engine, &mut sent, &mut events);
 //! assert!(matches!(events.last(), Some(Event::Ended { end: CallEnd::Timeout, .. })));
 //! # Ok(())

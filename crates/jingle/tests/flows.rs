@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use common::*;
 use shieldcall_jingle::call::{MAX_RECENT_RETRACTS, proposal_wins};
 use shieldcall_jingle::{
-    ApiError, CallEnd, CallError, Config, Engine, Event, Media, Output, Shield, Trust, UserAction,
+    ApiError, CallEnd, CallError, Config, Event, Media, Output, Shield, Trust, UserAction,
 };
 use xmpp_parsers::jingle::Reason;
 
@@ -187,7 +187,7 @@ fn direct_call_without_jmi_works_and_is_never_verified() {
 fn direct_call_is_refused_under_require_verified() {
     let mut config = Config::new(full(ROMEO));
     config.require_verified = true;
-    let mut e = Engine::new(config, FakeOmemo::new(Some(ROMEO_DEV)));
+    let mut e = Driven::new(config, FakeOmemo::new(Some(ROMEO_DEV)));
     let r = e.handle_user(
         Instant::now(),
         UserAction::CallDirect {
@@ -253,7 +253,7 @@ fn callee_waiting_for_initiate_times_out() {
 fn recent_retracts_are_bounded() {
     let now = Instant::now();
     let wall = SystemTime::now();
-    let mut e = Engine::new(Config::new(full(ROMEO)), FakeOmemo::new(Some(ROMEO_DEV)));
+    let mut e = Driven::new(Config::new(full(ROMEO)), FakeOmemo::new(Some(ROMEO_DEV)));
     for i in 0..=MAX_RECENT_RETRACTS {
         let sid = format!("s{i}");
         e.handle_user(
@@ -289,7 +289,7 @@ fn recent_retracts_are_bounded() {
 #[test]
 fn api_misuse_is_reported_not_panicked() {
     let now = Instant::now();
-    let mut e = Engine::new(Config::new(full(ROMEO)), FakeOmemo::new(Some(ROMEO_DEV)));
+    let mut e = Driven::new(Config::new(full(ROMEO)), FakeOmemo::new(Some(ROMEO_DEV)));
     assert_eq!(
         e.handle_user(now, UserAction::Accept { sid: "x".into() }),
         Err(ApiError::UnknownSession)

@@ -187,7 +187,7 @@ fn compare(ours: &Element, theirs: &Element, shape: &Shape, root: bool) -> Resul
     Ok(())
 }
 
-fn drain<C: OmemoCrypto>(e: &mut Engine<C>) -> (Vec<Element>, Vec<Event>) {
+fn drain(e: &mut Engine) -> (Vec<Element>, Vec<Event>) {
     let (mut sent, mut events) = (Vec::new(), Vec::new());
     while let Some(o) = e.poll_output() {
         match o {
@@ -257,7 +257,7 @@ fn conversations_caller_side() {
         prekey: true,
         handed: Vec::new(),
     };
-    let mut romeo = Engine::new(Config::new(full(ROMEO)), omemo);
+    let mut romeo = Driven::new(Config::new(full(ROMEO)), omemo);
     romeo
         .handle_user(
             now,
@@ -452,7 +452,7 @@ fn conversations_callee_side() {
         prekey: false,
         handed: Vec::new(),
     };
-    let mut juliet = Engine::new(Config::new(full(JULIET)), omemo);
+    let mut juliet = Driven::new(Config::new(full(JULIET)), omemo);
     juliet.handle_stanza(
         now,
         wall(),
@@ -591,7 +591,7 @@ fn dino_caller_side() {
         prekey: false,
         handed: Vec::new(),
     };
-    let mut carol = Engine::new(Config::new(full(CAROL)), omemo);
+    let mut carol = Driven::new(Config::new(full(CAROL)), omemo);
     carol
         .handle_user(
             now,
@@ -700,7 +700,7 @@ fn dino_callee_side() {
         prekey: false,
         handed: Vec::new(),
     };
-    let mut alice = Engine::new(Config::new(full(ALICE)), omemo);
+    let mut alice = Driven::new(Config::new(full(ALICE)), omemo);
     alice.handle_stanza(now, wall(), &fixture("dino-0.4.2/callee-05-in-propose.xml"));
     let (_, events) = drain(&mut alice);
     assert!(matches!(&events[0], Event::IncomingCall { from, .. } if from.as_str() == CAROL));

@@ -19,8 +19,8 @@ use shieldcall_jingle::jingle::JingleEnvelope;
 use shieldcall_jingle::jmi::JingleMessage;
 use shieldcall_jingle::transport::IceUdpTransport;
 use shieldcall_jingle::{
-    Config, CryptoError, Decrypted, Encrypted, Engine, Event, IdentityKey, Media, MediaEvent,
-    OmemoCrypto, Output, Role, Shield, Trust, UserAction,
+    Config, CryptoError, Decrypted, Encrypted, Event, IdentityKey, Media, MediaEvent, OmemoCrypto,
+    Output, Role, Shield, Trust, UserAction,
 };
 use xmpp_parsers::hashes::Algo;
 
@@ -258,7 +258,7 @@ impl OmemoCrypto for Recording {
 }
 
 /// The engine under test is Romeo when calling, Juliet when called; the peer is the other.
-fn engine(caller: bool) -> Engine<Recording> {
+fn engine(caller: bool) -> Driven<Recording> {
     let (me, dev, peer, peer_dev, peer_id) = if caller {
         (
             ROMEO,
@@ -279,7 +279,7 @@ fn engine(caller: bool) -> Engine<Recording> {
     let inner = FakeOmemo::new(Some(dev))
         .with_session(peer, peer_dev, peer_id, Trust::Verified)
         .with_session(peer, 777, ident(0x77), Trust::Trusted);
-    Engine::new(
+    Driven::new(
         Config::new(full(me)),
         Recording {
             inner,
@@ -351,7 +351,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
 const PEER_CERTS: [u8; 3] = [0x70, 0x71, 0x72];
 
 struct Run {
-    e: Engine<Recording>,
+    e: Driven<Recording>,
     caller: bool,
     /// The peer's OMEMO (can produce valid encrypted fingerprints for us).
     peer: FakeOmemo,

@@ -74,7 +74,8 @@ const SIDS: [&str; 3] = [
 ];
 
 struct Harness {
-    engine: Engine<NeverDecrypts>,
+    engine: Engine,
+    omemo: NeverDecrypts,
     peer: FullJid,
     now: Instant,
     wall: SystemTime,
@@ -178,7 +179,7 @@ impl Harness {
                 let Ok(el) = text.parse::<Element>() else {
                     return;
                 };
-                self.engine.handle_stanza(self.now, self.wall, &el);
+                self.engine.handle_stanza(&mut self.omemo, self.now, self.wall, &el);
             }
             1 => {
                 let sid = self.sid(arg(1));
@@ -203,7 +204,7 @@ impl Harness {
                         media: vec![Media::Audio, Media::Video],
                     },
                 };
-                let _ = self.engine.handle_user(self.now, action);
+                let _ = self.engine.handle_user(&mut self.omemo, self.now, action);
             }
             2 => {
                 let sid = self.sid(arg(1));
@@ -232,15 +233,15 @@ impl Harness {
                     6 => MediaEvent::Failed(String::from_utf8_lossy(tail).into_owned()),
                     _ => MediaEvent::LocalContents(Vec::new()),
                 };
-                let _ = self.engine.handle_media(self.now, &sid, event);
+                let _ = self.engine.handle_media(&mut self.omemo, self.now, &sid, event);
             }
             3 => {
                 let d = Duration::from_millis(u64::from(arg(0)) * 500);
                 self.now += d;
                 self.wall += d;
-                self.engine.handle_timeout(self.now);
+                self.engine.handle_timeout(&mut self.omemo, self.now);
             }
-            4 => self.engine.handle_trust_change(self.now),
+            4 => self.engine.handle_trust_change(&mut self.omemo, self.now),
             _ => {}
         }
         self.drain();
@@ -260,7 +261,8 @@ fuzz_target!(|data: &[u8]| {
     config.send_ringing = cfg & 8 == 0;
     let device = (cfg & 16 == 0).then_some(if cfg & 1 == 0 { 129646281 } else { 1942903233 });
     let mut h = Harness {
-        engine: Engine::new(config, NeverDecrypts { device }),
+        engine: Engine::new(config),
+        omemo: NeverDecrypts { device },
         peer,
         now: Instant::now(),
         // The Dino capture's day, so XEP-0203 delay stamps in seeds are "recent".

@@ -9,8 +9,8 @@ use minidom::Element;
 use minidom::rxml::{Namespace, NcName};
 use shieldcall_jingle::call::RING_TIMEOUT;
 use shieldcall_jingle::{
-    Config, ContactPolicy, CryptoError, Decrypted, Encrypted, Engine, Event, IdentityKey,
-    LocalContent, Media, MediaEvent, OmemoCrypto, Output, Role, Trust, UserAction,
+    ApiError, Config, ContactPolicy, CryptoError, Decrypted, Encrypted, Engine, Event, Handled,
+    IdentityKey, LocalContent, Media, MediaEvent, OmemoCrypto, Output, Role, Trust, UserAction,
 };
 use xmpp_parsers::hashes::Algo;
 use xmpp_parsers::jingle::Senders;
@@ -267,10 +267,66 @@ pub fn local_audio(name: &str, role: Role, cert_byte: u8) -> LocalContent {
     }
 }
 
+/// An engine beside the OMEMO double it lends to each input, as the client's call agent keeps
+/// its OMEMO service beside the engine; derefs to the engine for its outputs.
+pub struct Driven<C> {
+    pub engine: Engine,
+    pub crypto: C,
+}
+
+impl<C: OmemoCrypto> Driven<C> {
+    pub fn new(config: Config, crypto: C) -> Self {
+        Driven {
+            engine: Engine::new(config),
+            crypto,
+        }
+    }
+    pub fn crypto(&self) -> &C {
+        &self.crypto
+    }
+    pub fn crypto_mut(&mut self) -> &mut C {
+        &mut self.crypto
+    }
+    pub fn handle_user(&mut self, now: Instant, action: UserAction) -> Result<(), ApiError> {
+        self.engine.handle_user(&mut self.crypto, now, action)
+    }
+    pub fn handle_media(
+        &mut self,
+        now: Instant,
+        sid: &str,
+        event: MediaEvent,
+    ) -> Result<(), ApiError> {
+        self.engine.handle_media(&mut self.crypto, now, sid, event)
+    }
+    pub fn handle_stanza(&mut self, now: Instant, wall: SystemTime, stanza: &Element) -> Handled {
+        self.engine
+            .handle_stanza(&mut self.crypto, now, wall, stanza)
+    }
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(&mut self.crypto, now)
+    }
+    pub fn handle_trust_change(&mut self, now: Instant) {
+        self.engine.handle_trust_change(&mut self.crypto, now)
+    }
+}
+
+impl<C> std::ops::Deref for Driven<C> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl<C> std::ops::DerefMut for Driven<C> {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+}
+
 /// One client: an engine plus simulated media and a simulated user.
 pub struct Node {
     pub jid: FullJid,
-    pub engine: Engine<FakeOmemo>,
+    pub engine: Driven<FakeOmemo>,
     pub cert: u8,
     /// The user answers incoming calls at once.
     pub auto_accept: bool,
@@ -288,7 +344,7 @@ impl Node {
     pub fn with_config(config: Config, omemo: FakeOmemo, cert: u8) -> Self {
         Node {
             jid: config.own_jid.clone(),
-            engine: Engine::new(config, omemo),
+            engine: Driven::new(config, omemo),
             cert,
             auto_accept: true,
             events: Vec::new(),
