@@ -433,12 +433,12 @@ struct Call {
     media: Vec<Media>,
     state: State,
     deadline: Option<Instant>,
-    /// Caller: device from `<proceed/>`; callee: header `sid` of the offer (docs/protocol.md §2.5).
-    target_device: Option<u32>,
-    /// Identity key of the OMEMO session of this call (docs/protocol.md §4.1: written once).
-    identity: Option<IdentityKey>,
-    offer: Option<Mode>,
-    answer: Option<Mode>,
+    /// Caller: the device named in `<proceed/>`, to which the offer is encrypted.
+    proceed_device: Option<u32>,
+    /// How the offer's fingerprints travelled, once it was sent or read.
+    offer: Option<Sealed>,
+    /// How the answer's fingerprints travelled, once it was sent or read.
+    answer: Option<Sealed>,
     remote: Vec<RemoteContent>,
     offer_had_group: bool,
     local: Vec<LocalContent>,
@@ -467,8 +467,7 @@ impl Call {
             media,
             state,
             deadline: None,
-            target_device: None,
-            identity: None,
+            proceed_device: None,
             offer: None,
             answer: None,
             remote: Vec::new(),
@@ -486,10 +485,46 @@ impl Call {
         }
     }
 
+    /// The (device, identity key) of an encrypted session: offer and answer both encrypted
+    /// with the same ones (docs/protocol.md §4.1: one session per call, written once).
+    fn encrypted_session(&self) -> Option<(u32, IdentityKey)> {
+        match (self.offer, self.answer) {
+            (Some(Sealed::Encrypted(o)), Some(Sealed::Encrypted(a))) if o == a => Some(o),
+            _ => None,
+        }
+    }
+
     fn is_peer(&self, from: &Jid) -> bool {
         self.peer
             .as_ref()
             .is_some_and(|p| p.as_str() == from.as_str())
+    }
+}
+
+/// How one direction's fingerprints travelled; an encrypted one always names the device and
+/// identity key of its OMEMO session, so no code path can hold "encrypted" without them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sealed {
+    /// Plain XEP-0320 (or OMEMO failed and the call fell back).
+    Plain,
+    /// The draft: OMEMO-encrypted to or from this (device, identity key).
+    Encrypted((u32, IdentityKey)),
+}
+
+impl Sealed {
+    fn mode(self) -> Mode {
+        match self {
+            Sealed::Plain => Mode::Plain,
+            Sealed::Encrypted(_) => Mode::Encrypted,
+        }
+    }
+
+    /// What was read: encrypted only with its sender.
+    fn read(remote: &verification::RemoteFingerprints) -> Sealed {
+        match (remote.mode, remote.sender) {
+            (Mode::Encrypted, Some(sender)) => Sealed::Encrypted(sender),
+            _ => Sealed::Plain,
+        }
     }
 }
 
@@ -895,11 +930,16 @@ impl Op<'_> {
         let Some(call) = self.e.calls.get(sid) else {
             return;
         };
-        let (Some(peer), peer_bare, target) = (
+        let (peer, peer_bare, target) = (
             call.peer.clone(),
             call.peer_bare.clone(),
-            call.target_device,
-        ) else {
+            call.proceed_device,
+        );
+        let Some(peer) = peer else {
+            self.abort(
+                sid,
+                CallError::Internal("offer without the peer's full JID"),
+            );
             return;
         };
         let plain: Vec<Fingerprint> = local.iter().map(|l| l.fingerprint.clone()).collect();
@@ -944,18 +984,16 @@ impl Op<'_> {
             self.abort(sid, error.into());
             return;
         }
-        let mode = if encrypted.is_some() {
-            Mode::Encrypted
-        } else {
-            Mode::Plain
+        let sealed = match (&encrypted, target) {
+            (Some((_, identity)), Some(device)) => Sealed::Encrypted((device, *identity)),
+            _ => Sealed::Plain,
         };
         let mut j = JingleEnvelope::new(Action::SessionInitiate, sid);
         j.initiator = Some(self.e.config.own_jid.to_string());
         j.contents = build_contents(&local, encrypted.as_ref().map(|(f, _)| f.as_slice()));
         j.group = Some(bundle(&local));
         if let Some(call) = self.e.calls.get_mut(sid) {
-            call.offer = Some(mode);
-            call.identity = encrypted.map(|(_, id)| id);
+            call.offer = Some(sealed);
             call.local = local;
             call.state = State::Initiated;
             call.deadline = Some(now + self.e.config.ring_timeout);
@@ -967,21 +1005,27 @@ impl Op<'_> {
         let Some(call) = self.e.calls.get(sid) else {
             return;
         };
-        let Some(peer) = call.peer.clone() else {
+        let (peer, peer_bare, offer) = (call.peer.clone(), call.peer_bare.clone(), call.offer);
+        let Some(peer) = peer else {
+            self.abort(
+                sid,
+                CallError::Internal("answer without the peer's full JID"),
+            );
             return;
         };
-        let peer_bare = call.peer_bare.clone();
         let plain: Vec<Fingerprint> = local.iter().map(|l| l.fingerprint.clone()).collect();
         let mut encrypted = None;
-        let distrusted = call
-            .identity
-            .is_some_and(|id| self.crypto.trust(&peer_bare, &id) == Trust::Untrusted);
         // A caller whose key the user distrusted gets no encrypted fingerprint of ours: the
         // answer goes plain (a draft caller then ends the call; it is never shielded).
-        if call.offer == Some(Mode::Encrypted) && !distrusted {
-            let (Some(device), Some(identity)) = (call.target_device, call.identity) else {
-                return;
-            };
+        let to = match offer {
+            Some(Sealed::Encrypted((device, identity)))
+                if self.crypto.trust(&peer_bare, &identity) != Trust::Untrusted =>
+            {
+                Some((device, identity))
+            }
+            _ => None,
+        };
+        if let Some((device, identity)) = to {
             // docs/protocol.md §2.5: answer encrypted to the header sid of the offer; never
             // downgrade (docs/protocol.md §10 callee 3).
             match verification::encrypt_local(&mut *self.crypto, &peer_bare, device, &plain) {
@@ -996,10 +1040,9 @@ impl Op<'_> {
                 }
             }
         }
-        let mode = if encrypted.is_some() {
-            Mode::Encrypted
-        } else {
-            Mode::Plain
+        let sealed = match (encrypted.is_some(), to) {
+            (true, Some(session)) => Sealed::Encrypted(session),
+            _ => Sealed::Plain,
         };
         let mut j = JingleEnvelope::new(Action::SessionAccept, sid);
         j.contents = build_contents(&local, encrypted.as_deref());
@@ -1007,7 +1050,7 @@ impl Op<'_> {
             j.group = Some(bundle(&local));
         }
         if let Some(call) = self.e.calls.get_mut(sid) {
-            call.answer = Some(mode);
+            call.answer = Some(sealed);
             call.local = local;
             call.state = State::Active;
             call.deadline = None;
@@ -1042,11 +1085,7 @@ impl Op<'_> {
             match call.state {
                 // A ringing proposal just stops ringing here; the caller times out itself.
                 State::Ringing | State::Proceeded => {
-                    self.e.calls.remove(&sid);
-                    self.event(Event::Ended {
-                        sid,
-                        end: CallEnd::Timeout,
-                    });
+                    self.forget(&sid, CallEnd::Timeout);
                 }
                 _ => self.end(
                     &sid,
@@ -1164,11 +1203,7 @@ impl Op<'_> {
                             && matches!(c.state, State::Proposed)
                     });
                     if ok {
-                        self.e.calls.remove(&sid);
-                        self.event(Event::Ended {
-                            sid,
-                            end: CallEnd::Declined,
-                        });
+                        self.forget(&sid, CallEnd::Declined);
                     }
                 }
             }
@@ -1181,11 +1216,7 @@ impl Op<'_> {
                             && matches!(c.state, State::Ringing | State::Proceeded)
                     });
                     if ok {
-                        self.e.calls.remove(&sid);
-                        self.event(Event::Ended {
-                            sid,
-                            end: CallEnd::Retracted,
-                        });
+                        self.forget(&sid, CallEnd::Retracted);
                     }
                 }
             }
@@ -1195,11 +1226,7 @@ impl Op<'_> {
                     && self.e.calls.get(&sid).is_some_and(|c| c.is_peer(&from))
                 {
                     let reason = f.reason.map(|r| r.reason).unwrap_or(Reason::Success);
-                    self.e.calls.remove(&sid);
-                    self.event(Event::Ended {
-                        sid,
-                        end: CallEnd::PeerTerminated(reason),
-                    });
+                    self.forget(&sid, CallEnd::PeerTerminated(reason));
                 }
             }
         }
@@ -1228,11 +1255,7 @@ impl Op<'_> {
                 && matches!(c.state, State::Proposed | State::Proceeded | State::Ringing)
         });
         if ours {
-            self.e.calls.remove(&sid);
-            self.event(Event::Ended {
-                sid,
-                end: CallEnd::PeerError,
-            });
+            self.forget(&sid, CallEnd::PeerError);
         }
         Handled::Consumed
     }
@@ -1275,11 +1298,7 @@ impl Op<'_> {
             .get(sid)
             .is_some_and(|c| c.role == Role::Responder && c.state == State::Ringing);
         if ringing {
-            self.e.calls.remove(sid);
-            self.event(Event::Ended {
-                sid: sid.to_owned(),
-                end,
-            });
+            self.forget(sid, end);
         }
     }
 
@@ -1337,7 +1356,6 @@ impl Op<'_> {
                 return; // the peer retracts theirs
             }
             let peer_bare = from.to_bare();
-            self.e.calls.remove(&our_sid);
             self.send_jmi(
                 Jid::from(peer_bare),
                 JingleMessage::Retract(Retract {
@@ -1347,10 +1365,7 @@ impl Op<'_> {
                 None,
                 false,
             );
-            self.event(Event::Ended {
-                sid: our_sid,
-                end: CallEnd::Superseded(sid.clone()),
-            });
+            self.forget(&our_sid, CallEnd::Superseded(sid.clone()));
         }
         if self.e.calls.len() >= MAX_CALLS {
             self.send_jmi(
@@ -1439,7 +1454,7 @@ impl Op<'_> {
         let peer_bare = call.peer_bare.clone();
         if let Some(call) = self.e.calls.get_mut(sid) {
             call.peer = Some(from);
-            call.target_device = device;
+            call.proceed_device = device;
             call.state = State::AwaitingLocalOffer;
             call.deadline = None;
         }
@@ -1484,14 +1499,9 @@ impl Op<'_> {
                     return Handled::Consumed; // someone else answering our IQ: ignored
                 }
                 self.e.pending_iqs.remove(&id);
-                if t == "error"
-                    && matches!(action, Action::SessionInitiate | Action::SessionAccept)
-                    && self.e.calls.remove(&sid).is_some()
+                if t == "error" && matches!(action, Action::SessionInitiate | Action::SessionAccept)
                 {
-                    self.event(Event::Ended {
-                        sid,
-                        end: CallEnd::PeerError,
-                    });
+                    self.forget(&sid, CallEnd::PeerError);
                 }
                 Handled::Consumed
             }
@@ -1563,11 +1573,7 @@ impl Op<'_> {
             (Action::SessionTerminate, _, _) => {
                 self.send_iq_result(&from, id);
                 let reason = envelope.reason.map(|r| r.reason).unwrap_or(Reason::Success);
-                self.e.calls.remove(&sid);
-                self.event(Event::Ended {
-                    sid,
-                    end: CallEnd::PeerTerminated(reason),
-                });
+                self.forget(&sid, CallEnd::PeerTerminated(reason));
             }
             (Action::SessionInfo, _, s) if s.has_session() => self.send_iq_result(&from, id),
             (Action::ContentAdd, _, State::Active) => {
@@ -1737,9 +1743,7 @@ impl Op<'_> {
         }
         let contents = remote_contents(&j.contents, &remote);
         if let Some(call) = self.e.calls.get_mut(sid) {
-            call.offer = Some(remote.mode);
-            call.target_device = remote.sender.map(|(d, _)| d);
-            call.identity = remote.sender.map(|(_, id)| id);
+            call.offer = Some(Sealed::read(&remote));
             call.offer_had_group = j.group.is_some();
             for c in &contents {
                 call.candidates_seen
@@ -1755,8 +1759,8 @@ impl Op<'_> {
             return;
         };
         let peer_bare = call.peer_bare.clone();
-        let expect = match (call.offer, call.target_device, call.identity) {
-            (Some(Mode::Encrypted), Some(device), Some(identity)) => {
+        let expect = match call.offer {
+            Some(Sealed::Encrypted((device, identity))) => {
                 Expectation::EncryptedAnswer { device, identity }
             }
             _ => Expectation::PlainAnswer,
@@ -1780,7 +1784,7 @@ impl Op<'_> {
             };
         let contents = remote_contents(&j.contents, &remote);
         if let Some(call) = self.e.calls.get_mut(sid) {
-            call.answer = Some(remote.mode);
+            call.answer = Some(Sealed::read(&remote));
             call.state = State::Active;
             call.deadline = None;
             for c in &contents {
@@ -1926,15 +1930,15 @@ impl Op<'_> {
         let Some(established) = call.remote.first().map(|r| r.fingerprint.clone()) else {
             return Err(CallError::UnsupportedApplication);
         };
-        let session_mode = match (call.offer, call.answer) {
-            (Some(Mode::Encrypted), Some(Mode::Encrypted)) => Mode::Encrypted,
-            _ => Mode::Plain,
+        let session = call.encrypted_session();
+        let session_mode = if session.is_some() {
+            Mode::Encrypted
+        } else {
+            Mode::Plain
         };
-        let expect = match (session_mode, call.target_device, call.identity) {
-            (Mode::Encrypted, Some(device), Some(identity)) => {
-                Expectation::EncryptedAnswer { device, identity }
-            }
-            _ => Expectation::PlainAnswer,
+        let expect = match session {
+            Some((device, identity)) => Expectation::EncryptedAnswer { device, identity },
+            None => Expectation::PlainAnswer,
         };
         let peer_bare = call.peer_bare.clone();
         let with_fp: Vec<RtpContent> = contents
@@ -1991,15 +1995,13 @@ impl Op<'_> {
         let Some(call) = self.e.calls.get(sid) else {
             return Ok(Vec::new());
         };
-        let encrypted = call.offer == Some(Mode::Encrypted) && call.answer == Some(Mode::Encrypted);
-        let (peer_bare, device, identity) =
-            (call.peer_bare.clone(), call.target_device, call.identity);
+        let (peer_bare, session) = (call.peer_bare.clone(), call.encrypted_session());
         let creator = match call.role {
             Role::Initiator => Creator::Initiator,
             Role::Responder => Creator::Responder,
         };
-        let fps = match (encrypted, device, identity) {
-            (true, Some(device), Some(identity)) => {
+        let fps = match session {
+            Some((device, identity)) => {
                 let plain: Vec<Fingerprint> = local.iter().map(|l| l.fingerprint.clone()).collect();
                 let (fps, id) =
                     verification::encrypt_local(&mut *self.crypto, &peer_bare, device, &plain)
@@ -2083,7 +2085,7 @@ impl Op<'_> {
 
     /// Tells the peer (in the way that fits the call's stage) and forgets the call.
     fn end(&mut self, sid: &str, reason: Option<ReasonElement>, end: CallEnd) {
-        let Some(call) = self.e.calls.remove(sid) else {
+        let Some(call) = self.e.calls.get(sid).cloned() else {
             return;
         };
         let failure = matches!(end, CallEnd::Failed(_));
@@ -2160,10 +2162,19 @@ impl Op<'_> {
                 }
             }
         }
-        self.event(Event::Ended {
-            sid: sid.to_owned(),
-            end,
-        });
+        self.forget(sid, end);
+    }
+
+    /// The one place a call ends: it is forgotten and [`Event::Ended`] says how. What the peer
+    /// is told before, if anything, is [`Op::end`]'s; a call ended by the peer or elsewhere goes
+    /// here directly. Nothing happens for a call already gone.
+    fn forget(&mut self, sid: &str, end: CallEnd) {
+        if self.e.calls.remove(sid).is_some() {
+            self.event(Event::Ended {
+                sid: sid.to_owned(),
+                end,
+            });
+        }
     }
 
     /// Recomputes the shield; reports changes; enforces `require_verified`; allows media once
@@ -2175,16 +2186,16 @@ impl Op<'_> {
         if !call.dtls_proven || call.answer.is_none() {
             return;
         }
+        let session = call.encrypted_session();
         let shield = verification::shield_for(
             &*self.crypto,
             &call.peer_bare,
-            call.offer,
-            call.answer,
-            call.identity.as_ref(),
+            call.offer.map(Sealed::mode),
+            call.answer.map(Sealed::mode),
+            session.as_ref().map(|(_, identity)| identity),
             call.dtls_proven && call.jmi,
         );
-        let encrypted = call.offer == Some(Mode::Encrypted) && call.answer == Some(Mode::Encrypted);
-        let device = call.target_device.filter(|_| encrypted);
+        let device = session.map(|(device, _)| device);
         let changed = call.shield != Some(shield);
         let first = !call.media_allowed;
         if self.requires_verified(&call.peer_bare) && shield != Shield::Verified {

@@ -41,6 +41,10 @@ pub enum CallError {
     /// Nobody answered in time.
     #[error("timed out")]
     Timeout,
+    /// The engine's own bookkeeping lacks what this step needs (a bug, never peer input): the
+    /// call ends instead of hanging.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl CallError {
@@ -61,6 +65,7 @@ impl CallError {
             CallError::InvalidJingle(_) => Reason::FailedApplication,
             CallError::MediaFailed(_) => Reason::ConnectivityError,
             CallError::Timeout => Reason::Timeout,
+            CallError::Internal(_) => Reason::GeneralError,
         }
     }
 
@@ -83,6 +88,7 @@ impl CallError {
             CallError::InvalidJingle(_) => "malformed jingle element",
             CallError::MediaFailed(_) => "media could not be established",
             CallError::Timeout => "timed out",
+            CallError::Internal(_) => "internal error",
         }
     }
 
