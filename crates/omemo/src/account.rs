@@ -293,6 +293,18 @@ impl<S: Store> Account<S> {
         Ok(())
     }
 
+    /// Caches `jid`'s device list (as last fetched or notified), replacing the one cached
+    /// before, so that a client can list a contact's devices without connecting; it reads it
+    /// back with [`Store::device_list`]. The engine itself never reads it: which devices a
+    /// message goes to is the caller's choice.
+    pub fn cache_device_list(&mut self, jid: &str, devices: &[u32]) -> Result<(), Error> {
+        self.store.apply(Changes {
+            device_lists: vec![(jid.to_owned(), devices.to_vec())],
+            ..Changes::default()
+        })?;
+        Ok(())
+    }
+
     /// Runs a read-modify-write in one store transaction: `f` reads through `self` (seeing the
     /// latest committed state, with no other writer until it ends) and returns its result and
     /// the changes, which are committed before the result is returned. On error nothing is

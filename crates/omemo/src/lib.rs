@@ -18,6 +18,16 @@
 //!   display and `xmpp:…?omemo-sid-N=…` verification URIs.
 //! * [`account`] — the engine tying it together over a [`Store`].
 //!
+//! # Features
+//!
+//! Both are on by default; with `default-features = false` the crate is the engine, the
+//! [`Store`] trait and [`MemoryStore`], for an embedder that brings its own storage.
+//!
+//! * `sqlite` — `SqliteStore` (with `store::BUSY_TIMEOUT`): the store in one
+//!   SQLite file (rusqlite, bundled SQLite), safe for several processes of one account.
+//! * `shim` — the `omemo-shim` binary, which drives the engine over JSON lines for the interop
+//!   and crash tests (serde, serde_json); it needs `sqlite` too. The library does not use it.
+//!
 //! # Example
 //!
 //! Bob publishes his bundle; Alice fetches it, builds a session and encrypts; Bob decrypts.
@@ -82,5 +92,7 @@ pub mod xml;
 pub use account::{Account, Decrypted, Recipient};
 pub use error::Error;
 pub use keys::{IdentityKey, KeyPair, PrivateKey, PublicKey};
-pub use store::{MemoryStore, SqliteStore, Store};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{MemoryStore, Store};
 pub use trust::TrustLevel;

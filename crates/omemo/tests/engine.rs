@@ -8,6 +8,8 @@
     clippy::indexing_slicing
 )]
 
+#[cfg(feature = "sqlite")]
+use shieldcall_omemo::SqliteStore;
 use shieldcall_omemo::error::{Error, KeyError, StoreError};
 use shieldcall_omemo::fingerprint::VerificationUri;
 use shieldcall_omemo::keys::PublicKey;
@@ -15,7 +17,7 @@ use shieldcall_omemo::ratchet::{MAX_MESSAGE_GAP, MAX_RECEIVER_CHAINS, MAX_SKIPPE
 use shieldcall_omemo::store::{Changes, OwnIdentity, PreKeyRecord, SignedPreKeyRecord};
 use shieldcall_omemo::wire::PreKeySignalMessage;
 use shieldcall_omemo::xml::EncryptedElement;
-use shieldcall_omemo::{Account, MemoryStore, Recipient, SqliteStore, Store, TrustLevel};
+use shieldcall_omemo::{Account, MemoryStore, Recipient, Store, TrustLevel};
 
 const A: &str = "alice@example.org";
 const B: &str = "bob@example.org";
@@ -574,8 +576,59 @@ fn no_plaintext_without_a_commit() {
     ));
 }
 
+/// A client's device-list cache is written through the account, into the account's store.
+#[test]
+fn device_list_cache_through_the_account() {
+    let mut a = account(A);
+    assert_eq!(a.store().device_list(B).unwrap(), None);
+    a.cache_device_list(B, &[3, 1]).unwrap();
+    a.cache_device_list(B, &[7]).unwrap();
+    assert_eq!(a.store().device_list(B).unwrap(), Some(vec![7]));
+    a.cache_device_list(B, &[]).unwrap();
+    assert_eq!(a.store().device_list(B).unwrap(), Some(vec![]));
+}
+
+/// An embedder's own table lives on the store's one connection: it sees the engine's commits
+/// at once, its own transaction does not stand in the engine's way, and both are in the file.
+#[cfg(feature = "sqlite")]
+#[test]
+fn an_embedders_table_shares_the_store_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bob.sqlite");
+    let mut b = Account::create(SqliteStore::open(&path).unwrap(), B, None, 0).unwrap();
+    let conn = b.store().connection();
+    conn.execute_batch(
+        "CREATE TABLE notes (jid TEXT PRIMARY KEY, note TEXT NOT NULL);
+         BEGIN IMMEDIATE; INSERT INTO notes VALUES ('alice', 'met at FOSDEM'); COMMIT;",
+    )
+    .unwrap();
+    b.cache_device_list(A, &[5, 6]).unwrap();
+    let devices: String = b
+        .store()
+        .connection()
+        .query_row(
+            "SELECT devices FROM device_lists WHERE jid = ?1",
+            [A],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(devices, "5,6");
+    drop(b);
+    let b = Account::open(SqliteStore::open(&path).unwrap()).unwrap();
+    assert_eq!(b.store().device_list(A).unwrap(), Some(vec![5, 6]));
+    let note: String = b
+        .store()
+        .connection()
+        .query_row("SELECT note FROM notes WHERE jid = 'alice'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(note, "met at FOSDEM");
+}
+
 /// docs/security-tests.md line 15 with SQLite: sessions, prekeys and trust survive a restart, and a
 /// message decrypted before the restart is still a duplicate after it.
+#[cfg(feature = "sqlite")]
 #[test]
 fn sqlite_sessions_survive_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,19 +10,23 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Barrier};
-
 use shieldcall_omemo::account::{
     DecryptLimits, MAX_CHAIN_STEPS_PER_STANZA, MAX_KEYS_FOR_OWN_DEVICE, MAX_STATES_TRIED_PER_KEY,
-    PRE_KEY_COUNT, SIGNED_PRE_KEY_ROTATION,
 };
 use shieldcall_omemo::keys::PublicKey;
 use shieldcall_omemo::ratchet::MAX_MESSAGE_GAP;
 use shieldcall_omemo::session::SessionRecord;
 use shieldcall_omemo::wire::SignalMessage;
 use shieldcall_omemo::xml::{EncryptedElement, KeyElement};
-use shieldcall_omemo::{Account, Error, MemoryStore, Recipient, SqliteStore, Store};
+use shieldcall_omemo::{Account, Error, MemoryStore, Recipient, Store};
+// For the tests on one SQLite file (the last section).
+#[cfg(feature = "sqlite")]
+use {
+    shieldcall_omemo::SqliteStore,
+    shieldcall_omemo::account::{PRE_KEY_COUNT, SIGNED_PRE_KEY_ROTATION},
+    std::collections::BTreeSet,
+    std::sync::{Arc, Barrier},
+};
 
 const ALICE: &str = "alice@limits";
 const BOB: &str = "bob@limits";
@@ -230,6 +234,7 @@ fn chain_steps_per_stanza_cap() {
 // ---- several processes on one SQLite file ------------------------------------------------------
 
 /// Two connections to one database, as two processes of one account have.
+#[cfg(feature = "sqlite")]
 fn two_connections(dir: &std::path::Path) -> (Account<SqliteStore>, Account<SqliteStore>) {
     let path = dir.join("bob.sqlite");
     let (first, created) =
@@ -242,6 +247,7 @@ fn two_connections(dir: &std::path::Path) -> (Account<SqliteStore>, Account<Sqli
     (first, second)
 }
 
+#[cfg(feature = "sqlite")]
 #[test]
 fn two_processes_never_give_one_prekey_id_to_two_keys() {
     const SENDERS: usize = 40;
@@ -313,6 +319,7 @@ fn two_processes_never_give_one_prekey_id_to_two_keys() {
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[test]
 fn two_processes_sending_on_one_session_never_reuse_a_message_key() {
     const EACH: usize = 30;
@@ -361,6 +368,7 @@ fn two_processes_sending_on_one_session_never_reuse_a_message_key() {
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[test]
 fn database_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
@@ -379,6 +387,7 @@ fn database_is_readable_by_its_owner_only() {
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[test]
 fn a_trust_change_elsewhere_is_noticed_and_nothing_else_is() {
     let dir = tempfile::tempdir().unwrap();

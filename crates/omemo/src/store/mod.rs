@@ -2,11 +2,16 @@
 //! writes only by handing it one [`Changes`] batch, which an implementation must apply atomically.
 //! That is what makes "a decrypt commits its ratchet state together with handing out the
 //! plaintext" hold: the engine returns a plaintext only after `apply` succeeded.
+//!
+//! [`MemoryStore`] is always built; `SqliteStore` (and `BUSY_TIMEOUT`) only with the
+//! `sqlite` feature (on by default).
 
 mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 
 use crate::error::StoreError;

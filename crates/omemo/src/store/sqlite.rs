@@ -93,6 +93,24 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory().map_err(db)?)
     }
 
+    /// The connection, for an embedder's own tables in the same file, so that one process
+    /// keeps one connection to its account database. It is in WAL mode with
+    /// `synchronous=FULL` and a busy timeout of [`BUSY_TIMEOUT`].
+    ///
+    /// The OMEMO tables (`own`, `pre_keys`, `signed_pre_keys`, `sessions`, `identities`,
+    /// `device_lists`, `trust_generation`) are the crate's: read and write them only through
+    /// the [`Store`] methods. Writes of your own are transactions of their own: begun with
+    /// `BEGIN IMMEDIATE` when they read before they write (as [`Store::begin`] does, so that
+    /// other processes wait for them), and ended before the store is used again, because
+    /// SQLite does not nest transactions: one left open makes the engine's next
+    /// [`Store::begin`] or [`Store::apply`] fail. Between [`Store::begin`] and its
+    /// [`Store::apply`] (inside one engine call when the store is an
+    /// [`Account`](crate::Account)'s) anything written here would join the engine's
+    /// transaction.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
