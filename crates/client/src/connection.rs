@@ -105,6 +105,19 @@ impl std::fmt::Debug for Command {
 }
 
 impl Xmpp {
+    /// A handle to no connection, for unit tests of what is built on one: sending fails with
+    /// [`ClientError::Disconnected`].
+    #[cfg(test)]
+    pub(crate) fn disconnected(jid: FullJid) -> Self {
+        let (cmd, _) = mpsc::unbounded_channel();
+        Self {
+            cmd,
+            pending: Pending::default(),
+            next_id: Arc::default(),
+            jid,
+        }
+    }
+
     /// Our bare JID.
     pub fn bare(&self) -> BareJid {
         self.jid.to_bare()

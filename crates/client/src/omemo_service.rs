@@ -7,7 +7,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use minidom::Element;
 use shieldcall_omemo::fingerprint::conversations_display;
 use shieldcall_omemo::ns::{AXOLOTL, DEVICELIST_NODE, bundle_node};
-use shieldcall_omemo::store::Changes;
 use shieldcall_omemo::xml::{Bundle, DeviceList, EncryptedElement};
 use shieldcall_omemo::{Account, PublicKey, Recipient, SqliteStore, Store, TrustLevel};
 use xmpp_parsers::jid::{BareJid, Jid};
@@ -16,7 +15,7 @@ use xmpp_parsers::message::{Message, MessageType};
 use crate::connection::Xmpp;
 use crate::error::ClientError;
 use crate::pep::{self, Fetched};
-use crate::policy::Policies;
+use crate::policy::{Policies, PolicyWatch};
 
 /// XEP-0380 explicit message encryption.
 pub const EME: &str = "urn:xmpp:eme:0";
@@ -118,16 +117,15 @@ pub enum Received {
     },
 }
 
-/// The OMEMO service of one account on a live connection.
+/// The OMEMO service of one account on a live connection. It holds the process's one
+/// connection to the account database, the account's store: the device-list cache and the
+/// call policies and history are kept through it.
 #[derive(Debug)]
 pub struct OmemoService {
     xmpp: Xmpp,
     account: Account<SqliteStore>,
-    /// A second connection to the same database, for the device-list cache (the engine's store
-    /// is read-only from outside).
-    cache: SqliteStore,
-    /// Call policies and history, in the same database.
-    policies: Policies,
+    /// Notices call-policy changes (see [`Self::trust_or_policy_changed`]).
+    policy_watch: PolicyWatch,
     own: BareJid,
     /// Our account's device list as last fetched, published or notified in this session.
     own_devices: Option<Vec<u32>>,
@@ -153,21 +151,15 @@ pub fn contact_jid(jid: &str) -> Result<BareJid, ClientError> {
 }
 
 impl OmemoService {
-    /// Wraps an opened account on a connection.
-    pub fn new(
-        xmpp: Xmpp,
-        account: Account<SqliteStore>,
-        data_dir: &Path,
-    ) -> Result<Self, ClientError> {
+    /// Wraps an opened account on a connection; creates the call-policy tables in its
+    /// database if missing.
+    pub fn new(xmpp: Xmpp, account: Account<SqliteStore>) -> Result<Self, ClientError> {
         let own = xmpp.bare();
-        let path = database_path(data_dir, &own);
-        let cache = SqliteStore::open(&path)?;
-        let policies = Policies::open(&path)?;
+        Policies::open(account.store())?;
         Ok(Self {
             xmpp,
             account,
-            cache,
-            policies,
+            policy_watch: PolicyWatch::new(),
             own,
             own_devices: None,
             guest: false,
@@ -185,16 +177,18 @@ impl OmemoService {
         self.guest
     }
 
-    /// Call policies and history.
-    pub fn policies(&self) -> &Policies {
-        &self.policies
+    /// Call policies and history, on the account store's connection.
+    pub fn policies(&self) -> Policies<'_> {
+        Policies::opened(self.account.store())
     }
 
     /// True when trust or a call policy changed since the last call, also in another process
     /// (the first call only starts counting).
     pub fn trust_or_policy_changed(&mut self) -> Result<bool, ClientError> {
         let trust = self.account.trust_changed()?;
-        let policy = self.policies.changed()?;
+        let policy = self
+            .policy_watch
+            .changed(&Policies::opened(self.account.store()))?;
         Ok(trust || policy)
     }
 
@@ -213,11 +207,9 @@ impl OmemoService {
         &self.xmpp
     }
 
+    /// Best effort: a list that cannot be cached is still used.
     fn cache_device_list(&mut self, jid: &str, devices: &[u32]) {
-        let _ = self.cache.apply(Changes {
-            device_lists: vec![(jid.to_owned(), devices.to_vec())],
-            ..Changes::default()
-        });
+        let _ = self.account.cache_device_list(jid, devices);
     }
 
     /// Fetches a device list explicitly (servers differ in what they push). A missing node is an
@@ -228,7 +220,7 @@ impl OmemoService {
     pub async fn fetch_device_list(&mut self, jid: &BareJid) -> Result<Vec<u32>, ClientError> {
         let target = (jid != &self.own).then(|| Jid::from(jid.clone()));
         if let Some(t) = &target
-            && self.cache.device_list(jid.as_str())?.is_none()
+            && self.account.store().device_list(jid.as_str())?.is_none()
         {
             // Best effort: servers may refuse subscriptions from strangers.
             let _ = pep::subscribe(&self.xmpp, t.clone(), DEVICELIST_NODE).await;
@@ -559,7 +551,7 @@ impl OmemoService {
             Ok(l) => l,
             Err(e) => {
                 // Fall back to what we cached, but say so.
-                match self.cache.device_list(jid.as_str())? {
+                match self.account.store().device_list(jid.as_str())? {
                     Some(l) => l,
                     None => return Err(e),
                 }
@@ -679,6 +671,56 @@ pub fn fingerprint(key: &PublicKey) -> String {
 mod tests {
     use super::*;
     use shieldcall_omemo::MemoryStore;
+
+    /// How many open file descriptors of this process refer to `path`.
+    #[cfg(target_os = "linux")]
+    fn open_descriptors(path: &Path) -> usize {
+        let path = path.canonicalize().unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target == &path)
+            .count()
+    }
+
+    /// One connection to the account database per process: the service keeps the device-list
+    /// cache and the call policies through the account's store, opening no file of its own.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn one_database_connection_per_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob): (BareJid, BareJid) = (
+            "alice@example.org".parse().unwrap(),
+            "bob@example.org".parse().unwrap(),
+        );
+        let path = database_path(dir.path(), &alice);
+        let account = open_account(dir.path(), &alice).unwrap();
+        assert_eq!(open_descriptors(&path), 1);
+        let xmpp = Xmpp::disconnected("alice@example.org/test".parse().unwrap());
+        let mut svc = OmemoService::new(xmpp, account).unwrap();
+        svc.cache_device_list(bob.as_str(), &[5]);
+        svc.policies().set(Some(bob.as_str()), true).unwrap();
+        svc.policies()
+            .record_verified_call(bob.as_str(), 5, 1_800_000_000)
+            .unwrap();
+        assert!(!svc.trust_or_policy_changed().unwrap());
+        svc.policies().set(None, true).unwrap();
+        assert!(svc.trust_or_policy_changed().unwrap());
+        assert_eq!(open_descriptors(&path), 1);
+        drop(svc);
+        assert_eq!(open_descriptors(&path), 0);
+
+        // All of it is in the file.
+        let account = open_account(dir.path(), &alice).unwrap();
+        let devices = offline_devices(&account, &bob).unwrap();
+        assert_eq!(devices.iter().map(|d| d.device).collect::<Vec<_>>(), [5]);
+        let settings = Policies::open(account.store())
+            .unwrap()
+            .contact(bob.as_str())
+            .unwrap();
+        assert!(settings.require_verified());
+        assert_eq!(settings.last_verified_call, Some((5, 1_800_000_000)));
+    }
 
     #[test]
     fn chat_message_has_conversations_shape() {

@@ -2,14 +2,14 @@
 //! `--require-verified` policy (with a default for all contacts) and the last verified call with
 //! each contact, which makes a later unverified call a downgrade to warn about.
 //!
-//! Kept in the account's database file, in tables of the client's own beside the OMEMO engine's,
-//! so that `shieldcall policy` in one terminal reaches a `listen` running in another: every
-//! change increments a counter in the same commit, which the running process polls
-//! ([`Policies::changed`], as `shieldcall_omemo::Account::trust_changed` for trust).
+//! Kept in the account's database file, in tables of the client's own beside the OMEMO engine's
+//! and on the OMEMO store's connection ([`SqliteStore::connection`]: one connection to the file
+//! per process), so that `shieldcall policy` in one terminal reaches a `listen` running in
+//! another: every change increments a counter in the same commit, which the running process
+//! polls ([`PolicyWatch::changed`], as `shieldcall_omemo::Account::trust_changed` for trust).
 
-use std::path::Path;
-
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use shieldcall_omemo::SqliteStore;
 
 use crate::error::ClientError;
 
@@ -53,38 +53,38 @@ impl ContactSettings {
     }
 }
 
-/// The client's tables in the account database.
-#[derive(Debug)]
-pub struct Policies {
-    conn: Connection,
-    /// The policy generation when last asked.
-    generation: Option<i64>,
+/// The client's tables in the account database: a view on the connection of the account's
+/// [`SqliteStore`], which is in WAL mode with the store's busy timeout
+/// (`shieldcall_omemo::store::BUSY_TIMEOUT`), so that another process writing waits instead
+/// of failing.
+#[derive(Debug, Clone, Copy)]
+pub struct Policies<'a> {
+    conn: &'a Connection,
 }
 
 fn db(e: rusqlite::Error) -> ClientError {
     ClientError::Storage(e.to_string())
 }
 
-impl Policies {
-    /// Opens them in the account database at `path` (which `shieldcall_omemo::SqliteStore`
-    /// created, owner-only).
-    pub fn open(path: &Path) -> Result<Self, ClientError> {
-        let conn = Connection::open(path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
-        conn.busy_timeout(shieldcall_omemo::store::BUSY_TIMEOUT)
-            .map_err(db)?;
+impl<'a> Policies<'a> {
+    /// The tables in `store`'s database (which `SqliteStore::open` created, owner-only),
+    /// created if missing.
+    pub fn open(store: &'a SqliteStore) -> Result<Self, ClientError> {
+        let conn = store.connection();
         conn.execute_batch(SCHEMA).map_err(db)?;
-        Ok(Self {
-            conn,
-            generation: None,
-        })
+        Ok(Self { conn })
     }
 
-    /// True when a policy changed since the last call (also in another process); the first call
-    /// only starts counting.
-    pub fn changed(&mut self) -> Result<bool, ClientError> {
-        let v: i64 = self
+    /// The tables in `store`'s database, which [`Self::open`] created before.
+    pub(crate) fn opened(store: &'a SqliteStore) -> Self {
+        Self {
+            conn: store.connection(),
+        }
+    }
+
+    /// The counter every change increments in its commit (0 before the first change).
+    fn generation(&self) -> Result<i64, ClientError> {
+        Ok(self
             .conn
             .query_row(
                 "SELECT value FROM call_policy_generation WHERE id = 1",
@@ -93,8 +93,7 @@ impl Policies {
             )
             .optional()
             .map_err(db)?
-            .unwrap_or(0);
-        Ok(self.generation.replace(v).is_some_and(|old| old != v))
+            .unwrap_or(0))
     }
 
     fn setting(&self, jid: &str) -> Result<Option<Setting>, ClientError> {
@@ -151,11 +150,13 @@ impl Policies {
         .collect()
     }
 
-    /// Sets `jid`'s require-verified (None: the default for all contacts).
-    pub fn set(&mut self, jid: Option<&str>, on: bool) -> Result<(), ClientError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    /// Sets `jid`'s require-verified (None: the default for all contacts), in one
+    /// `BEGIN IMMEDIATE` transaction with the counter's increment.
+    pub fn set(&self, jid: Option<&str>, on: bool) -> Result<(), ClientError> {
+        // The store's connection is shared, hence not `&mut`: the engine never leaves a
+        // transaction open between its calls, so none is open here (were one open, BEGIN
+        // would fail rather than nest).
+        let tx = rusqlite::Transaction::new_unchecked(self.conn, TransactionBehavior::Immediate)
             .map_err(db)?;
         tx.execute(
             "INSERT INTO call_policy (jid, require_verified) VALUES (?1, ?2) ON CONFLICT (jid) DO UPDATE SET require_verified = excluded.require_verified",
@@ -182,6 +183,27 @@ impl Policies {
     }
 }
 
+/// Notices policy changes by polling the counter each one increments, also those of another
+/// process (`shieldcall policy` beside a `listen`) and of this one.
+#[derive(Debug, Default)]
+pub struct PolicyWatch {
+    /// The policy generation when last asked.
+    generation: Option<i64>,
+}
+
+impl PolicyWatch {
+    /// A watch that has not counted yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when a policy changed since the last call; the first call only starts counting.
+    pub fn changed(&mut self, policies: &Policies<'_>) -> Result<bool, ClientError> {
+        let v = policies.generation()?;
+        Ok(self.generation.replace(v).is_some_and(|old| old != v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,13 +211,20 @@ mod tests {
     #[test]
     fn contact_setting_overrides_the_default() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = Policies::open(&dir.path().join("a.sqlite")).unwrap();
-        let mut watcher = Policies::open(&dir.path().join("a.sqlite")).unwrap();
-        assert!(!watcher.changed().unwrap());
+        let path = dir.path().join("a.sqlite");
+        // Two stores on one file, as two processes of the account have.
+        let (mine, theirs) = (
+            SqliteStore::open(&path).unwrap(),
+            SqliteStore::open(&path).unwrap(),
+        );
+        let p = Policies::open(&mine).unwrap();
+        let elsewhere = Policies::open(&theirs).unwrap();
+        let mut watcher = PolicyWatch::new();
+        assert!(!watcher.changed(&elsewhere).unwrap());
         assert!(!p.contact("bob@x").unwrap().require_verified());
         p.set(None, true).unwrap();
-        assert!(watcher.changed().unwrap());
-        assert!(!watcher.changed().unwrap());
+        assert!(watcher.changed(&elsewhere).unwrap());
+        assert!(!watcher.changed(&elsewhere).unwrap());
         assert!(p.contact("bob@x").unwrap().require_verified());
         p.set(Some("bob@x"), false).unwrap();
         assert!(!p.contact("bob@x").unwrap().require_verified());
@@ -211,17 +240,24 @@ mod tests {
             ]
         );
         assert_eq!(p.default_setting().unwrap(), Some(Setting::Off));
+        assert!(watcher.changed(&elsewhere).unwrap());
+        // A change on the watcher's own connection counts too.
+        elsewhere.set(Some("dave@x"), true).unwrap();
+        assert!(watcher.changed(&elsewhere).unwrap());
     }
 
     #[test]
     fn verified_calls_are_remembered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.sqlite");
-        Policies::open(&path)
+        let store = SqliteStore::open(&path).unwrap();
+        Policies::open(&store)
             .unwrap()
             .record_verified_call("bob@x", 7, 1_800_000_000)
             .unwrap();
-        let again = Policies::open(&path).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let again = Policies::open(&store).unwrap();
         assert_eq!(
             again.contact("bob@x").unwrap().last_verified_call,
             Some((7, 1_800_000_000))

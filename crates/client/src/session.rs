@@ -91,7 +91,7 @@ pub async fn sign_in(opts: SessionOptions) -> Result<Session, ClientError> {
             }
         }
     });
-    let mut omemo = OmemoService::new(xmpp, account, &data_dir)?;
+    let mut omemo = OmemoService::new(xmpp, account)?;
     // A guest leaves key maintenance and publishing to the process holding the lock.
     omemo.set_guest(lock.is_none());
     if lock.is_some() {

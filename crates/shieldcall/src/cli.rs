@@ -694,9 +694,10 @@ fn cmd_policy(
     require_verified: Option<OnOff>,
     out: Output,
 ) -> Result<(), ClientError> {
-    // The database exists (owner-only) before the policy tables are added to it.
-    drop(open_account(data_dir, jid)?);
-    let mut policies = Policies::open(&omemo_service::database_path(data_dir, jid))?;
+    // The database exists (owner-only) before the policy tables are added to it, on the
+    // account store's connection.
+    let account = open_account(data_dir, jid)?;
+    let policies = Policies::open(account.store())?;
     let contact = contact.map(contact_jid).transpose()?;
     if let Some(on) = require_verified {
         policies.set(contact.as_ref().map(|c| c.as_str()), on == OnOff::On)?;
