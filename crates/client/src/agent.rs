@@ -6,7 +6,9 @@
 //! One task owns everything: the engine, the OMEMO service (in [`CallCrypto`], beside the engine,
 //! which borrows it for each input that may need it: ownership runs one way), the calls' media
 //! endpoints and the connection's incoming stanzas. Each running media endpoint
-//! is its own task; it reports events and its final report back over channels. Nothing here
+//! is its own task (`MediaEndpoint::start`); all of them report on one channel, tagged with the
+//! call, each its events in order and then its report, so nothing waits for or races another
+//! channel. Nothing here
 //! decides about security: the engine decides what is verified and when media may play; the
 //! media gate checks the DTLS certificate; this module carries their inputs and outputs.
 
@@ -25,11 +27,13 @@ use shieldcall_jingle::{
 use shieldcall_media as media;
 use shieldcall_media::audio::sink::{AudioSink, NullSink, WavSink};
 use shieldcall_media::audio::source::{AudioSource, SilenceSource, ToneSource, WavSource};
-use shieldcall_media::driver::{CallReport, DriverCommand, DriverError, MediaEndpoint, RunOptions};
+use shieldcall_media::driver::{
+    CallReport, DriverCommand, DriverError, MediaEndpoint, MediaHandle, MediaUpdate, StartOptions,
+};
 use shieldcall_omemo::account::DecryptLimits;
 use shieldcall_omemo::xml::EncryptedElement;
 use shieldcall_omemo::{Recipient, Store as _, TrustLevel};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use xmpp_parsers::hashes::Algo;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid};
@@ -470,18 +474,14 @@ pub enum AgentCommand {
 // ---------------------------------------------------------------------------------------------
 // per-call state
 
-struct Running {
-    commands: mpsc::UnboundedSender<DriverCommand>,
-    stop: Option<oneshot::Sender<()>>,
-}
-
 struct CallState {
     peer: String,
     peer_bare: BareJid,
     started: Instant,
     endpoint: Option<MediaEndpoint>,
     remote: Vec<RemoteContent>,
-    running: Option<Running>,
+    /// The running media endpoint (its updates arrive on the agent's one media channel).
+    running: Option<MediaHandle>,
     shield_at: Option<Duration>,
     first_audio_at: Option<Duration>,
     connected: bool,
@@ -540,8 +540,7 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 enum Wake {
     Command(Option<AgentCommand>),
     Incoming(Option<Incoming>),
-    Media(String, media::MediaEvent),
-    MediaDone(String, Box<Result<CallReport, DriverError>>),
+    Media(String, MediaUpdate),
     Timer,
 }
 
@@ -554,10 +553,9 @@ pub struct CallAgent {
     events: mpsc::UnboundedSender<AgentEvent>,
     mode: Mode,
     calls: BTreeMap<String, CallState>,
-    media_tx: mpsc::UnboundedSender<(String, media::MediaEvent)>,
-    media_rx: mpsc::UnboundedReceiver<(String, media::MediaEvent)>,
-    done_tx: mpsc::UnboundedSender<(String, Result<CallReport, DriverError>)>,
-    done_rx: mpsc::UnboundedReceiver<(String, Result<CallReport, DriverError>)>,
+    /// Every media endpoint's updates, tagged with its call: events in order, then the report.
+    media_tx: mpsc::UnboundedSender<(String, MediaUpdate)>,
+    media_rx: mpsc::UnboundedReceiver<(String, MediaUpdate)>,
     /// Reports of media that stopped before the engine ended the call.
     pending_reports: BTreeMap<String, Result<CallReport, DriverError>>,
     /// Calls taken so far (numbers recordings).
@@ -592,7 +590,6 @@ impl CallAgent {
         let engine = Engine::new(config);
         let crypto = CallCrypto::new(svc, opts.omemo);
         let (media_tx, media_rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             engine,
             crypto,
@@ -602,8 +599,6 @@ impl CallAgent {
             calls: BTreeMap::new(),
             media_tx,
             media_rx,
-            done_tx,
-            done_rx,
             pending_reports: BTreeMap::new(),
             answered: 0,
             outcome: None,
@@ -705,7 +700,6 @@ impl CallAgent {
                 c = commands.recv(), if commands_open => Wake::Command(c),
                 ev = incoming.recv() => Wake::Incoming(ev),
                 Some((sid, ev)) = self.media_rx.recv() => Wake::Media(sid, ev),
-                Some((sid, report)) = self.done_rx.recv() => Wake::MediaDone(sid, Box::new(report)),
                 _ = sleep => Wake::Timer,
             };
             match woke {
@@ -735,8 +729,8 @@ impl CallAgent {
                     self.stop_all_media();
                     return Err(ClientError::Disconnected);
                 }
-                Wake::Media(sid, ev) => self.on_media(&sid, ev),
-                Wake::MediaDone(sid, report) => self.on_media_done(&sid, *report),
+                Wake::Media(sid, MediaUpdate::Event(ev)) => self.on_media(&sid, ev),
+                Wake::Media(sid, MediaUpdate::Ended(report)) => self.on_media_done(&sid, *report),
                 Wake::Timer => {
                     let now = Instant::now();
                     if quit_at.is_some_and(|q| now >= q) {
@@ -1012,7 +1006,7 @@ impl CallAgent {
                     for cand in &candidates {
                         let mc = media_params::candidate_to_media(cand);
                         if let Some(r) = &c.running {
-                            let _ = r.commands.send(DriverCommand::AddRemoteCandidate(mc));
+                            r.send(DriverCommand::AddRemoteCandidate(mc));
                         } else if let Some(ep) = c.endpoint.as_mut() {
                             ep.session().add_remote_candidate(&mc);
                         }
@@ -1039,7 +1033,7 @@ impl CallAgent {
                 if let Some(c) = self.calls.get_mut(&sid) {
                     c.connected = true;
                     if let Some(r) = &c.running {
-                        let _ = r.commands.send(DriverCommand::AllowMedia);
+                        r.send(DriverCommand::AllowMedia);
                     }
                     if matches!(self.mode, Mode::Call(_)) {
                         c.hangup_at = duration.map(|d| now + d);
@@ -1103,11 +1097,7 @@ impl CallAgent {
                     c.endpoint = None;
                     match c.running.as_mut() {
                         // The stats follow with the media report (on_media_done).
-                        Some(r) => {
-                            if let Some(stop) = r.stop.take() {
-                                let _ = stop.send(());
-                            }
-                        }
+                        Some(r) => r.stop(),
                         None => self.finish_call(&sid, None),
                     }
                 }
@@ -1317,38 +1307,15 @@ impl CallAgent {
                 return;
             }
         };
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-        let forward = self.media_tx.clone();
-        let tag = sid.to_owned();
-        tokio::spawn(async move {
-            while let Some(ev) = ev_rx.recv().await {
-                if forward.send((tag.clone(), ev)).is_err() {
-                    return;
-                }
-            }
-        });
-        let done = self.done_tx.clone();
-        let tag = sid.to_owned();
-        let options = RunOptions {
+        let options = StartOptions {
             connect_timeout: CONNECT_TIMEOUT,
             media_duration: None,
-            events: Some(ev_tx),
-            stop: Some(stop_rx),
-            commands: Some(cmd_rx),
             hold_media: true,
         };
-        tokio::spawn(async move {
-            let report = ep.run(source, sink, options).await;
-            let _ = done.send((tag, report));
-        });
+        let handle = ep.start(source, sink, options, self.media_tx.clone(), sid.to_owned());
         if let Some(call) = self.calls.get_mut(sid) {
             call.recording = recording;
-            call.running = Some(Running {
-                commands: cmd_tx,
-                stop: Some(stop_tx),
-            });
+            call.running = Some(handle);
         }
     }
 
@@ -1419,21 +1386,9 @@ impl CallAgent {
         if let Some(c) = self.calls.get_mut(sid) {
             c.running = None;
         }
-        let ended = |me: &Self| me.calls.get(sid).is_none_or(|c| c.ended.is_some());
-        if !ended(self) {
-            // Media stopped on its own. Its events travel on another channel and may not have
-            // been handled yet: a certificate mismatch must reach the engine as the digest it
-            // is (security-error), not as a generic media failure.
-            if let Ok(r) = &report
-                && let Some(mismatch) = r
-                    .events
-                    .iter()
-                    .find(|e| matches!(e, media::MediaEvent::FingerprintMismatch { .. }))
-            {
-                self.on_media(sid, mismatch.clone());
-            }
-        }
-        if !ended(self) {
+        // Media stopped on its own: every event of the run (a certificate mismatch reaches the
+        // engine as the digest it is, security-error) was handled before this report.
+        if self.calls.get(sid).is_some_and(|c| c.ended.is_none()) {
             let why = match &report {
                 Ok(r) => match &r.failure {
                     Some(f) => format!("media failed: {f}"),
@@ -1465,10 +1420,8 @@ impl CallAgent {
         let Some(call) = self.calls.remove(sid) else {
             return;
         };
-        if let Some(mut r) = call.running
-            && let Some(stop) = r.stop.take()
-        {
-            let _ = stop.send(());
+        if let Some(mut r) = call.running {
+            r.stop();
         }
         self.emit(AgentEvent::Stats(Box::new(CallSummary {
             sid: sid.to_owned(),
@@ -1482,10 +1435,8 @@ impl CallAgent {
 
     fn stop_all_media(&mut self) {
         for c in self.calls.values_mut() {
-            if let Some(r) = c.running.as_mut()
-                && let Some(stop) = r.stop.take()
-            {
-                let _ = stop.send(());
+            if let Some(r) = c.running.as_mut() {
+                r.stop();
             }
         }
     }

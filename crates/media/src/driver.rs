@@ -92,6 +92,59 @@ impl Default for RunOptions {
     }
 }
 
+/// How a started endpoint runs ([`MediaEndpoint::start`]).
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Give up if DTLS is not verified by then.
+    pub connect_timeout: Duration,
+    /// Stop this long after media started (`None`: until stopped).
+    pub media_duration: Option<Duration>,
+    /// Send and play nothing until [`DriverCommand::AllowMedia`] (see [`RunOptions::hold_media`]).
+    pub hold_media: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            media_duration: None,
+            hold_media: false,
+        }
+    }
+}
+
+/// What a started endpoint reports, in order on one channel: its events as they happen, then
+/// exactly one [`MediaUpdate::Ended`]. Nothing follows `Ended`, and no event of the run comes
+/// after it, so the owner never has to look into the report for an event it may have missed.
+#[derive(Debug)]
+pub enum MediaUpdate {
+    /// An event of the session (also kept in the report's `events`).
+    Event(MediaEvent),
+    /// The run is over: its report, or why it could not run to its end.
+    Ended(Box<Result<CallReport, DriverError>>),
+}
+
+/// Control of a started endpoint; dropping it hangs up.
+#[derive(Debug)]
+pub struct MediaHandle {
+    commands: mpsc::UnboundedSender<DriverCommand>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl MediaHandle {
+    /// Tells the running endpoint something; `false` once it has ended.
+    pub fn send(&self, command: DriverCommand) -> bool {
+        self.commands.send(command).is_ok()
+    }
+
+    /// Hangs up; the endpoint closes DTLS and its [`MediaUpdate::Ended`] follows. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// How a call ended.
 #[derive(Debug, Clone)]
 pub struct CallReport {
@@ -134,7 +187,12 @@ impl MediaEndpoint {
             .iter()
             .map(|s| s.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
-        let session = MediaSession::new(SessionConfig { role, local_addrs }, Instant::now())?;
+        let config = SessionConfig {
+            role,
+            local_addrs,
+            seed: fresh_seed(),
+        };
+        let session = MediaSession::new(config, Instant::now())?;
         Ok(Self { session, sockets })
     }
 
@@ -148,14 +206,71 @@ impl MediaEndpoint {
         &mut self.session
     }
 
-    /// Runs the call until stop, the media duration, a failure or the connect timeout.
+    /// Starts the call on its own tokio task and returns its handle. Everything it reports goes
+    /// to `updates`, tagged with `tag` (so one channel serves all calls of a client), in order:
+    /// the events, then one [`MediaUpdate::Ended`] with the report.
+    ///
+    /// The source is not read and the sink gets nothing until the peer is verified (and, with
+    /// [`StartOptions::hold_media`], until [`DriverCommand::AllowMedia`]).
+    pub fn start<T: Clone + Send + 'static>(
+        self,
+        source: Box<dyn AudioSource>,
+        sink: Box<dyn AudioSink>,
+        options: StartOptions,
+        updates: mpsc::UnboundedSender<(T, MediaUpdate)>,
+        tag: T,
+    ) -> MediaHandle {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel();
+        let run = RunOptions {
+            connect_timeout: options.connect_timeout,
+            media_duration: options.media_duration,
+            events: None,
+            stop: Some(stop_rx),
+            commands: Some(commands_rx),
+            hold_media: options.hold_media,
+        };
+        tokio::spawn(async move {
+            let events = updates.clone();
+            let event_tag = tag.clone();
+            let emit = move |e: MediaEvent| {
+                let _ = events.send((event_tag.clone(), MediaUpdate::Event(e)));
+            };
+            let report = self.run_with(source, sink, run, emit).await;
+            let _ = updates.send((tag, MediaUpdate::Ended(Box::new(report))));
+        });
+        MediaHandle {
+            commands,
+            stop: Some(stop),
+        }
+    }
+
+    /// Runs the call in place until stop, the media duration, a failure or the connect
+    /// timeout; events go to [`RunOptions::events`] as they happen. (A client with several
+    /// calls uses [`MediaEndpoint::start`].)
     ///
     /// The source is not read and the sink gets nothing until the peer is verified.
     pub async fn run(
         self,
+        source: Box<dyn AudioSource>,
+        sink: Box<dyn AudioSink>,
+        mut options: RunOptions,
+    ) -> Result<CallReport, DriverError> {
+        let events = options.events.take();
+        let emit = move |e: MediaEvent| {
+            if let Some(ev) = &events {
+                let _ = ev.send(e);
+            }
+        };
+        self.run_with(source, sink, options, emit).await
+    }
+
+    async fn run_with(
+        self,
         mut source: Box<dyn AudioSource>,
         mut sink: Box<dyn AudioSink>,
         mut options: RunOptions,
+        mut emit: impl FnMut(MediaEvent) + Send,
     ) -> Result<CallReport, DriverError> {
         let Self {
             mut session,
@@ -211,9 +326,7 @@ impl MediaEndpoint {
                     }
                     SessionOutput::Event(e) => {
                         debug!(?e, "media event");
-                        if let Some(ev) = &options.events {
-                            let _ = ev.send(e.clone());
-                        }
+                        emit(e.clone());
                         report.events.push(e);
                     }
                     SessionOutput::Timeout(t) => break t,
@@ -315,6 +428,21 @@ impl MediaEndpoint {
         report.playback = sink.device_report();
         Ok(report)
     }
+}
+
+/// A fresh seed for a session's random values ([`SessionConfig::seed`]), from the std hasher's
+/// OS-seeded keys and the clock (no extra dependency for values that need not be secret).
+pub fn fresh_seed() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 /// Host addresses worth announcing as candidates: up interfaces, not loopback, not

@@ -22,7 +22,9 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let t0 = Instant::now();
 //! let addrs: [std::net::SocketAddr; 2] = ["127.0.0.1:10000".parse()?, "127.0.0.1:20000".parse()?];
-//! let new = |role, addr| MediaSession::new(SessionConfig { role, local_addrs: vec![addr] }, t0);
+//! // The seed of each session's own random values (SSRC, CNAME, …): fixed here, fresh per call
+//! // in the driver (`driver::fresh_seed`).
+//! let new = |role, addr| MediaSession::new(SessionConfig { role, local_addrs: vec![addr], seed: 7 }, t0);
 //! let mut peers = [new(JingleRole::Initiator, addrs[0])?, new(JingleRole::Responder, addrs[1])?];
 //!
 //! // session-initiate carries 0's parameters to 1, session-accept 1's answer back to 0.

@@ -325,7 +325,8 @@ impl IceCandidate {
             port: addr.port(),
             kind: CandidateType::Host,
             generation: 0,
-            id: format!("{:08x}", random_u32()),
+            // The session gives its own candidates ids from its seed.
+            id: format!("host{index}"),
             related: None,
         }
     }
@@ -543,20 +544,6 @@ impl OpusSettings {
             inband_fec: opus.parameter("useinbandfec") == Some("1"),
         })
     }
-}
-
-/// A random 32-bit value from the OS-seeded std hasher (no extra dependency for ids).
-pub(crate) fn random_u32() -> u32 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish() as u32
 }
 
 #[cfg(test)]

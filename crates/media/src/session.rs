@@ -23,7 +23,7 @@ use crate::audio::opus::{OpusDecoder, OpusEncoder};
 use crate::audio::{AudioError, FRAME_SAMPLES, Frame};
 use crate::params::{
     DtlsParams, Fingerprint, IceCandidate, IceUdpTransport, JingleRole, OpusSettings, ParamsError,
-    RtpDescription, Setup, dtls_active, local_setup, random_u32,
+    RtpDescription, Setup, dtls_active, local_setup,
 };
 use crate::stats::CallStats;
 
@@ -49,6 +49,24 @@ pub struct SessionConfig {
     pub role: JingleRole,
     /// Local socket addresses to announce as host candidates (the driver's bound sockets).
     pub local_addrs: Vec<SocketAddr>,
+    /// Where the session's own random values come from (SSRC, CNAME, first sequence number
+    /// and RTP timestamp, candidate ids): the driver injects a fresh one per call, a test a
+    /// fixed one. (The DTLS certificate and the ICE credentials are str0m's, from the OS.)
+    pub seed: u64,
+}
+
+/// The session's random values, drawn from [`SessionConfig::seed`] (SplitMix64). RFC 3550 asks
+/// these to be unpredictable to others on the path, not secret: the media keys come from DTLS.
+struct Draw(u64);
+
+impl Draw {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 32) as u32
+    }
 }
 
 /// The peer's side as the call engine hands it over after session-initiate/accept.
@@ -210,11 +228,15 @@ impl MediaSession {
         for addr in &config.local_addrs {
             str0m::Candidate::host(*addr, "udp").map_err(|_| SessionError::BadLocalAddr(*addr))?;
         }
+        let mut draw = Draw(config.seed);
         let local_candidates = config
             .local_addrs
             .iter()
             .enumerate()
-            .map(|(i, a)| IceCandidate::local_host(*a, i))
+            .map(|(i, a)| IceCandidate {
+                id: format!("{:08x}", draw.next_u32()),
+                ..IceCandidate::local_host(*a, i)
+            })
             .collect();
         let rtc = build_rtc(
             &cert,
@@ -224,7 +246,7 @@ impl MediaSession {
             &config.local_addrs,
             now,
         );
-        let local_ssrc = random_u32().max(1);
+        let local_ssrc = draw.next_u32().max(1);
         Ok(Self {
             rtc,
             cert,
@@ -236,7 +258,7 @@ impl MediaSession {
             local_addrs: config.local_addrs,
             local_candidates,
             local_ssrc,
-            cname: format!("{:08x}{:08x}", random_u32(), random_u32()),
+            cname: format!("{:08x}{:08x}", draw.next_u32(), draw.next_u32()),
             remote: None,
             opus: None,
             remote_candidates: 0,
@@ -248,8 +270,8 @@ impl MediaSession {
             encoder: OpusEncoder::new()?,
             decoder: OpusDecoder::new()?,
             jitter: JitterBuffer::new(),
-            next_seq: u64::from(random_u32() & 0x7fff),
-            rtp_time: random_u32(),
+            next_seq: u64::from(draw.next_u32() & 0x7fff),
+            rtp_time: draw.next_u32(),
             stats: CallStats::default(),
         })
     }
@@ -703,7 +725,31 @@ pub fn answer_setup(remote: Setup) -> Setup {
 
 #[cfg(test)]
 mod tests {
-    use super::FailReason;
+    use super::*;
+
+    fn session(seed: u64) -> MediaSession {
+        let config = SessionConfig {
+            role: JingleRole::Initiator,
+            local_addrs: vec!["127.0.0.1:40000".parse().unwrap()],
+            seed,
+        };
+        MediaSession::new(config, Instant::now()).unwrap()
+    }
+
+    /// What the session draws itself (SSRC, CNAME, candidate ids, RTP counters) is the seed's,
+    /// so a test can fix it and the driver can make it fresh.
+    #[test]
+    fn own_random_values_come_from_the_injected_seed() {
+        let ids = |s: &mut MediaSession| {
+            let t = s.local_transport().unwrap();
+            let c: Vec<String> = t.candidates.iter().map(|c| c.id.clone()).collect();
+            (s.local_ssrc, s.cname.clone(), s.next_seq, s.rtp_time, c)
+        };
+        let (mut a, mut b, mut c) = (session(42), session(42), session(43));
+        assert_eq!(ids(&mut a), ids(&mut b));
+        let (x, y) = (ids(&mut a), ids(&mut c));
+        assert_ne!((x.0, &x.1, x.3, &x.4), (y.0, &y.1, y.3, &y.4));
+    }
 
     #[test]
     fn failure_reasons_read_as_sentences() {

@@ -1,4 +1,4 @@
-//! `RunOptions::hold_media`: nothing is sent or played after DTLS verified the certificate until
+//! `StartOptions::hold_media`: nothing is sent or played after DTLS verified the certificate until
 //! the call engine allows media, and a run without a media duration neither busy-loops nor ends
 //! by itself. Two endpoints on 127.0.0.1, on a current-thread runtime (as the `shieldcall`
 //! binary uses), watched from a plain thread so that a starved runtime fails the test instead of
@@ -12,55 +12,72 @@ use std::time::Duration;
 use shieldcall_media::MediaEvent;
 use shieldcall_media::audio::sink::MemorySink;
 use shieldcall_media::audio::source::ToneSource;
-use shieldcall_media::driver::{CallReport, DriverCommand, MediaEndpoint, RunOptions};
-use tokio::sync::{mpsc, oneshot};
+use shieldcall_media::driver::{
+    CallReport, DriverCommand, MediaEndpoint, MediaHandle, MediaUpdate, StartOptions,
+};
+use tokio::sync::mpsc;
 
+/// One started endpoint: its handle and its one channel of updates.
 struct Side {
-    commands: mpsc::UnboundedSender<DriverCommand>,
-    stop: oneshot::Sender<()>,
-    events: mpsc::UnboundedReceiver<MediaEvent>,
-    run: tokio::task::JoinHandle<CallReport>,
+    handle: MediaHandle,
+    updates: mpsc::UnboundedReceiver<(&'static str, MediaUpdate)>,
+    /// Every event received so far, in order.
+    seen: Vec<MediaEvent>,
+}
+
+impl Side {
+    /// The next update; panics when the channel closed without `Ended`.
+    async fn next(&mut self) -> MediaUpdate {
+        let (_, u) = self
+            .updates
+            .recv()
+            .await
+            .expect("the channel closed before Ended");
+        if let MediaUpdate::Event(e) = &u {
+            self.seen.push(e.clone());
+        }
+        u
+    }
+
+    /// Stops the endpoint and returns its report: the last update; no event follows it.
+    async fn stop(mut self) -> (CallReport, Vec<MediaEvent>) {
+        self.handle.stop();
+        loop {
+            if let MediaUpdate::Ended(r) = self.next().await {
+                assert!(self.updates.recv().await.is_none(), "an update after Ended");
+                return ((*r).unwrap(), self.seen);
+            }
+        }
+    }
 }
 
 async fn pair() -> (Side, Side) {
     let (a, b) = common::exchanged_pair().await;
-    let start = |ep: MediaEndpoint, hz: f64| {
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let run = tokio::spawn(async move {
-            ep.run(
-                Box::new(ToneSource::new(hz, 0.5)),
-                Box::new(MemorySink::new()),
-                RunOptions {
-                    connect_timeout: Duration::from_secs(8),
-                    media_duration: None,
-                    events: Some(ev_tx),
-                    stop: Some(stop_rx),
-                    commands: Some(cmd_rx),
-                    hold_media: true,
-                },
-            )
-            .await
-            .unwrap()
-        });
+    let start = |ep: MediaEndpoint, hz: f64, tag: &'static str| {
+        let (tx, updates) = mpsc::unbounded_channel();
+        let options = StartOptions {
+            connect_timeout: Duration::from_secs(8),
+            media_duration: None,
+            hold_media: true,
+        };
+        let source = Box::new(ToneSource::new(hz, 0.5));
+        let handle = ep.start(source, Box::new(MemorySink::new()), options, tx, tag);
         Side {
-            commands: cmd_tx,
-            stop: stop_tx,
-            events: ev_rx,
-            run,
+            handle,
+            updates,
+            seen: Vec::new(),
         }
     };
-    (start(a, 440.0), start(b, 880.0))
+    (start(a, 440.0, "a"), start(b, 880.0, "b"))
 }
 
 async fn verified(side: &mut Side) {
     loop {
-        match side.events.recv().await {
-            Some(MediaEvent::DtlsVerified { .. }) => return,
-            Some(MediaEvent::Failed(f)) => panic!("failed: {f:?}"),
-            Some(_) => {}
-            None => panic!("run ended before DTLS was verified"),
+        match side.next().await {
+            MediaUpdate::Event(MediaEvent::DtlsVerified { .. }) => return,
+            MediaUpdate::Event(MediaEvent::Failed(f)) => panic!("failed: {f:?}"),
+            MediaUpdate::Event(_) => {}
+            MediaUpdate::Ended(r) => panic!("run ended before DTLS was verified: {r:?}"),
         }
     }
 }
@@ -88,9 +105,7 @@ fn held_media_sends_and_plays_nothing_until_allowed() {
         verified(&mut b).await;
         // Verified, but not allowed: half a second of nothing.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let _ = a.stop.send(());
-        let _ = b.stop.send(());
-        for r in [a.run.await.unwrap(), b.run.await.unwrap()] {
+        for (r, _) in [a.stop().await, b.stop().await] {
             assert!(r.failure.is_none(), "{:?}", r.failure);
             assert_eq!(r.frames_from_source, 0);
             assert_eq!(r.frames_to_sink, 0);
@@ -105,13 +120,11 @@ fn allowed_media_flows_without_a_duration_and_without_busy_looping() {
         let (mut a, mut b) = pair().await;
         verified(&mut a).await;
         verified(&mut b).await;
-        a.commands.send(DriverCommand::AllowMedia).unwrap();
-        b.commands.send(DriverCommand::AllowMedia).unwrap();
+        assert!(a.handle.send(DriverCommand::AllowMedia));
+        assert!(b.handle.send(DriverCommand::AllowMedia));
         // This timer only fires if the media tasks yield (current-thread runtime).
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let _ = a.stop.send(());
-        let _ = b.stop.send(());
-        for r in [a.run.await.unwrap(), b.run.await.unwrap()] {
+        for (r, _) in [a.stop().await, b.stop().await] {
             assert!(r.failure.is_none(), "{:?}", r.failure);
             // ~50 frames in one second at 20 ms; a busy loop would send thousands.
             assert!(
@@ -121,5 +134,47 @@ fn allowed_media_flows_without_a_duration_and_without_busy_looping() {
             );
             assert!(r.frames_to_sink > 20, "{} frames played", r.frames_to_sink);
         }
+    });
+}
+
+/// One ordered stream per endpoint: every event of the run arrives before its report, the
+/// report lists exactly the events received, and nothing follows it; a dropped handle hangs up.
+#[test]
+fn updates_are_the_events_in_order_then_the_report() {
+    bounded(Duration::from_secs(20), async {
+        let (mut a, mut b) = pair().await;
+        verified(&mut a).await;
+        verified(&mut b).await;
+        assert!(a.handle.send(DriverCommand::AllowMedia));
+        assert!(b.handle.send(DriverCommand::AllowMedia));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (report, seen) = a.stop().await;
+        assert_eq!(format!("{:?}", report.events), format!("{seen:?}"));
+        assert!(
+            seen.iter().any(|e| matches!(e, MediaEvent::FirstAudio)),
+            "{seen:?}"
+        );
+        // b's peer closed DTLS: b ends on its own, its report again last.
+        let Side {
+            handle,
+            mut updates,
+            mut seen,
+        } = b;
+        drop(handle);
+        let report = loop {
+            match updates
+                .recv()
+                .await
+                .expect("b's channel closed before Ended")
+            {
+                (tag, MediaUpdate::Event(e)) => {
+                    assert_eq!(tag, "b");
+                    seen.push(e);
+                }
+                (_, MediaUpdate::Ended(r)) => break (*r).unwrap(),
+            }
+        };
+        assert!(updates.recv().await.is_none(), "an update after Ended");
+        assert_eq!(format!("{:?}", report.events), format!("{seen:?}"));
     });
 }

@@ -48,6 +48,8 @@ fn peer(role: JingleRole, port: u16, freq: f64, now: Instant) -> Peer {
             SessionConfig {
                 role,
                 local_addrs: vec![addr],
+                // Injected randomness: each peer's SSRC, CNAME, … follow from its port.
+                seed: u64::from(port),
             },
             now,
         )
@@ -331,6 +333,7 @@ fn answering_dino_gives_what_dino_accepts() {
         SessionConfig {
             role: JingleRole::Responder,
             local_addrs: vec!["127.0.0.1:40000".parse().unwrap()],
+            seed: 2,
         },
         now,
     )
@@ -376,6 +379,7 @@ fn initiator_refuses_actpass_in_session_accept() {
         SessionConfig {
             role: JingleRole::Initiator,
             local_addrs: vec!["127.0.0.1:40002".parse().unwrap()],
+            seed: 3,
         },
         now,
     )
@@ -416,6 +420,7 @@ fn candidates_before_set_remote_are_kept() {
         SessionConfig {
             role: JingleRole::Responder,
             local_addrs: vec!["127.0.0.1:40004".parse().unwrap()],
+            seed: 4,
         },
         now,
     )

@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         SessionConfig {
             role,
             local_addrs: vec![local],
+            seed: 1,
         },
         now,
     ) else {

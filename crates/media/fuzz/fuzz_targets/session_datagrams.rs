@@ -58,6 +58,7 @@ fn peer(role: JingleRole, port: u16, now: Instant) -> Peer {
         SessionConfig {
             role,
             local_addrs: vec![addr],
+            seed: u64::from(port),
         },
         now,
     )
