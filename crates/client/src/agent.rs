@@ -141,7 +141,7 @@ impl OmemoCrypto for CallCrypto {
             .map_err(|e| CryptoError::Other(e.to_string()))?;
         Ok(Encrypted {
             element: encrypted.to_element(),
-            identity_key: identity.serialize(),
+            identity_key: IdentityKey::from_bytes(identity.serialize()),
         })
     }
 
@@ -166,12 +166,13 @@ impl OmemoCrypto for CallCrypto {
         Ok(Decrypted {
             plaintext,
             device: d.sender_device,
-            identity_key: d.sender_identity.serialize(),
+            identity_key: IdentityKey::from_bytes(d.sender_identity.serialize()),
         })
     }
 
-    fn trust(&self, peer: &BareJid, identity_key: &[u8; 33]) -> Trust {
-        let Ok(key) = shieldcall_omemo::PublicKey::from_bytes("identity", identity_key) else {
+    fn trust(&self, peer: &BareJid, identity_key: &IdentityKey) -> Trust {
+        let Ok(key) = shieldcall_omemo::PublicKey::from_bytes("identity", identity_key.as_bytes())
+        else {
             return Trust::Untrusted;
         };
         match self.svc.account().trust(peer.as_str(), &key) {
@@ -187,7 +188,7 @@ impl OmemoCrypto for CallCrypto {
             .session_identity(peer.as_str(), device)
             .ok()
             .flatten()
-            .map(|k| k.serialize())
+            .map(|k| IdentityKey::from_bytes(k.serialize()))
     }
 
     fn contact_policy(&self, peer: &BareJid) -> ContactPolicy {

@@ -34,7 +34,7 @@ impl OmemoCrypto for NullCrypto {
     fn encrypt(&mut self, _: &BareJid, _: u32, _: &[u8]) -> Result<Encrypted, CryptoError> {
         Ok(Encrypted {
             element: self.element.clone(),
-            identity_key: [5; 33],
+            identity_key: IdentityKey::from_bytes([5; 33]),
         })
     }
     fn decrypt(&mut self, _: &BareJid, e: &Element) -> Result<Decrypted, CryptoError> {
@@ -46,7 +46,7 @@ impl OmemoCrypto for NullCrypto {
         Ok(Decrypted {
             plaintext: self.plaintext.clone(),
             device,
-            identity_key: [5; 33],
+            identity_key: IdentityKey::from_bytes([5; 33]),
         })
     }
     fn trust(&self, _: &BareJid, _: &IdentityKey) -> Trust {

@@ -16,8 +16,40 @@ use crate::fingerprint::{self, EncryptedFingerprint, FingerprintError};
 use crate::jingle::RtpContent;
 use crate::transport::TransportFingerprint;
 
-/// A serialised 33-byte Curve25519 identity public key (`0x05` ‖ 32 bytes, docs/protocol.md §6.2).
-pub type IdentityKey = [u8; 33];
+/// An OMEMO identity public key as the engine compares and reports it: its 33-byte serialised
+/// form (`0x05` ‖ the 32-byte Curve25519 key, docs/protocol.md §6.2). A type of its own, so a
+/// key is never confused with other 33 bytes (a fingerprint, a prekey) and prints short.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdentityKey([u8; 33]);
+
+impl IdentityKey {
+    /// The key of these serialised bytes (`shieldcall_omemo::PublicKey::serialize`).
+    pub const fn from_bytes(bytes: [u8; 33]) -> Self {
+        Self(bytes)
+    }
+
+    /// The serialised bytes.
+    pub const fn as_bytes(&self) -> &[u8; 33] {
+        &self.0
+    }
+}
+
+impl From<[u8; 33]> for IdentityKey {
+    fn from(bytes: [u8; 33]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for IdentityKey {
+    /// The first bytes in hex: enough to tell keys apart in a log (a public key, not a secret).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdentityKey(")?;
+        for b in self.0.iter().take(6) {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
 
 /// The result of [`OmemoCrypto::encrypt`].
 #[derive(Debug, Clone, PartialEq)]

@@ -255,6 +255,7 @@ pub fn one_line(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -269,7 +270,10 @@ mod tests {
             .unwrap();
         let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
         for (i, p) in ports.iter().enumerate() {
-            assert!(u32::from(*p) < low, "{p} is in the ephemeral range from {low}");
+            assert!(
+                u32::from(*p) < low,
+                "{p} is in the ephemeral range from {low}"
+            );
             assert!(!ports[..i].contains(p), "{p} handed out twice");
         }
     }

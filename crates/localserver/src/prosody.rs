@@ -207,15 +207,17 @@ impl Prosody {
             cancelled,
             &logs,
             || {
-                ports.iter().all(|&port| match listening_owner_is(pid, port) {
-                    Some(true) => true,
-                    Some(false) => {
-                        taken = Some(port);
-                        true
-                    }
-                    // /proc cannot tell: a connection that is accepted is the best sign left.
-                    None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
-                })
+                ports
+                    .iter()
+                    .all(|&port| match listening_owner_is(pid, port) {
+                        Some(true) => true,
+                        Some(false) => {
+                            taken = Some(port);
+                            true
+                        }
+                        // /proc cannot tell: a connection that is accepted is the best sign left.
+                        None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                    })
             },
         )?;
         match taken {

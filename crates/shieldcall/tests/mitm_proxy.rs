@@ -698,7 +698,8 @@ fn run_calls(spec: &Spec, row: &Row) -> Result<Vec<CallSeen>, String> {
             if caller_status.is_some_and(|s| !s.success())
                 && CallSeen::events(&caller.seen, "call").next().is_none()
             {
-                let log = std::fs::read_to_string(tmp.path().join("mitm.jsonl")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(tmp.path().join("mitm.jsonl")).unwrap_or_default();
                 let proxy_errors: Vec<&str> =
                     log.lines().filter(|l| l.contains("\"error\"")).collect();
                 return Err(format!(

@@ -49,7 +49,7 @@ impl OmemoCrypto for NeverDecrypts {
             .map_err(|e| CryptoError::Other(e.to_string()))?;
         Ok(Encrypted {
             element,
-            identity_key: [5; 33],
+            identity_key: IdentityKey::from_bytes([5; 33]),
         })
     }
     fn decrypt(&mut self, _: &BareJid, _: &Element) -> Result<Decrypted, CryptoError> {

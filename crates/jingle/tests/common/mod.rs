@@ -32,7 +32,7 @@ pub const SID: &str = "xT3kq8Rf2VbN0yHcLw9aEQ";
 pub fn ident(b: u8) -> IdentityKey {
     let mut k = [b; 33];
     k[0] = 5;
-    k
+    IdentityKey::from_bytes(k)
 }
 pub fn romeo_id() -> IdentityKey {
     ident(0x11)
