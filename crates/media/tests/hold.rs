@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 
 /// One started endpoint: its handle and its one channel of updates.
 struct Side {
-    handle: MediaHandle,
+    /// `None` once dropped (which hangs up).
+    handle: Option<MediaHandle>,
+    tag: &'static str,
     updates: mpsc::UnboundedReceiver<(&'static str, MediaUpdate)>,
     /// Every event received so far, in order.
     seen: Vec<MediaEvent>,
@@ -28,20 +30,38 @@ struct Side {
 impl Side {
     /// The next update; panics when the channel closed without `Ended`.
     async fn next(&mut self) -> MediaUpdate {
-        let (_, u) = self
+        let (tag, u) = self
             .updates
             .recv()
             .await
             .expect("the channel closed before Ended");
+        assert_eq!(tag, self.tag);
         if let MediaUpdate::Event(e) = &u {
             self.seen.push(e.clone());
         }
         u
     }
 
-    /// Stops the endpoint and returns its report: the last update; no event follows it.
+    fn send(&self, command: DriverCommand) -> bool {
+        self.handle.as_ref().is_some_and(|h| h.send(command))
+    }
+
+    /// Stops the endpoint and returns its report (see [`Side::ended`]).
     async fn stop(mut self) -> (CallReport, Vec<MediaEvent>) {
-        self.handle.stop();
+        if let Some(h) = self.handle.as_mut() {
+            h.stop();
+        }
+        self.ended().await
+    }
+
+    /// Drops the handle, which hangs up, and returns the report.
+    async fn drop_handle(mut self) -> (CallReport, Vec<MediaEvent>) {
+        self.handle = None;
+        self.ended().await
+    }
+
+    /// Waits for the report: the last update, and no event follows it.
+    async fn ended(mut self) -> (CallReport, Vec<MediaEvent>) {
         loop {
             if let MediaUpdate::Ended(r) = self.next().await {
                 assert!(self.updates.recv().await.is_none(), "an update after Ended");
@@ -63,7 +83,8 @@ async fn pair() -> (Side, Side) {
         let source = Box::new(ToneSource::new(hz, 0.5));
         let handle = ep.start(source, Box::new(MemorySink::new()), options, tx, tag);
         Side {
-            handle,
+            handle: Some(handle),
+            tag,
             updates,
             seen: Vec::new(),
         }
@@ -80,6 +101,16 @@ async fn verified(side: &mut Side) {
             MediaUpdate::Ended(r) => panic!("run ended before DTLS was verified: {r:?}"),
         }
     }
+}
+
+/// Both verified and allowed: media flows.
+async fn flowing() -> (Side, Side) {
+    let (mut a, mut b) = pair().await;
+    verified(&mut a).await;
+    verified(&mut b).await;
+    assert!(a.send(DriverCommand::AllowMedia));
+    assert!(b.send(DriverCommand::AllowMedia));
+    (a, b)
 }
 
 /// Runs `f` on a current-thread runtime in its own thread; fails if it takes over `limit`.
@@ -117,11 +148,7 @@ fn held_media_sends_and_plays_nothing_until_allowed() {
 #[test]
 fn allowed_media_flows_without_a_duration_and_without_busy_looping() {
     bounded(Duration::from_secs(20), async {
-        let (mut a, mut b) = pair().await;
-        verified(&mut a).await;
-        verified(&mut b).await;
-        assert!(a.handle.send(DriverCommand::AllowMedia));
-        assert!(b.handle.send(DriverCommand::AllowMedia));
+        let (a, b) = flowing().await;
         // This timer only fires if the media tasks yield (current-thread runtime).
         tokio::time::sleep(Duration::from_secs(1)).await;
         for (r, _) in [a.stop().await, b.stop().await] {
@@ -139,14 +166,12 @@ fn allowed_media_flows_without_a_duration_and_without_busy_looping() {
 
 /// One ordered stream per endpoint: every event of the run arrives before its report, the
 /// report lists exactly the events received, and nothing follows it; a dropped handle hangs up.
+/// (A peer's end does not end our run: str0m sends no DTLS close_notify; the Jingle
+/// session-terminate ends calls.)
 #[test]
 fn updates_are_the_events_in_order_then_the_report() {
     bounded(Duration::from_secs(20), async {
-        let (mut a, mut b) = pair().await;
-        verified(&mut a).await;
-        verified(&mut b).await;
-        assert!(a.handle.send(DriverCommand::AllowMedia));
-        assert!(b.handle.send(DriverCommand::AllowMedia));
+        let (a, b) = flowing().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (report, seen) = a.stop().await;
         assert_eq!(format!("{:?}", report.events), format!("{seen:?}"));
@@ -154,27 +179,8 @@ fn updates_are_the_events_in_order_then_the_report() {
             seen.iter().any(|e| matches!(e, MediaEvent::FirstAudio)),
             "{seen:?}"
         );
-        // b's peer closed DTLS: b ends on its own, its report again last.
-        let Side {
-            handle,
-            mut updates,
-            mut seen,
-        } = b;
-        drop(handle);
-        let report = loop {
-            match updates
-                .recv()
-                .await
-                .expect("b's channel closed before Ended")
-            {
-                (tag, MediaUpdate::Event(e)) => {
-                    assert_eq!(tag, "b");
-                    seen.push(e);
-                }
-                (_, MediaUpdate::Ended(r)) => break (*r).unwrap(),
-            }
-        };
-        assert!(updates.recv().await.is_none(), "an update after Ended");
+        // Dropping b's handle hangs up: its report again last.
+        let (report, seen) = b.drop_handle().await;
         assert_eq!(format!("{:?}", report.events), format!("{seen:?}"));
     });
 }
