@@ -1,4 +1,4 @@
-//! Performance figures of issue #7, printed (run by `crates/shieldcall/scripts/perf.sh` in release
+//! Performance figures of issue #7, printed (run by `crates/cli/scripts/perf.sh` in release
 //! mode; ignored in the normal suite): `send` from process start to delivery at a listening
 //! contact on a warm loopback Prosody (median of 10, target ≤ 300 ms) and the resident memory of
 //! `listen` (target ≤ 30 MB).
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{Prosody, User};
 
 #[test]
-#[ignore = "performance figures: run crates/shieldcall/scripts/perf.sh"]
+#[ignore = "performance figures: run crates/cli/scripts/perf.sh"]
 fn send_latency_and_listen_memory() {
     let p = Prosody::start(&["alice", "bob"]);
     let tmp = tempfile::tempdir().unwrap();
