@@ -7,7 +7,6 @@
 //! it, and reads its JSON lines: the demo exercises the commands, not internals.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,13 +14,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shieldcall_media::audio::analysis::{dominant_frequency, rms};
-use shieldcall_media::audio::source::{AudioSource, WavSource};
-use shieldcall_media::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 
 use crate::error::ClientError;
 use crate::output::Output;
-use shieldcall_localserver::{self as localserver, DOMAIN, Prosody, ProsodyConfig, process};
+use shieldcall_localserver::cli::{CliAccount, Device, fingerprint_device};
+use shieldcall_localserver::wav::Recording;
+use shieldcall_localserver::{
+    self as localserver, DOMAIN, Prosody, ProsodyConfig, WorkDir, process,
+};
 
 /// Largest distance between the tone sent and the frequency found in the other side's recording.
 pub const TOLERANCE_HZ: f64 = 10.0;
@@ -53,9 +53,6 @@ static INTERRUPTED_FLAG: AtomicBool = AtomicBool::new(false);
 
 /// Below this level (of full scale) a recording counts as silence.
 const SILENCE_RMS: f64 = 0.002;
-
-/// Longest recording analysed (the analysis itself uses one second from the middle).
-const MAX_RECORDING: Duration = Duration::from_secs(120);
 
 const DEMO_HELP: &str = "\
 What it does, step by step (each step runs this shieldcall binary as a user would):
@@ -111,7 +108,7 @@ pub fn run(args: &DemoArgs, out: Output) -> Result<(), ClientError> {
     process::find_tool("prosody", "prosody").map_err(local)?;
     process::find_tool("prosodyctl", "prosody").map_err(local)?;
     watch_signals();
-    let dir = WorkDir::create(args.keep)?;
+    let dir = WorkDir::create("shieldcall-demo", args.keep).map_err(local)?;
     // Everything that runs (Prosody, the children) lives inside `demo` and is stopped when it
     // returns, before `dir` is removed.
     let result = demo(args, out, &exe, dir.path());
@@ -236,12 +233,6 @@ impl Account {
     }
 }
 
-/// A device as `fingerprint` reported it.
-struct Device {
-    id: u64,
-    uri: String,
-}
-
 /// What one side of the call reported.
 #[derive(Debug, Default)]
 struct CallSide {
@@ -277,21 +268,14 @@ struct Stage {
 impl Stage {
     /// The command line of `account` with `args`, in JSON mode against the demo server.
     fn command(&self, account: &Account, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.exe);
-        c.args([
-            "--json",
-            "--insecure-loopback",
-            "--server",
-            &self.server,
-            "--account",
-            &account.jid,
-            "--data-dir",
-        ])
-        .arg(&account.data)
-        .args(args)
-        .env("SHIELDCALL_PASSWORD", &account.password)
-        .env_remove("SHIELDCALL_ACCOUNT");
-        c
+        let cli = CliAccount {
+            exe: &self.exe,
+            server: &self.server,
+            jid: &account.jid,
+            data: &account.data,
+            password: &account.password,
+        };
+        cli.command(args)
     }
 
     /// Runs a command to its end; its events are shown and returned. A non-zero exit is an
@@ -387,28 +371,14 @@ impl Stage {
     /// `fingerprint`: creates the account's device and prints its URI.
     fn fingerprint(&mut self, account: &Account) -> Result<Device, ClientError> {
         let events = self.run(account, &["fingerprint"])?;
-        let ev = events
-            .iter()
-            .find(|v| v["event"] == "fingerprint")
-            .ok_or_else(|| {
-                ClientError::Protocol(format!(
-                    "{}: `fingerprint` printed no fingerprint",
-                    account.name
-                ))
-            })?;
-        match (ev["device_id"].as_u64(), ev["uri"].as_str()) {
-            (Some(id), Some(uri)) => {
-                self.hub.owners.insert(id, account.name);
-                Ok(Device {
-                    id,
-                    uri: uri.to_owned(),
-                })
-            }
-            _ => Err(ClientError::Protocol(format!(
-                "{}: `fingerprint` printed no device id or URI: {ev}",
+        let device = fingerprint_device(&events).ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "{}: `fingerprint` printed no device id and URI: {events:?}",
                 account.name
-            ))),
-        }
+            ))
+        })?;
+        self.hub.owners.insert(device.id, account.name);
+        Ok(device)
     }
 
     /// `who` verifies `whom`'s device by its URI (what scanning its QR code yields).
@@ -728,20 +698,13 @@ struct Heard {
     silent: bool,
 }
 
-/// Reads a 48 kHz 16-bit WAV recording and finds its dominant frequency.
+/// Reads a recording (48 kHz mono 16-bit WAV, at most two minutes) and judges it.
 fn heard(path: &Path) -> Result<Heard, ClientError> {
-    let bad = |e: String| ClientError::Io(format!("{}: {e}", path.display()));
-    let mut src = WavSource::open(path).map_err(|e| bad(e.to_string()))?;
-    let max = MAX_RECORDING.as_secs() as usize * SAMPLE_RATE as usize;
-    let mut samples = Vec::new();
-    let mut frame = [0i16; FRAME_SAMPLES];
-    while samples.len() < max && src.next_frame(&mut frame).map_err(|e| bad(e.to_string()))? {
-        samples.extend_from_slice(&frame);
-    }
+    let r = Recording::read(path).map_err(local)?;
     Ok(Heard {
-        hz: dominant_frequency(&samples, SAMPLE_RATE),
-        seconds: samples.len() as f64 / f64::from(SAMPLE_RATE),
-        silent: rms(&samples) < SILENCE_RMS,
+        hz: r.dominant_frequency(),
+        seconds: r.seconds(),
+        silent: r.rms() < SILENCE_RMS,
     })
 }
 
@@ -921,35 +884,24 @@ impl Hub {
     fn attach(&mut self, who: &'static str, child: &mut Child) -> u32 {
         self.next_serial += 1;
         let serial = self.next_serial;
+        let report = move |line| Report { who, serial, line };
         if let Some(stdout) = child.stdout.take() {
-            let tx = self.tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let line = match serde_json::from_str::<Value>(&line) {
-                        Ok(v) if v.is_object() => Line::Event(v),
-                        _ => Line::Text(line),
-                    };
-                    if tx.send(Report { who, serial, line }).is_err() {
-                        return;
-                    }
-                }
-                let _ = tx.send(Report {
-                    who,
-                    serial,
-                    line: Line::Closed,
-                });
+            let (tx, done) = (self.tx.clone(), self.tx.clone());
+            let each = move |line: String| {
+                let line = match serde_json::from_str::<Value>(&line) {
+                    Ok(v) if v.is_object() => Line::Event(v),
+                    _ => Line::Text(line),
+                };
+                tx.send(report(line)).is_ok()
+            };
+            process::forward_lines(stdout, each, move || {
+                let _ = done.send(report(Line::Closed));
             });
         }
         if let Some(stderr) = child.stderr.take() {
             let tx = self.tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let line = Line::Stderr(line);
-                    if tx.send(Report { who, serial, line }).is_err() {
-                        return;
-                    }
-                }
-            });
+            let each = move |line| tx.send(report(Line::Stderr(line))).is_ok();
+            process::forward_lines(stderr, each, || {});
         }
         serial
     }
@@ -1120,76 +1072,10 @@ fn watch_signals() {
 }
 
 /// Sends SIGINT (what Ctrl-C sends; `listen` then signs off cleanly) to our child. Returns
-/// whether the signal was sent.
-///
-/// The crate forbids unsafe code and has no libc binding, and `/bin/kill` comes from procps,
-/// which a minimal Debian lacks; the shell's builtin `kill` (dash, essential) is always there.
-/// The child is not reaped before the signal, so its pid cannot belong to another process.
+/// whether the signal was sent. The child is not reaped before the signal, so its pid cannot
+/// belong to another process.
 fn interrupt(child: &mut Child) -> bool {
-    if !matches!(child.try_wait(), Ok(None)) {
-        return false;
-    }
-    Command::new("/bin/sh")
-        .args(["-c", "kill -INT \"$1\"", "sh"])
-        .arg(child.id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The demo's temporary directory, removed when dropped unless kept.
-struct WorkDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl WorkDir {
-    /// A new private (0700) directory under the system temp dir.
-    fn create(keep: bool) -> Result<WorkDir, ClientError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::temp_dir();
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let mut last = None;
-        for i in 0..100u32 {
-            let path = base.join(format!(
-                "shieldcall-demo-{}-{:08x}",
-                std::process::id(),
-                seed.wrapping_add(i)
-            ));
-            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(WorkDir { path, keep }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => {
-                    return Err(ClientError::Io(format!(
-                        "cannot create a directory in {}: {e}",
-                        base.display()
-                    )));
-                }
-            }
-        }
-        Err(ClientError::Io(format!(
-            "cannot create a directory in {}: {}",
-            base.display(),
-            last.map(|e| e.to_string()).unwrap_or_default()
-        )))
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
+    matches!(child.try_wait(), Ok(None)) && process::signal(child.id(), "INT")
 }
 
 #[cfg(test)]
@@ -1242,24 +1128,11 @@ mod tests {
     }
 
     #[test]
-    fn work_dir_is_removed_unless_kept() {
-        let d = WorkDir::create(false).unwrap();
-        let p = d.path().to_owned();
-        std::fs::write(p.join("f"), "x").unwrap();
-        drop(d);
-        assert!(!p.exists());
-        let d = WorkDir::create(true).unwrap();
-        let p = d.path().to_owned();
-        drop(d);
-        assert!(p.exists());
-        std::fs::remove_dir_all(p).unwrap();
-    }
-
-    #[test]
     fn a_wav_with_a_tone_is_heard() {
+        use shieldcall_media::audio::FRAME_SAMPLES;
         use shieldcall_media::audio::sink::{AudioSink, WavSink};
-        use shieldcall_media::audio::source::ToneSource;
-        let d = WorkDir::create(false).unwrap();
+        use shieldcall_media::audio::source::{AudioSource, ToneSource};
+        let d = WorkDir::create("shieldcall-demo-test", false).unwrap();
         let path = d.path().join("t.wav");
         let mut sink = WavSink::create(&path).unwrap();
         let mut tone = ToneSource::new(440.0, 0.3);

@@ -18,7 +18,7 @@ use common::{Prosody, User};
 use shieldcall_client::agent::{AgentEvent, AudioIn, AudioOut, CallOptions};
 use shieldcall_client::connection::ConnectOptions;
 use shieldcall_client::session::{Role, SessionOptions};
-use shieldcall_media::audio::analysis::dominant_frequency;
+use shieldcall_localserver::wav::Recording;
 
 fn write_tone(path: &Path, hz: f64, seconds: u32) {
     let spec = hound::WavSpec {
@@ -37,12 +37,9 @@ fn write_tone(path: &Path, hz: f64, seconds: u32) {
 }
 
 fn heard(path: &Path) -> f64 {
-    let samples: Vec<i16> = hound::WavReader::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .samples::<i16>()
-        .map(|s| s.unwrap())
-        .collect();
-    dominant_frequency(&samples, 48_000)
+    Recording::read(path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .dominant_frequency()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{Listener, Prosody, User};
 use serde_json::Value;
-use shieldcall_media::audio::analysis::dominant_frequency;
+use shieldcall_localserver::wav::Recording;
 
 /// Bound on one call from `call` to its exit.
 const CALL_BOUND: Duration = Duration::from_secs(40);
@@ -129,20 +129,9 @@ fn stats(l: &Listener) -> Value {
 
 /// Dominant frequency and number of samples of a recording.
 fn analyse(path: &Path) -> (f64, usize) {
-    let mut r = hound::WavReader::open(path)
-        .unwrap_or_else(|e| panic!("{}: not a complete WAV file: {e}", path.display()));
-    let spec = r.spec();
-    assert_eq!(
-        (spec.channels, spec.sample_rate, spec.bits_per_sample),
-        (1, 48_000, 16)
-    );
-    let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
-    if samples.is_empty() {
-        return (0.0, 0);
-    }
-    // Skip the first 200 ms (jitter buffer start, concealment).
-    let start = samples.len().min(9_600);
-    (dominant_frequency(&samples[start..], 48_000), samples.len())
+    // A complete 48 kHz mono 16-bit WAV (hound checks the header's sizes against the data).
+    let r = Recording::read(path).unwrap_or_else(|e| panic!("not a complete WAV file: {e}"));
+    (r.dominant_frequency(), r.samples().len())
 }
 
 fn assert_no_media(l: &Listener) {

@@ -13,23 +13,21 @@ mod common;
 use std::path::Path;
 
 use common::{Prosody, PulseAudio};
+use shieldcall_localserver::wav::Recording;
 
 /// Seconds the call lasts once connected.
 const CALL_SECONDS: u64 = 4;
 
 /// 20 ms frames of a raw 48 kHz mono s16le recording that carry `hz`, and all its frames.
+/// The 20 ms frames of a raw s16le recording (parec's) that carry `hz`, of how many (the
+/// first 200 ms, before the call, do not count).
 fn tone_frames(raw: &Path, hz: f64) -> (usize, usize) {
     let bytes = std::fs::read(raw).unwrap();
     let samples: Vec<i16> = bytes
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
         .collect();
-    let frames: Vec<&[i16]> = samples.chunks_exact(960).collect();
-    let with = frames
-        .iter()
-        .filter(|f| shieldcall_media::audio::analysis::carries_tone(f, hz))
-        .count();
-    (with, frames.len())
+    Recording::from_samples(samples).tone_frames(hz)
 }
 
 #[test]

@@ -18,7 +18,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
@@ -26,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{Listener, Prosody, User, XmppServer, run_with_timeout};
 use serde_json::Value;
+use shieldcall_localserver::wav::Recording;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Bound on one call from `call` to its exit.
@@ -65,13 +65,7 @@ impl Mitm {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
+        shieldcall_localserver::process::forward_lines(stdout, move |l| tx.send(l).is_ok(), || {});
         let first = lines
             .recv_timeout(Duration::from_secs(20))
             .expect("xmpp_mitm.py printed no {\"listening\": PORT} line");
@@ -567,19 +561,8 @@ fn discard(dir: &Path, name: &str) -> String {
 
 /// Dominant frequency and number of samples of a recording (none: (0, 0)).
 fn analyse(path: &str) -> (f64, usize) {
-    let Ok(mut r) = hound::WavReader::open(path) else {
-        return (0.0, 0);
-    };
-    let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
-    // Skip the first 200 ms (jitter buffer start, concealment).
-    let start = samples.len().min(9_600);
-    if samples.len() <= start {
-        return (0.0, samples.len());
-    }
-    (
-        shieldcall_media::audio::analysis::dominant_frequency(&samples[start..], 48_000),
-        samples.len(),
-    )
+    let r = Recording::read_or_empty(Path::new(path));
+    (r.dominant_frequency(), r.samples().len())
 }
 
 /// Set (once) when a side showed `shield=verified` where its row does not allow it.
@@ -1214,18 +1197,9 @@ fn check_nothing_leaked(calls: &[CallSeen]) {
     }
 }
 
-/// Fraction of the 20 ms frames of a recording (after the first 200 ms) that carry `hz`.
+/// How many 20 ms frames of a recording (after the first 200 ms) carry `hz`, of how many.
 fn tone_frames(path: &str, hz: f64) -> (usize, usize) {
-    let Ok(mut r) = hound::WavReader::open(path) else {
-        return (0, 0);
-    };
-    let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
-    let frames: Vec<&[i16]> = samples.chunks_exact(960).skip(10).collect();
-    let with = frames
-        .iter()
-        .filter(|f| shieldcall_media::audio::analysis::carries_tone(f, hz))
-        .count();
-    (with, frames.len())
+    Recording::read_or_empty(Path::new(path)).tone_frames(hz)
 }
 
 /// Bounded work (docs/security-tests.md line 19): while the operator floods the callee with 50

@@ -14,9 +14,9 @@ use shieldcall_client::connection::ConnectOptions;
 use shieldcall_client::omemo_service::open_account;
 use shieldcall_client::session::{Role, Session, SessionOptions, sign_in};
 use shieldcall_jingle::Shield;
+use shieldcall_localserver::wav::Recording;
 use shieldcall_localserver::{Prosody, ProsodyConfig, process};
 use shieldcall_media::audio::Frame;
-use shieldcall_media::audio::analysis::dominant_frequency;
 use shieldcall_media::audio::sink::AudioSink;
 use shieldcall_omemo::TrustLevel;
 use tokio::sync::{mpsc, oneshot};
@@ -79,19 +79,10 @@ fn shields(events: &[AgentEvent]) -> Vec<(Shield, Option<u32>)> {
         .collect()
 }
 
-fn heard(path: &Path) -> f64 {
-    let samples: Vec<i16> = hound::WavReader::open(path)
-        .unwrap()
-        .samples::<i16>()
-        .map(|s| s.unwrap())
-        .collect();
-    tone_of(&samples)
-}
-
-/// The dominant frequency of at least a second of audio.
-fn tone_of(samples: &[i16]) -> f64 {
-    assert!(samples.len() > 48_000, "only {} samples", samples.len());
-    dominant_frequency(samples, 48_000)
+/// The dominant frequency of a recording of at least a second.
+fn tone_of(r: &Recording) -> f64 {
+    assert!(r.seconds() > 1.0, "only {} s recorded", r.seconds());
+    r.dominant_frequency()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -204,7 +195,11 @@ async fn two_library_instances_make_a_verified_call() {
         );
     }
     let bob_heard: Vec<i16> = bob_frames.try_iter().flatten().collect();
-    let (a, b) = (heard(&alice_wav), tone_of(&bob_heard));
+    let alice_heard = Recording::read(&alice_wav).unwrap();
+    let (a, b) = (
+        tone_of(&alice_heard),
+        tone_of(&Recording::from_samples(bob_heard)),
+    );
     assert!(
         (a - 880.0).abs() <= 10.0,
         "alice heard {a} Hz, not bob's 880"

@@ -12,6 +12,11 @@
 //! * [`process`]: finding a tool, a free loopback port, running a command to its end within a
 //!   deadline (both pipes drained, killed by pid when late or cancelled), and trimming output
 //!   for one-line error messages.
+//! * [`cli`]: the `shieldcall` command line for an account of such a server, and the device
+//!   its `fingerprint` event names.
+//! * [`WorkDir`]: a private temporary directory, removed unless kept.
+//! * [`wav`]: reading a call's recording and judging it (its tone, its length, silence, the
+//!   frames that carry a tone).
 //!
 //! Nothing here reads the network beyond 127.0.0.1, and every wait has a deadline. Errors are
 //! [`Error`] values; the tests' panicking wrappers live with the tests.
@@ -27,14 +32,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli;
 mod ejabberd;
 pub mod process;
 mod prosody;
 mod pulseaudio;
+pub mod wav;
+mod workdir;
 
 pub use ejabberd::Ejabberd;
 pub use prosody::{DOMAIN, Prosody, ProsodyConfig};
 pub use pulseaudio::PulseAudio;
+pub use workdir::WorkDir;
 
 use std::process::ExitStatus;
 use std::time::Duration;

@@ -97,6 +97,45 @@ pub fn listening_owner_is(pid: u32, port: u16) -> Option<bool> {
     )
 }
 
+/// Sends signal `sig` (`INT`, `TERM`, `KILL`, …) to process `pid`; whether it was sent.
+///
+/// Through the shell's builtin `kill` (dash, essential on Debian): the crate has no libc
+/// binding and forbids unsafe code, and `/bin/kill` comes from procps, which a minimal Debian
+/// lacks. Signal only a child that is not reaped yet, so that the pid is still its own.
+pub fn signal(pid: u32, sig: &str) -> bool {
+    if sig.is_empty() || !sig.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return false;
+    }
+    Command::new("/bin/sh")
+        .args(["-c", "kill -s \"$1\" \"$2\"", "sh", sig])
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Reads `from` (a child's stdout or stderr) line by line on a thread of its own, handing each
+/// line to `each` until it returns `false` (the receiver is gone: nothing more is read) or the
+/// stream ends, which `end` is then told. The reader never
+/// blocks the child on a full pipe, and the caller waits on its own channel with its own deadline.
+pub fn forward_lines<R: Read + Send + 'static>(
+    from: R,
+    mut each: impl FnMut(String) -> bool + Send + 'static,
+    end: impl FnOnce() + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if !each(line) {
+                return;
+            }
+        }
+        end();
+    });
+}
+
 /// Whether this process runs as root (uid 0 in /proc/self/status: no libc binding, no unsafe).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -258,6 +297,35 @@ pub fn one_line(text: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signal_reaches_the_child_and_lines_arrive_in_order() {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "echo one; echo two; exec sleep 30"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done = tx.clone();
+        let out = child.stdout.take().unwrap();
+        forward_lines(
+            out,
+            move |l| tx.send(Some(l)).is_ok(),
+            move || {
+                let _ = done.send(None);
+            },
+        );
+        let next = || rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!((next(), next()), (Some("one".into()), Some("two".into())));
+        assert!(
+            !signal(child.id(), "TERM; rm -rf /"),
+            "only signal names pass"
+        );
+        assert!(signal(child.id(), "TERM"));
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert_eq!(next(), None, "the end of the output is reported");
+    }
 
     #[test]
     fn ports_are_distinct_and_never_from_the_ephemeral_range() {

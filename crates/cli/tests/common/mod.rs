@@ -5,8 +5,8 @@
 pub mod events;
 
 use shieldcall_localserver as localserver;
+use shieldcall_localserver::cli::{CliAccount, fingerprint_device};
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -196,20 +196,15 @@ impl User {
 
     /// The command with account, server and data dir set, in JSON mode.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args([
-            "--json",
-            "--insecure-loopback",
-            "--server",
-            &self.server,
-            "--account",
-            &self.jid,
-            "--data-dir",
-        ])
-        .arg(&self.data)
-        .args(args)
-        .env("SHIELDCALL_PASSWORD", &self.password)
-        .stdin(Stdio::null());
+        let cli = CliAccount {
+            exe: Path::new(BIN),
+            server: &self.server,
+            jid: &self.jid,
+            data: &self.data,
+            password: &self.password,
+        };
+        let mut c = cli.command(args);
+        c.stdin(Stdio::null());
         c
     }
 
@@ -229,10 +224,10 @@ impl User {
 
     /// Verifies `other`'s device by its URI, as a QR scan would; returns its device id.
     pub fn verify(&self, other: &User) -> u64 {
-        let fp = other.fingerprint();
-        let out = self.run(&["trust", fp["uri"].as_str().unwrap()]);
+        let device = fingerprint_device(&[other.fingerprint()]).expect("a device and its URI");
+        let out = self.run(&["trust", &device.uri]);
         assert!(out.status.success(), "{out:?}");
-        fp["device_id"].as_u64().unwrap()
+        device.id
     }
 
     /// A `--duration` call from this user to `callee` (`listen --auto-answer`), media on
@@ -331,13 +326,7 @@ impl User {
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let stdin = child.stdin.take();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        localserver::process::forward_lines(stdout, move |l| tx.send(l).is_ok(), || {});
         Listener {
             child,
             lines: rx,
@@ -491,12 +480,9 @@ impl Listener {
     }
 }
 
-/// Sends a signal through bash's builtin `kill` (procps may be missing on a fresh machine).
+/// Sends a signal (shieldcall-localserver's, through the shell's builtin `kill`).
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("bash")
-        .arg("-c")
-        .arg(format!("kill -{sig} {pid}"))
-        .status();
+    localserver::process::signal(pid, sig);
 }
 
 impl Drop for Listener {
