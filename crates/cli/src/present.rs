@@ -57,16 +57,30 @@ impl Presenter {
         commands: mpsc::UnboundedSender<AgentCommand>,
         read_answers: bool,
     ) -> Result<(), ClientError> {
+        let lines = crate::output::stdin_lines(read_answers);
+        self.run_with_lines(events, commands, lines).await
+    }
+
+    /// [`Presenter::run`] with the typed lines from `lines`.
+    async fn run_with_lines(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<AgentEvent>,
+        commands: mpsc::UnboundedSender<AgentCommand>,
+        mut lines: mpsc::UnboundedReceiver<String>,
+    ) -> Result<(), ClientError> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigint =
             signal(SignalKind::interrupt()).map_err(|e| ClientError::Io(e.to_string()))?;
         let mut sigterm =
             signal(SignalKind::terminate()).map_err(|e| ClientError::Io(e.to_string()))?;
-        let mut lines = crate::output::stdin_lines(read_answers);
         loop {
             self.draw_status();
             let tick = tokio::time::sleep(Duration::from_secs(1));
+            // Events first: the agent queues a call's `ringing` and its question together, so an
+            // answer typed on seeing `ringing` always finds the question asked (unbiased, the
+            // line could win the race and be dropped as an answer to nothing).
             tokio::select! {
+                biased;
                 ev = events.recv() => {
                     self.clear_status();
                     match ev {
@@ -439,6 +453,49 @@ fn device_json(d: &media::audio::DeviceReport) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer typed as soon as `ringing` shows is the answer to that call, even when the
+    /// presenter finds the line and the question waiting at the same time.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_answer_typed_on_ringing_answers_that_call() {
+        for typed in ["n", "y"] {
+            let (events_tx, events) = mpsc::unbounded_channel();
+            let (commands, mut commands_rx) = mpsc::unbounded_channel();
+            let (lines_tx, lines) = mpsc::unbounded_channel();
+            let sid = "s1".to_owned();
+            let from: xmpp_parsers::jid::FullJid = "alice@localhost/a".parse().unwrap();
+            events_tx
+                .send(AgentEvent::Call {
+                    sid: sid.clone(),
+                    peer: from.to_string(),
+                    phase: CallPhase::Ringing,
+                    jmi: Some(true),
+                    device: None,
+                })
+                .unwrap();
+            // The line is there before the presenter looks at anything.
+            lines_tx.send(typed.to_owned()).unwrap();
+            events_tx
+                .send(AgentEvent::Asking {
+                    sid: sid.clone(),
+                    from,
+                    caller_verified: true,
+                })
+                .unwrap();
+            let out = Output { json: true };
+            let presenter = Presenter::new(out).run_with_lines(events, commands, lines);
+            let task = tokio::spawn(presenter);
+            let answer = tokio::time::timeout(Duration::from_secs(5), commands_rx.recv()).await;
+            drop(events_tx);
+            let _ = task.await;
+            match answer {
+                Ok(Some(AgentCommand::Answer { sid: s, accept })) => {
+                    assert_eq!((s.as_str(), accept), ("s1", typed == "y"));
+                }
+                other => panic!("typed {typed:?}: no answer for the call: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn end_reasons_use_the_jingle_names() {
