@@ -52,8 +52,8 @@ impl Presenter {
     /// Shows `events` until the agent ends; answers typed on stdin (with `read_answers`) and
     /// Ctrl-C/SIGTERM become `commands`.
     pub async fn run(
-        mut self,
-        mut events: mpsc::UnboundedReceiver<AgentEvent>,
+        self,
+        events: mpsc::UnboundedReceiver<AgentEvent>,
         commands: mpsc::UnboundedSender<AgentCommand>,
         read_answers: bool,
     ) -> Result<(), ClientError> {
