@@ -21,6 +21,13 @@ ensure_debian_packages() {
   echo "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # On a machine with systemd, installing coturn starts and enables the system's TURN server
+  # (on all addresses, with /etc/turnserver.conf). The tests start their own in the lab; no
+  # other may run. Without systemd (a container) the service never started and `stop` fails.
+  if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl disable coturn >/dev/null 2>&1 || true
+    as_root systemctl stop coturn >/dev/null 2>&1 || true
+  fi
 }
 
 # A Python venv in .venv with the test-time peers of tests/python/requirements.txt.

@@ -17,6 +17,10 @@
 //! * [`WorkDir`]: a private temporary directory, removed unless kept.
 //! * [`wav`]: reading a call's recording and judging it (its tone, its length, silence, the
 //!   frames that carry a tone).
+//! * [`lab`] and [`Coturn`]: the network-namespace lab (two home hosts behind NAT routers,
+//!   endpoint-independent or symmetric, and an internet segment for the servers, on the
+//!   documentation ranges only, removed when dropped) and a throw-away coturn in it (or on
+//!   loopback) with its REST credentials ([`rest_credentials`]); docs/lab.md.
 //!
 //! Nothing here reads the network beyond 127.0.0.1, and every wait has a deadline. Errors are
 //! [`Error`] values; the tests' panicking wrappers live with the tests.
@@ -32,15 +36,20 @@
 //! # Ok(()) }
 //! ```
 
+mod certs;
 pub mod cli;
+mod coturn;
 mod ejabberd;
+pub mod lab;
 pub mod process;
 mod prosody;
 mod pulseaudio;
 pub mod wav;
 mod workdir;
 
+pub use coturn::{Coturn, CoturnConfig, TurnCredentials, rest_credentials};
 pub use ejabberd::Ejabberd;
+pub use lab::Lab;
 pub use prosody::{DOMAIN, Prosody, ProsodyConfig};
 pub use pulseaudio::PulseAudio;
 pub use workdir::WorkDir;

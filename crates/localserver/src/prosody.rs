@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::Error;
+use crate::certs::make_certificates;
 use crate::process::{find_tool, free_port, is_root, listening_owner_is, run_ok, wait_ready};
 
 /// The one virtual host; accounts are `name@localhost`.
@@ -17,7 +18,7 @@ pub const DOMAIN: &str = "localhost";
 /// How long Prosody may take to start listening.
 const START_LIMIT: Duration = Duration::from_secs(20);
 
-/// How long one `prosodyctl` or `openssl` call may take.
+/// How long one `prosodyctl` call may take.
 const TOOL_LIMIT: Duration = Duration::from_secs(30);
 
 /// How the server is set up.
@@ -61,7 +62,8 @@ impl Prosody {
                 .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
         }
         if config.tls {
-            make_certificates(dir, cancelled)?;
+            // `dir/ca.crt` and `dir/certs/localhost.{crt,key}`, where Prosody looks for them.
+            make_certificates(dir, DOMAIN, &[format!("DNS:{DOMAIN}")], cancelled)?;
         }
         let path = dir.join("prosody.cfg.lua");
         let mut attempt = 1;
@@ -302,67 +304,6 @@ VirtualHost "{DOMAIN}"
 /// Escapes a path for a double-quoted Lua string.
 fn lua_string(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// A throw-away CA (`dir/ca.crt`) and a `localhost` certificate it signed
-/// (`dir/certs/localhost.{crt,key}`), valid two days, P-256.
-fn make_certificates(dir: &Path, cancelled: &dyn Fn() -> bool) -> Result<(), Error> {
-    let openssl = find_tool("openssl", "openssl")?;
-    let run = |args: &[&str]| {
-        let mut cmd = Command::new(&openssl);
-        cmd.args(args).current_dir(dir);
-        run_ok(cmd, TOOL_LIMIT, &format!("openssl {}", args[0]), cancelled).map(|_| ())
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ca = [
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=shieldcall test CA",
-    ];
-    run(&[&["req", "-x509"][..], &ec, &ca].concat())?;
-    let csr = [
-        "-keyout",
-        "certs/localhost.key",
-        "-out",
-        "localhost.csr",
-        "-subj",
-        "/CN=localhost",
-    ];
-    run(&[&["req"][..], &ec, &csr].concat())?;
-    let ext = dir.join("ext.cnf");
-    std::fs::write(
-        &ext,
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .map_err(|e| Error::io(format!("cannot write {}", ext.display()), e))?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "localhost.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "certs/localhost.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ])
 }
 
 #[cfg(test)]
