@@ -109,6 +109,7 @@
 
 pub mod audio;
 pub mod driver;
+pub mod ice_servers;
 pub mod params;
 pub mod session;
 pub mod stats;
@@ -117,5 +118,6 @@ pub use params::{
     CandidateType, DtlsParams, Fingerprint, IceCandidate, IceUdpTransport, JingleRole, ParamsError,
     PayloadType, RtpDescription, RtpHdrext, RtpSource, Setup,
 };
+pub use ice_servers::{IceServer, IceServerKind, IceTransport, Secret};
 pub use session::{MediaEvent, MediaSession, RemoteParams, SessionConfig, SessionOutput};
 pub use stats::CallStats;
