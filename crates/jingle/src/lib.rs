@@ -93,8 +93,8 @@ pub mod verification;
 mod xml;
 
 pub use call::{
-    ApiError, CallEnd, Config, Engine, Event, Handled, LocalContent, Media, MediaEvent, Output,
-    RING_TIMEOUT, RemoteContent, Role, UserAction,
+    ApiError, CallEnd, Config, Engine, Event, Handled, IceCredentials, LocalContent, Media,
+    MediaEvent, Output, RING_TIMEOUT, RemoteContent, Role, UserAction,
 };
 pub use reason::CallError;
 pub use verification::{

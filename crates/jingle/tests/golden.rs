@@ -360,9 +360,19 @@ fn conversations_caller_side() {
     assert_eq!(contents[0].fingerprint.setup, Setup::Active);
     assert_eq!(contents[0].ufrag.as_deref(), Some("hB2s"));
 
-    // 7.7 incoming transport-info → candidates for media.
+    // 7.7 incoming transport-info → candidates for media. The fixture is Romeo's own
+    // transport-info; coming from Juliet it carries her credentials of 7.6 (other credentials
+    // in a running call would be an ICE restart, tests/restart.rs).
     let mut ti = incoming("conversations/7.7-transport-info.xml", JULIET);
     set_attr(&mut ti, "to", ROMEO);
+    for (attr, value) in [("ufrag", "hB2s"), ("pwd", "Qd9Lm3N8xT1rV6cY0aE5uW7k")] {
+        let transport = ti
+            .get_child_mut("jingle", "urn:xmpp:jingle:1")
+            .and_then(|j| j.get_child_mut("content", "urn:xmpp:jingle:1"))
+            .and_then(|c| c.get_child_mut("transport", "urn:xmpp:jingle:transports:ice-udp:1"))
+            .unwrap();
+        set_attr(transport, attr, value);
+    }
     romeo.handle_stanza(now, wall(), &ti);
     let (sent, events) = drain(&mut romeo);
     assert_eq!(sent[0].attr("type"), Some("result"));

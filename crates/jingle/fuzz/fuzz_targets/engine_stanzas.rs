@@ -17,8 +17,8 @@ use libfuzzer_sys::fuzz_target;
 use minidom::Element;
 use shieldcall_jingle::call::MAX_CALLS;
 use shieldcall_jingle::{
-    Config, CryptoError, Decrypted, Encrypted, Engine, Event, IdentityKey, LocalContent, Media,
-    MediaEvent, OmemoCrypto, Output, Role, Shield, Trust, UserAction,
+    Config, CryptoError, Decrypted, Encrypted, Engine, Event, IceCredentials, IdentityKey,
+    LocalContent, Media, MediaEvent, OmemoCrypto, Output, Role, Shield, Trust, UserAction,
 };
 use xmpp_parsers::hashes::Algo;
 use xmpp_parsers::jingle::Senders;
@@ -53,7 +53,9 @@ impl OmemoCrypto for NeverDecrypts {
         })
     }
     fn decrypt(&mut self, _: &BareJid, _: &Element) -> Result<Decrypted, CryptoError> {
-        Err(CryptoError::InvalidMessage("this double never decrypts".into()))
+        Err(CryptoError::InvalidMessage(
+            "this double never decrypts".into(),
+        ))
     }
     fn trust(&self, _: &BareJid, _: &IdentityKey) -> Trust {
         Trust::Verified
@@ -64,8 +66,14 @@ impl OmemoCrypto for NeverDecrypts {
 const PROFILES: [(&str, &str); 4] = [
     ("alice@localhost/dinoA", "carol@localhost/dinoB"), // Dino callee
     ("carol@localhost/dinoB", "alice@localhost/dinoA"), // Dino caller
-    ("juliet@capulet.example/laptop", "romeo@montague.example/phone"), // Conversations callee
-    ("romeo@montague.example/phone", "juliet@capulet.example/laptop"), // Conversations caller
+    (
+        "juliet@capulet.example/laptop",
+        "romeo@montague.example/phone",
+    ), // Conversations callee
+    (
+        "romeo@montague.example/phone",
+        "juliet@capulet.example/laptop",
+    ), // Conversations caller
 ];
 const SIDS: [&str; 3] = [
     "f1589d11-760d-430e-bcd6-cd8a65a926ce",
@@ -142,7 +150,10 @@ impl Harness {
                 | Event::ContentAdd { sid, contents }
                 | Event::ContentAccepted { sid, contents } => {
                     let names = contents.iter().map(|c| c.name.clone()).collect();
-                    let fps = contents.iter().map(|c| c.fingerprint.value.clone()).collect();
+                    let fps = contents
+                        .iter()
+                        .map(|c| c.fingerprint.value.clone())
+                        .collect();
                     self.remote.insert(sid.clone(), (names, fps));
                     self.learn(sid);
                 }
@@ -179,7 +190,8 @@ impl Harness {
                 let Ok(el) = text.parse::<Element>() else {
                     return;
                 };
-                self.engine.handle_stanza(&mut self.omemo, self.now, self.wall, &el);
+                self.engine
+                    .handle_stanza(&mut self.omemo, self.now, self.wall, &el);
             }
             1 => {
                 let sid = self.sid(arg(1));
@@ -210,7 +222,11 @@ impl Harness {
                 let sid = self.sid(arg(1));
                 let role = self.roles.get(&sid).copied().unwrap_or(Role::Responder);
                 let (names, fps) = self.remote.get(&sid).cloned().unwrap_or_default();
-                let names = if names.is_empty() { vec!["0".to_owned()] } else { names };
+                let names = if names.is_empty() {
+                    vec!["0".to_owned()]
+                } else {
+                    names
+                };
                 let tail = rest.get(2..).unwrap_or_default();
                 let event = match arg(0) % 8 {
                     0 => MediaEvent::LocalContents(
@@ -231,9 +247,21 @@ impl Harness {
                     },
                     5 => MediaEvent::Connected,
                     6 => MediaEvent::Failed(String::from_utf8_lossy(tail).into_owned()),
-                    _ => MediaEvent::LocalContents(Vec::new()),
+                    // An ICE restart of ours (a network change), for every content.
+                    _ => MediaEvent::IceRestarted {
+                        credentials: names
+                            .iter()
+                            .map(|n| IceCredentials {
+                                content: n.clone(),
+                                ufrag: format!("r{}", arg(1)),
+                                pwd: format!("restart-pwd-{}-0123456789", arg(1)),
+                            })
+                            .collect(),
+                    },
                 };
-                let _ = self.engine.handle_media(&mut self.omemo, self.now, &sid, event);
+                let _ = self
+                    .engine
+                    .handle_media(&mut self.omemo, self.now, &sid, event);
             }
             3 => {
                 let d = Duration::from_millis(u64::from(arg(0)) * 500);

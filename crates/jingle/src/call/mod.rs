@@ -41,6 +41,7 @@ mod ending;
 mod jmi;
 mod offer_answer;
 mod output;
+mod restart;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,9 @@ pub const MAX_CALLS: usize = 8;
 pub const MAX_RECENT_RETRACTS: usize = 16;
 /// Most outstanding IQs we sent and wait an answer for.
 pub const MAX_PENDING_IQS: usize = 64;
+/// How many ICE restarts one call may make (ours and the peer's together): each one makes
+/// media gather and check again, so a peer cannot make us do that without end.
+pub const MAX_ICE_RESTARTS: u32 = 16;
 
 /// Static configuration of an engine.
 #[derive(Debug, Clone)]
@@ -186,6 +190,17 @@ pub struct LocalContent {
     pub fingerprint: Fingerprint,
 }
 
+/// ICE credentials of one content (RFC 8445 ufrag and pwd), as an ICE restart changes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    /// Content name.
+    pub content: String,
+    /// `ufrag`.
+    pub ufrag: String,
+    /// `pwd`.
+    pub pwd: String,
+}
+
 /// What the peer sent for one content, with the fingerprint media must see in DTLS (decrypted
 /// when it travelled encrypted).
 #[derive(Debug, Clone, PartialEq)]
@@ -215,6 +230,16 @@ pub enum MediaEvent {
     /// encrypted like the offer when the session is verified). The fingerprint must be the one
     /// of the running DTLS association (BUNDLE).
     AddContents(Vec<LocalContent>),
+    /// Media restarted ICE with new local credentials (a network change, or the answer to the
+    /// peer's [`Event::IceRestart`] offer); no candidates yet, they follow as
+    /// [`MediaEvent::LocalCandidate`] with the new credentials. Our own restart goes out as
+    /// a `transport-info` with the new credentials and no candidate (Conversations' restart
+    /// offer, docs/protocol.md §2.4); as an answer nothing goes out until the first candidate.
+    /// The DTLS association, its fingerprints and so the shield stay as they are.
+    IceRestarted {
+        /// The new local credentials, one per content.
+        credentials: Vec<IceCredentials>,
+    },
     /// A new local candidate to trickle (sent as `transport-info`, never with a fingerprint).
     LocalCandidate {
         /// Content name.
@@ -303,6 +328,18 @@ pub enum Event {
         sid: String,
         /// Contents.
         contents: Vec<RemoteContent>,
+    },
+    /// The peer restarted ICE: new remote credentials for these contents (its candidates follow
+    /// as [`Event::RemoteCandidates`]). With `offer`, restart ours too and report
+    /// [`MediaEvent::IceRestarted`]; without, this is the peer's answer to our restart. The
+    /// fingerprints, the DTLS association and the shield do not change.
+    IceRestart {
+        /// Session id.
+        sid: String,
+        /// The peer's new credentials.
+        remote: Vec<IceCredentials>,
+        /// The peer's restart (answer it) rather than its answer to ours.
+        offer: bool,
     },
     /// More remote candidates.
     RemoteCandidates {
@@ -474,6 +511,12 @@ struct Call {
     outgoing_add: Option<Vec<LocalContent>>,
     /// A [`Event::Downgrade`] was reported for this call.
     downgrade_reported: bool,
+    /// Our ICE restart offer is out (the id of its `transport-info`) and not yet answered.
+    restart_offered: Option<String>,
+    /// The peer offered an ICE restart and media has not restarted yet.
+    restart_asked: bool,
+    /// ICE restarts so far, both sides ([`MAX_ICE_RESTARTS`]).
+    restarts: u32,
 }
 
 impl Call {
@@ -501,6 +544,9 @@ impl Call {
             incoming_add_remote: Vec::new(),
             outgoing_add: None,
             downgrade_reported: false,
+            restart_offered: None,
+            restart_asked: false,
+            restarts: 0,
         }
     }
 

@@ -42,6 +42,7 @@ impl Op<'_> {
                 self.send_content_add(sid, contents);
                 Ok(())
             }
+            MediaEvent::IceRestarted { credentials } => self.local_restart(sid, credentials),
             MediaEvent::LocalCandidate { content, candidate } => {
                 if !matches!(call.state, State::Initiated | State::Active) {
                     return Err(ApiError::WrongState);

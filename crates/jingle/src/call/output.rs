@@ -36,7 +36,8 @@ impl Op<'_> {
         self.send(m);
     }
 
-    pub(super) fn send_iq_set(&mut self, to: FullJid, sid: &str, j: JingleEnvelope) {
+    /// Sends a Jingle IQ set and remembers it until its answer; returns its id.
+    pub(super) fn send_iq_set(&mut self, to: FullJid, sid: &str, j: JingleEnvelope) -> String {
         let id = self.fresh_id();
         if self.e.pending_iqs.len() >= MAX_PENDING_IQS {
             self.e.pending_iqs.pop_first();
@@ -47,6 +48,7 @@ impl Op<'_> {
         let mut iq = iq_set(&Jid::from(to), &id);
         iq.append_child(j.to_element());
         self.send(iq);
+        id
     }
 
     pub(super) fn send_iq_result(&mut self, to: &Jid, id: &str) {

@@ -30,6 +30,11 @@ impl Op<'_> {
                 if t == "error" && matches!(action, Action::SessionInitiate | Action::SessionAccept)
                 {
                     self.forget(&sid, CallEnd::PeerError);
+                } else if t == "error" && action == Action::TransportInfo {
+                    let tie_break = iq
+                        .get_child("error", ns::JABBER_CLIENT)
+                        .is_some_and(|e| e.get_child("tie-break", ns::JINGLE_ERRORS).is_some());
+                    self.transport_info_refused(&sid, &id, tie_break);
                 }
                 Handled::Consumed
             }
@@ -334,20 +339,47 @@ impl Op<'_> {
     }
 
     pub(super) fn transport_info(&mut self, from: &Jid, id: &str, sid: &str, j: JingleEnvelope) {
-        let Some(call) = self.e.calls.get_mut(sid) else {
+        let Some(call) = self.e.calls.get(sid) else {
             return;
         };
         // Validate everything before using anything: fingerprints never travel here
-        // (docs/protocol.md §2.4), so one is an attempt to change it (docs/security-tests.md line 4).
+        // (docs/protocol.md §2.4), so one is an attempt to change it (docs/security-tests.md line 4),
+        // also in an ICE restart.
+        if j.contents.iter().any(|c| {
+            c.transport
+                .as_ref()
+                .is_some_and(|t| !t.fingerprints.is_empty())
+        }) {
+            self.send_iq_error(from, id, "cancel", "not-acceptable", None);
+            return;
+        }
+        // New credentials in a running call: an ICE restart (restart.rs).
+        let changed = if call.state == State::Active {
+            restart::changed_credentials(call, &j)
+        } else {
+            Vec::new()
+        };
+        let restart = (!changed.is_empty()).then(|| self.incoming_restart(call, &j));
+        match restart {
+            Some(restart::Incoming::TieBreak) => {
+                self.send_iq_error(from, id, "cancel", "conflict", Some("tie-break"));
+                return;
+            }
+            Some(restart::Incoming::TooMany) => {
+                self.send_iq_error(from, id, "wait", "resource-constraint", None);
+                return;
+            }
+            _ => {}
+        }
         for c in &j.contents {
             let Some(t) = &c.transport else {
                 continue;
             };
-            if !t.fingerprints.is_empty() {
-                self.send_iq_error(from, id, "cancel", "not-acceptable", None);
-                return;
-            }
-            let seen = call.candidates_seen.get(&c.name).copied();
+            let restarted = changed.iter().any(|r| r.content == c.name);
+            let seen = match call.candidates_seen.get(&c.name).copied() {
+                Some(_) if restarted => Some(0),
+                other => other,
+            };
             match seen {
                 None => {
                     self.send_iq_error(from, id, "cancel", "item-not-found", None);
@@ -360,7 +392,15 @@ impl Op<'_> {
                 Some(_) => {}
             }
         }
+        self.send_iq_result(from, id);
+        if let Some(kind) = restart {
+            let offer = matches!(kind, restart::Incoming::Offer);
+            self.apply_remote_restart(sid, changed, offer);
+        }
         let mut events = Vec::new();
+        let Some(call) = self.e.calls.get_mut(sid) else {
+            return;
+        };
         for c in j.contents {
             let Some(t) = c.transport else {
                 continue;
@@ -376,7 +416,6 @@ impl Op<'_> {
                 });
             }
         }
-        self.send_iq_result(from, id);
         for e in events {
             self.event(e);
         }
