@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use shieldcall_client::extdisco;
+use shieldcall_media::{IceServer, IceServerKind, IceTransport, Secret};
 use shieldcall_omemo::TrustLevel;
 use shieldcall_omemo::fingerprint::VerificationUri;
 use xmpp_parsers::jid::{BareJid, Jid};
@@ -67,6 +69,17 @@ as a `downgrade` event. To refuse such calls for good:
   shieldcall --account alice@example.org policy bob@example.org --require-verified on
   shieldcall --account alice@example.org policy --default --require-verified on   (all contacts)
 
+STUN and TURN (calls across NATs): no third-party STUN server is used by default, as it would
+tell a stranger who calls whom. The STUN and TURN servers come from your own XMPP server
+(XEP-0215, e.g. Prosody's mod_turn_external or ejabberd's mod_stun_disco, with credentials it
+makes for you), which knows who you call anyway; the `ice-servers` event lists them. Add your
+own, used first, with:
+  shieldcall --account alice@example.org call bob@example.org --stun stun.example.org:3478
+  shieldcall --account alice@example.org call bob@example.org \\
+      --turn 'turns:turn.example.org:5349' --turn-credentials ~/.config/turn.txt
+  (the credentials file: the username on its first line, the password on its second)
+  --no-ice-discovery asks your server for nothing: only your own servers, or none.
+
 One account, several terminals: only one online process (listen, call, chat) per account and
 data dir; a second one is refused with the pid of the first. fingerprint, trust, distrust,
 policy and devices --offline work beside it, and a running call takes a trust change made
@@ -77,6 +90,7 @@ With --json, one object per line, each flushed as it happens, e.g.:
   {\"event\":\"online\",\"jid\":\"alice@example.org/res\"}
   {\"event\":\"message\",\"from\":\"bob@example.org\",\"device\":N,\"body\":\"…\",\"trust\":\"verified|trusted|undecided|untrusted\"}
   {\"event\":\"trusted\",\"jid\":\"…\",\"device\":N,\"fingerprint\":\"…\"}
+  {\"event\":\"ice-servers\",\"servers\":[\"stun:HOST:PORT?transport=udp\",\"turn:HOST:PORT?transport=udp\",…]}
   {\"event\":\"call\",\"state\":\"proposing|ringing|proceeding|connecting|connected|ended\",\"sid\":\"…\",\"peer\":\"JID\"}
   {\"event\":\"shield\",\"sid\":\"…\",\"state\":\"verified|encrypted|none\",\"device\":N}
   {\"event\":\"downgrade\",\"sid\":\"…\",\"kind\":\"unverified-device|plain-fingerprints|no-device|omemo-failed\",\"peer\":\"JID\",\"device\":N,\"text\":\"…\"}
@@ -277,6 +291,23 @@ pub struct CallArgs {
     /// Local IP address for media, repeatable [default: every up, non-loopback interface].
     #[arg(long, value_name = "IP")]
     pub media_ip: Vec<IpAddr>,
+    /// Your own STUN server, HOST:PORT (or stun:HOST[:PORT]), repeatable; used before those
+    /// your XMPP server offers. No third-party STUN server is used by default: it would tell
+    /// a stranger who calls whom.
+    #[arg(long = "stun", value_name = "HOST:PORT")]
+    pub stun: Vec<String>,
+    /// Your own TURN server, turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT] (TLS),
+    /// repeatable; needs --turn-credentials.
+    #[arg(long = "turn", value_name = "URI")]
+    pub turn: Vec<String>,
+    /// The --turn servers' credentials: a file with the username on its first line and the
+    /// password on its second (never on the command line).
+    #[arg(long, value_name = "FILE")]
+    pub turn_credentials: Option<PathBuf>,
+    /// Do not ask your XMPP server for its STUN and TURN services (XEP-0215): calls use only
+    /// --stun/--turn servers, or host addresses alone.
+    #[arg(long)]
+    pub no_ice_discovery: bool,
 }
 
 /// How [`CallArgs::options`] treats missing audio devices.
@@ -339,6 +370,11 @@ impl CallArgs {
         {
             return Err(ClientError::Usage(e));
         }
+        let credentials = match &self.turn_credentials {
+            Some(path) => Some(read_turn_credentials(path)?),
+            None => None,
+        };
+        let ice_servers = ice_servers(&self.stun, &self.turn, credentials)?;
         Ok(CallOptions {
             audio_unavailable,
             require_verified: self.require_verified,
@@ -348,8 +384,194 @@ impl CallArgs {
             output,
             duration: duration.map(|d| seconds("--duration", d)).transpose()?,
             ring_timeout: seconds("--ring-timeout", ring_timeout)?,
+            ice_servers,
+            discover_ice: !self.no_ice_discovery,
         })
     }
+}
+
+/// The user's STUN and TURN servers: `--stun` values, then `--turn` URIs with the
+/// credentials of `--turn-credentials` (required with `--turn`, useless without).
+pub fn ice_servers(
+    stun: &[String],
+    turn: &[String],
+    credentials: Option<(String, Secret)>,
+) -> Result<Vec<IceServer>, ClientError> {
+    let usage = ClientError::Usage;
+    let mut servers = Vec::new();
+    for s in stun {
+        servers.push(parse_stun(s).map_err(usage)?);
+    }
+    match (turn.is_empty(), credentials) {
+        (true, None) => {}
+        (true, Some(_)) => {
+            return Err(usage(
+                "--turn-credentials is for --turn servers: give --turn URI too".into(),
+            ));
+        }
+        (false, None) => {
+            return Err(usage(
+                "--turn needs --turn-credentials FILE (username and password lines)".into(),
+            ));
+        }
+        (false, Some((username, password))) => {
+            for t in turn {
+                let mut server = parse_turn_uri(t).map_err(usage)?;
+                server.username = Some(username.clone());
+                server.password = Some(password.clone());
+                servers.push(server);
+            }
+        }
+    }
+    Ok(servers)
+}
+
+/// A `--stun` value: `HOST:PORT` or `stun:HOST[:PORT]` (IPv6 in brackets; port 3478 when
+/// the URI form names none); the error is one line for the user.
+pub fn parse_stun(value: &str) -> Result<IceServer, String> {
+    let bad = |why: &str| format!("--stun '{value}': {why}");
+    let (rest, port_required) = match value.strip_prefix("stun:") {
+        Some(rest) => (rest, false),
+        None if value.starts_with("stuns:") => return Err(bad("STUN over TLS is not supported")),
+        None => (value, true),
+    };
+    if rest.contains(['?', '/', '@']) {
+        return Err(bad("must be HOST:PORT"));
+    }
+    let (host, port) = host_port(rest, extdisco::DEFAULT_PORT).map_err(|w| bad(&w))?;
+    if port_required && port.is_none() {
+        return Err(bad("must be HOST:PORT (e.g. stun.example.org:3478)"));
+    }
+    Ok(IceServer {
+        kind: IceServerKind::Stun,
+        host,
+        port: port.unwrap_or(extdisco::DEFAULT_PORT),
+        transport: IceTransport::Udp,
+        username: None,
+        password: None,
+        expires: None,
+    })
+}
+
+/// A `--turn` URI (RFC 7065): `turn:HOST[:PORT][?transport=udp|tcp]` (UDP by default) or
+/// `turns:HOST[:PORT][?transport=tcp]` (TLS over TCP); ports 3478 and 5349 by default, IPv6
+/// in brackets. The server comes without credentials; the error is one line for the user and
+/// never repeats a URI that holds any.
+pub fn parse_turn_uri(uri: &str) -> Result<IceServer, String> {
+    if uri.contains('@') {
+        return Err(
+            "--turn: put no credentials into the URI, give them with --turn-credentials FILE"
+                .into(),
+        );
+    }
+    let bad = |why: &str| format!("--turn '{uri}': {why}");
+    let (kind, rest) = if let Some(rest) = uri.strip_prefix("turn:") {
+        (IceServerKind::Turn, rest)
+    } else if let Some(rest) = uri.strip_prefix("turns:") {
+        (IceServerKind::Turns, rest)
+    } else {
+        return Err(bad(
+            "must start with turn: or turns: (e.g. turn:turn.example.org:3478?transport=udp)",
+        ));
+    };
+    let (address, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let transport = match (kind, query) {
+        (IceServerKind::Turns, None | Some("transport=tcp")) => IceTransport::Tcp,
+        (IceServerKind::Turns, Some("transport=udp")) => {
+            return Err(bad(
+                "TURN over DTLS (turns: with transport=udp) is not supported",
+            ));
+        }
+        (_, None | Some("transport=udp")) => IceTransport::Udp,
+        (_, Some("transport=tcp")) => IceTransport::Tcp,
+        (_, Some(_)) => {
+            return Err(bad(
+                "the only query allowed is ?transport=udp or ?transport=tcp",
+            ));
+        }
+    };
+    if address.contains('/') {
+        return Err(bad("must be turn:HOST:PORT, without a path"));
+    }
+    let default = match kind {
+        IceServerKind::Turns => extdisco::DEFAULT_TLS_PORT,
+        _ => extdisco::DEFAULT_PORT,
+    };
+    let (host, port) = host_port(address, default).map_err(|w| bad(&w))?;
+    Ok(IceServer {
+        kind,
+        host,
+        port: port.unwrap_or(default),
+        transport,
+        username: None,
+        password: None,
+        expires: None,
+    })
+}
+
+/// `HOST[:PORT]` with IPv6 in brackets: the host (brackets removed) and the port if given.
+fn host_port(s: &str, example_port: u16) -> Result<(String, Option<u16>), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "an IPv6 address needs its closing ']'".to_owned())?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => return Err("expected :PORT after the IPv6 address".into()),
+            },
+        }
+    } else if s.matches(':').count() > 1 {
+        return Err(format!(
+            "put an IPv6 address in brackets, e.g. [2001:db8::1]:{example_port}"
+        ));
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(format!("the port must be 1 to 65535, not '{p}'")),
+            Ok(p) => Some(p),
+        },
+    };
+    let host = extdisco::valid_host(host)
+        .ok_or_else(|| format!("'{host}' is not a host name or IP address"))?;
+    Ok((host, port))
+}
+
+/// Reads `--turn-credentials`: the username and the password (see [`parse_turn_credentials`]).
+fn read_turn_credentials(path: &Path) -> Result<(String, Secret), ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ClientError::Io(format!(
+            "cannot read TURN credentials file {}: {e}",
+            path.display()
+        ))
+    })?;
+    parse_turn_credentials(&text)
+        .map_err(|why| ClientError::Usage(format!("--turn-credentials {}: {why}", path.display())))
+}
+
+/// A credentials file's text: the username on the first line, the password on the second
+/// (a trailing newline and `\r` are not part of them); the error never shows either.
+pub fn parse_turn_credentials(text: &str) -> Result<(String, Secret), &'static str> {
+    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+    let username = lines.next().unwrap_or("");
+    let password = lines.next().unwrap_or("");
+    if username.is_empty() || password.is_empty() {
+        return Err("needs two lines: the username, then the password");
+    }
+    if lines.any(|l| !l.trim().is_empty()) {
+        return Err("has more than two lines (the username, then the password)");
+    }
+    Ok((username.to_owned(), Secret::new(password)))
 }
 
 /// Default data directory (XDG base directory spec).
@@ -984,8 +1206,226 @@ mod tests {
             "--require-verified",
             "encrypted, not verified",
             "SHIELDCALL_PASSWORD",
+            "no third-party STUN server is used by default",
+            "who calls whom",
+            "from your own XMPP server",
+            "--no-ice-discovery",
         ] {
             assert!(help.contains(c), "{c} missing from --help");
         }
+        let call = Cli::command()
+            .find_subcommand_mut("call")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for c in [
+            "--stun",
+            "--turn",
+            "--turn-credentials",
+            "--no-ice-discovery",
+            "who calls whom",
+        ] {
+            assert!(call.contains(c), "{c} missing from call --help");
+        }
+    }
+
+    #[test]
+    fn stun_values() {
+        let s = parse_stun("stun.example.org:3479").unwrap();
+        assert_eq!(s.label(), "stun:stun.example.org:3479?transport=udp");
+        assert!(s.username.is_none() && s.password.is_none() && s.expires.is_none());
+        assert_eq!(
+            parse_stun("stun:192.0.2.1").unwrap().label(),
+            "stun:192.0.2.1:3478?transport=udp"
+        );
+        assert_eq!(
+            parse_stun("[2001:db8::1]:3478").unwrap().host,
+            "2001:db8::1"
+        );
+        for (bad, why) in [
+            ("stun.example.org", "must be HOST:PORT"),
+            ("stun.example.org:0", "the port must be 1 to 65535, not '0'"),
+            ("stun.example.org:70000", "the port must be 1 to 65535"),
+            ("2001:db8::1:3478", "put an IPv6 address in brackets"),
+            ("[2001:db8::1:3478", "closing ']'"),
+            ("a b:3478", "is not a host name"),
+            (":3478", "is not a host name"),
+            ("stuns:stun.example.org", "not supported"),
+            ("stun:h:1?transport=tcp", "must be HOST:PORT"),
+        ] {
+            let e = parse_stun(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("--stun '{bad}': ")) && e.contains(why),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn turn_uris() {
+        let t = |uri: &str| parse_turn_uri(uri).map(|s| s.label());
+        assert_eq!(
+            t("turn:turn.example.org:3478?transport=udp").unwrap(),
+            "turn:turn.example.org:3478?transport=udp"
+        );
+        assert_eq!(
+            t("turn:turn.example.org?transport=tcp").unwrap(),
+            "turn:turn.example.org:3478?transport=tcp"
+        );
+        assert_eq!(
+            t("turn:192.0.2.1").unwrap(),
+            "turn:192.0.2.1:3478?transport=udp"
+        );
+        assert_eq!(
+            t("turns:turn.example.org").unwrap(),
+            "turns:turn.example.org:5349?transport=tcp"
+        );
+        assert_eq!(
+            t("turns:[2001:db8::1]:443?transport=tcp").unwrap(),
+            "turns:2001:db8::1:443?transport=tcp"
+        );
+        let turn = parse_turn_uri("turn:t.example:3478").unwrap();
+        assert_eq!(
+            (turn.kind, turn.transport),
+            (IceServerKind::Turn, IceTransport::Udp)
+        );
+        assert!(turn.username.is_none() && turn.password.is_none());
+        for (bad, why) in [
+            ("stun:t.example:3478", "must start with turn: or turns:"),
+            ("turn://t.example:3478", "must be turn:HOST:PORT"),
+            ("turn:t.example:3478/path", "without a path"),
+            (
+                "turn:t.example:3478?transport=sctp",
+                "?transport=udp or ?transport=tcp",
+            ),
+            (
+                "turn:t.example:3478?foo=bar",
+                "?transport=udp or ?transport=tcp",
+            ),
+            ("turns:t.example:5349?transport=udp", "DTLS"),
+            ("turn:t.example:99999", "the port must be 1 to 65535"),
+            ("turn:2001:db8::1", "in brackets"),
+            ("turn:", "is not a host name"),
+        ] {
+            let e = parse_turn_uri(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+        // Credentials in the URI are refused without being repeated.
+        let e = parse_turn_uri("turn:alice:hunter2@t.example:3478").unwrap_err();
+        assert!(
+            e.contains("--turn-credentials") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn turn_credentials_files() {
+        let (user, password) = parse_turn_credentials("alice\nhunter2\n").unwrap();
+        assert_eq!((user.as_str(), password.expose()), ("alice", "hunter2"));
+        let (_, password) = parse_turn_credentials("1700000000:alice\r\nse cret\r\n\n").unwrap();
+        assert_eq!(password.expose(), "se cret");
+        for bad in ["", "alice", "alice\n", "\nhunter2", "alice\nhunter2\nmore"] {
+            let e = parse_turn_credentials(bad).unwrap_err();
+            assert!(!e.contains("hunter2") && !e.contains("alice"), "{e}");
+        }
+    }
+
+    #[test]
+    fn stun_and_turn_options_make_the_servers() {
+        let creds = || Some(("alice".to_owned(), Secret::new("hunter2")));
+        let servers = ice_servers(
+            &["192.0.2.1:3478".into()],
+            &[
+                "turn:t.example?transport=tcp".into(),
+                "turns:t.example".into(),
+            ],
+            creds(),
+        )
+        .unwrap();
+        let labels: Vec<String> = servers.iter().map(IceServer::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "stun:192.0.2.1:3478?transport=udp",
+                "turn:t.example:3478?transport=tcp",
+                "turns:t.example:5349?transport=tcp",
+            ]
+        );
+        assert!(
+            servers[1..]
+                .iter()
+                .all(|s| s.username.as_deref() == Some("alice")
+                    && s.password.as_ref().map(Secret::expose) == Some("hunter2"))
+        );
+        assert!(!format!("{servers:?}").contains("hunter2"));
+        let e = ice_servers(&[], &["turn:t.example".into()], None).unwrap_err();
+        assert!(matches!(e, ClientError::Usage(_)) && e.to_string().contains("--turn-credentials"));
+        let e = ice_servers(&[], &[], creds()).unwrap_err();
+        assert!(e.to_string().contains("give --turn"), "{e}");
+        assert!(ice_servers(&[], &[], None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn call_options_take_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("turn.txt");
+        std::fs::write(&creds, "alice\nhunter2\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "shieldcall",
+            "call",
+            "bob@example.org",
+            "--tone",
+            "440",
+            "--record",
+            "/dev/null",
+            "--stun",
+            "192.0.2.1:3478",
+            "--stun",
+            "stun:192.0.2.2",
+            "--turn",
+            "turns:turn.example.org",
+            "--turn-credentials",
+            creds.to_str().unwrap(),
+            "--no-ice-discovery",
+        ])
+        .unwrap();
+        let Command::Call { audio, .. } = &cli.command else {
+            panic!("{cli:?}")
+        };
+        let opts = audio.options(None, 30.0, DeviceCheck::Skip).unwrap();
+        assert!(!opts.discover_ice);
+        assert_eq!(opts.ice_servers.len(), 3);
+        assert_eq!(opts.ice_servers[2].username.as_deref(), Some("alice"));
+        let plain = Cli::try_parse_from(["shieldcall", "listen", "--reject"]).unwrap();
+        let Command::Listen { audio, .. } = &plain.command else {
+            panic!("{plain:?}")
+        };
+        let opts = audio.options(None, 30.0, DeviceCheck::Skip).unwrap();
+        assert!(
+            opts.discover_ice && opts.ice_servers.is_empty(),
+            "the server's only, by default"
+        );
+        let missing = Cli::try_parse_from([
+            "shieldcall",
+            "listen",
+            "--turn",
+            "turn:t.example",
+            "--turn-credentials",
+            "/nonexistent/turn.txt",
+        ])
+        .unwrap();
+        let Command::Listen { audio, .. } = &missing.command else {
+            panic!()
+        };
+        let e = audio
+            .options(None, 30.0, DeviceCheck::Skip)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/turn.txt") && !e.contains('\n'),
+            "{e}"
+        );
     }
 }

@@ -215,6 +215,11 @@ impl Presenter {
                 let (fields, human) = stats(&c);
                 out.event("stats", fields, || human);
             }
+            AgentEvent::IceServers { servers } => {
+                out.event("ice-servers", json!({ "servers": servers }), || {
+                    ice_servers_text(&servers)
+                });
+            }
             AgentEvent::Warning(w) => out.warning(&w),
             AgentEvent::Error(e) => out.error(&e),
         }
@@ -436,6 +441,15 @@ pub fn downgrade_text(
     format!("NOT VERIFIED: you verified {peer} before, but {what}. {then}")
 }
 
+/// The `ice-servers` event in words.
+fn ice_servers_text(servers: &[String]) -> String {
+    if servers.is_empty() {
+        "STUN/TURN: none (your server offers none; calls use host addresses only)".to_owned()
+    } else {
+        format!("STUN/TURN: {}", servers.join(", "))
+    }
+}
+
 /// What a live device did, for the `stats` event.
 fn device_json(d: &media::audio::DeviceReport) -> Value {
     json!({
@@ -495,6 +509,19 @@ mod tests {
                 other => panic!("typed {typed:?}: no answer for the call: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn ice_servers_in_words() {
+        assert!(ice_servers_text(&[]).contains("none"));
+        let t = ice_servers_text(&[
+            "stun:192.0.2.1:3478?transport=udp".into(),
+            "turns:turn.example.org:5349?transport=tcp".into(),
+        ]);
+        assert_eq!(
+            t,
+            "STUN/TURN: stun:192.0.2.1:3478?transport=udp, turns:turn.example.org:5349?transport=tcp"
+        );
     }
 
     #[test]

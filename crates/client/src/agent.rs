@@ -13,8 +13,10 @@
 //! media gate checks the DTLS certificate; this module carries their inputs and outputs.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,6 +27,7 @@ use shieldcall_jingle::{
     MediaEvent as EngineMedia, OmemoCrypto, Output, RemoteContent, Role, Shield, UserAction,
 };
 use shieldcall_media as media;
+use shieldcall_media::IceServer;
 use shieldcall_media::audio::sink::{AudioSink, NullSink, WavSink};
 use shieldcall_media::audio::source::{AudioSource, SilenceSource, ToneSource, WavSource};
 use shieldcall_media::driver::{
@@ -42,6 +45,7 @@ use xmpp_parsers::stanza::Stanza;
 
 use crate::connection::Incoming;
 use crate::error::ClientError;
+use crate::extdisco;
 use crate::media_params;
 use crate::omemo_service::{OmemoService, Received};
 use crate::presence;
@@ -59,6 +63,9 @@ pub const TONE_AMPLITUDE: f64 = 0.3;
 /// How often a running call looks for trust or policy changes made by another process
 /// (`shieldcall trust` in another terminal): well within the second it must take.
 pub const TRUST_POLL: Duration = Duration::from_millis(300);
+/// How long a call about to open its media waits for a STUN/TURN discovery still under way
+/// (it started when the agent went online, so it has mostly answered long before).
+pub const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------------
 // OMEMO for the engine
@@ -307,11 +314,18 @@ pub struct CallOptions {
     pub ring_timeout: Duration,
     /// Why the audio device cannot be used, if it cannot: incoming calls are declined.
     pub audio_unavailable: Option<String>,
+    /// The user's own STUN and TURN servers (`--stun`, `--turn`), used before the discovered
+    /// ones. No third-party server is used by default: it would learn who calls whom.
+    pub ice_servers: Vec<IceServer>,
+    /// Ask the account's own server for its STUN and TURN services (XEP-0215) after going
+    /// online, and again before their credentials expire.
+    pub discover_ice: bool,
 }
 
 impl Default for CallOptions {
     /// Verified where possible but not required, OMEMO on, every usable interface, silence out
-    /// and nothing recorded, no time limit, the engine's ring timeout.
+    /// and nothing recorded, no time limit, the engine's ring timeout, STUN/TURN servers from
+    /// the account's server only.
     fn default() -> Self {
         Self {
             require_verified: false,
@@ -322,6 +336,8 @@ impl Default for CallOptions {
             duration: None,
             ring_timeout: shieldcall_jingle::RING_TIMEOUT,
             audio_unavailable: None,
+            ice_servers: Vec::new(),
+            discover_ice: true,
         }
     }
 }
@@ -452,6 +468,12 @@ pub enum AgentEvent {
     },
     /// What an ended call did.
     Stats(Box<CallSummary>),
+    /// The STUN and TURN servers calls use from now on (the user's first, then those the
+    /// account's server offers), after going online and whenever they change.
+    IceServers {
+        /// Each server's [`IceServer::label`]: never credentials.
+        servers: Vec<String>,
+    },
     /// Something skipped or degraded; the agent goes on.
     Warning(String),
     /// Something failed; the agent goes on.
@@ -542,8 +564,12 @@ enum Wake {
     Command(Option<AgentCommand>),
     Incoming(Option<Incoming>),
     Media(String, MediaUpdate),
+    IceServers(Result<Vec<IceServer>, ClientError>),
     Timer,
 }
+
+/// A STUN/TURN discovery under way ([`extdisco::discover`] on a clone of the connection).
+type Discovery = Pin<Box<dyn Future<Output = Result<Vec<IceServer>, ClientError>> + Send>>;
 
 /// Calls on one connection: see the module docs.
 pub struct CallAgent {
@@ -565,6 +591,14 @@ pub struct CallAgent {
     outcome: Option<bool>,
     /// Waiting for the embedder's answer on this call.
     asking: Option<String>,
+    /// The STUN and TURN servers new calls use: the user's, then the discovered ones.
+    ice_servers: Vec<IceServer>,
+    /// The labels last reported ([`AgentEvent::IceServers`]).
+    ice_shown: Option<Vec<String>>,
+    /// When to discover again (the credentials' expiry, or a retry after a failure).
+    ice_refresh_at: Option<Instant>,
+    /// The discovery under way.
+    discovery: Option<Discovery>,
 }
 
 impl std::fmt::Debug for CallAgent {
@@ -594,7 +628,6 @@ impl CallAgent {
         Self {
             engine,
             crypto,
-            opts,
             events,
             mode,
             calls: BTreeMap::new(),
@@ -604,7 +637,19 @@ impl CallAgent {
             answered: 0,
             outcome: None,
             asking: None,
+            ice_servers: opts.ice_servers.clone(),
+            ice_shown: None,
+            ice_refresh_at: None,
+            discovery: None,
+            opts,
         }
+    }
+
+    /// The STUN and TURN servers a call started now would use: the user's
+    /// ([`CallOptions::ice_servers`]), then the ones the account's server offered in the last
+    /// discovery (none before the agent runs).
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.ice_servers
     }
 
     /// Reports to the embedder (who may have stopped listening: then nobody is told).
@@ -631,6 +676,7 @@ impl CallAgent {
         presence::go_online(self.svc().xmpp(), true).await?;
         let jid = self.svc().xmpp().jid.clone();
         self.emit(AgentEvent::Online { jid, again: false });
+        self.start_discovery();
         let mut commands_open = true;
 
         if let Mode::Call(peer) = self.mode.clone() {
@@ -691,6 +737,9 @@ impl CallAgent {
             if !self.calls.is_empty() {
                 wake = Some(wake.map_or(next_trust_check, |w| w.min(next_trust_check)));
             }
+            if let Some(t) = self.ice_refresh_at {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -701,6 +750,7 @@ impl CallAgent {
                 c = commands.recv(), if commands_open => Wake::Command(c),
                 ev = incoming.recv() => Wake::Incoming(ev),
                 Some((sid, ev)) = self.media_rx.recv() => Wake::Media(sid, ev),
+                Some(found) = poll_discovery(&mut self.discovery) => Wake::IceServers(found),
                 _ = sleep => Wake::Timer,
             };
             match woke {
@@ -721,6 +771,8 @@ impl CallAgent {
                         self.emit(AgentEvent::Error(e.to_string()));
                     }
                     self.emit(AgentEvent::Online { jid, again: true });
+                    // Another session: the credentials may be new (a restarted server).
+                    self.start_discovery();
                 }
                 Wake::Incoming(Some(Incoming::Closed(why))) => {
                     self.stop_all_media();
@@ -732,6 +784,10 @@ impl CallAgent {
                 }
                 Wake::Media(sid, MediaUpdate::Event(ev)) => self.on_media(&sid, ev),
                 Wake::Media(sid, MediaUpdate::Ended(report)) => self.on_media_done(&sid, *report),
+                Wake::IceServers(found) => {
+                    self.discovery = None;
+                    self.on_discovered(found);
+                }
                 Wake::Timer => {
                     let now = Instant::now();
                     if quit_at.is_some_and(|q| now >= q) {
@@ -743,9 +799,71 @@ impl CallAgent {
                         }
                         continue;
                     }
+                    if self.ice_refresh_at.is_some_and(|t| now >= t) {
+                        self.start_discovery();
+                    }
                     self.on_timer(now);
                 }
             }
+        }
+    }
+
+    /// Starts a STUN/TURN discovery with the account's server, unless one runs or the options
+    /// say no (then only the user's servers are reported, once).
+    fn start_discovery(&mut self) {
+        self.ice_refresh_at = None;
+        if !self.opts.discover_ice {
+            self.show_ice_servers();
+            return;
+        }
+        if self.discovery.is_none() {
+            let xmpp = self.svc().xmpp().clone();
+            self.discovery = Some(Box::pin(async move { extdisco::discover(&xmpp).await }));
+        }
+    }
+
+    /// A discovery ended: the servers new calls use, and when to ask again. A failure keeps
+    /// the servers found before and tries again later.
+    fn on_discovered(&mut self, found: Result<Vec<IceServer>, ClientError>) {
+        match found {
+            Ok(found) => {
+                self.ice_refresh_at =
+                    extdisco::refresh_at(&found, SystemTime::now()).and_then(instant_at);
+                self.ice_servers = self.opts.ice_servers.iter().cloned().chain(found).collect();
+            }
+            Err(e) => {
+                self.ice_refresh_at = Instant::now().checked_add(extdisco::RETRY_AFTER_FAILURE);
+                self.warn(format!(
+                    "cannot get the server's STUN/TURN services, calls use {}: {e}",
+                    if self.ice_servers.is_empty() {
+                        "host addresses only"
+                    } else {
+                        "the servers known before"
+                    }
+                ));
+            }
+        }
+        self.show_ice_servers();
+    }
+
+    /// Reports the servers, unless the same labels were reported last.
+    fn show_ice_servers(&mut self) {
+        let servers: Vec<String> = self.ice_servers.iter().map(IceServer::label).collect();
+        if self.ice_shown.as_ref() != Some(&servers) {
+            self.ice_shown = Some(servers.clone());
+            self.emit(AgentEvent::IceServers { servers });
+        }
+    }
+
+    /// A call is about to open its media: a discovery still under way gets a moment to finish
+    /// ([`DISCOVERY_WAIT`]), so that the call has the servers it brings.
+    async fn await_discovery(&mut self) {
+        let Some(running) = self.discovery.as_mut() else {
+            return;
+        };
+        if let Ok(found) = tokio::time::timeout(DISCOVERY_WAIT, running).await {
+            self.discovery = None;
+            self.on_discovered(found);
         }
     }
 
@@ -1169,6 +1287,9 @@ impl CallAgent {
             Role::Initiator => media::JingleRole::Initiator,
             Role::Responder => media::JingleRole::Responder,
         };
+        self.await_discovery().await;
+        // issue 14: the media engine gathers server-reflexive and relayed candidates with
+        // self.ice_servers() once crates/media takes them; MediaEndpoint::bind does not yet.
         let mut ep = match MediaEndpoint::bind(media_role, &self.media_ips()).await {
             Ok(ep) => ep,
             Err(e) => {
@@ -1447,6 +1568,25 @@ impl CallAgent {
             }
         }
     }
+}
+
+/// The discovery under way, if any; pending forever without one (a `select!` branch).
+async fn poll_discovery(
+    discovery: &mut Option<Discovery>,
+) -> Option<Result<Vec<IceServer>, ClientError>> {
+    match discovery.as_mut() {
+        Some(running) => Some(running.await),
+        None => std::future::pending().await,
+    }
+}
+
+/// The monotonic instant of a wall-clock time (now, if it has passed); `None` beyond what the
+/// clock can hold.
+fn instant_at(at: SystemTime) -> Option<Instant> {
+    let wait = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now().checked_add(wait)
 }
 
 /// The live devices of a build with `live-audio`; `None`: the default one.

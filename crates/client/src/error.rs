@@ -43,6 +43,58 @@ pub enum ClientError {
     /// Another process is online with this account and device (see `lock.rs`).
     #[error("{0}")]
     InUse(String),
+    /// The server's answer to STUN/TURN service discovery (XEP-0215) is unusable.
+    #[error("STUN/TURN service discovery (XEP-0215): {0}")]
+    Extdisco(#[from] ExtdiscoError),
+}
+
+/// Why an answer to STUN/TURN service discovery ([`crate::extdisco`], XEP-0215) is unusable.
+/// No variant carries a value the server sent (a password must never reach a log through an
+/// error).
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+#[non_exhaustive]
+pub enum ExtdiscoError {
+    /// The result has no payload.
+    #[error("the server's answer is empty")]
+    EmptyAnswer,
+    /// The payload is not the element asked for.
+    #[error("the server's answer is not <{expected} xmlns='urn:xmpp:extdisco:2'/>")]
+    WrongPayload {
+        /// The element expected.
+        expected: &'static str,
+    },
+    /// More `<service/>` elements than [`MAX_SERVICES`](crate::extdisco::MAX_SERVICES).
+    #[error("the server lists more than {max} services")]
+    TooManyServices {
+        /// The cap.
+        max: usize,
+    },
+    /// A service lacks a required attribute.
+    #[error("service {service}: no '{attribute}'")]
+    MissingAttribute {
+        /// The service's position among the `<service/>` elements, from 0.
+        service: usize,
+        /// The attribute.
+        attribute: &'static str,
+    },
+    /// An attribute's value is not what XEP-0215 allows.
+    #[error("service {service}: invalid '{attribute}'")]
+    InvalidAttribute {
+        /// The service's position, from 0.
+        service: usize,
+        /// The attribute.
+        attribute: &'static str,
+    },
+    /// An attribute is longer than its cap.
+    #[error("service {service}: '{attribute}' longer than {max} characters")]
+    TooLong {
+        /// The service's position, from 0.
+        service: usize,
+        /// The attribute.
+        attribute: &'static str,
+        /// The cap.
+        max: usize,
+    },
 }
 
 impl From<shieldcall_omemo::error::StoreError> for ClientError {

@@ -1,5 +1,6 @@
 //! shieldcall's XMPP client library: the connection (tokio-xmpp, STARTTLS or direct TLS),
-//! presence and disco, carbons, PEP, the OMEMO service on top of the `shieldcall-omemo` engine
+//! presence and disco, carbons, PEP, the account server's STUN/TURN services (XEP-0215,
+//! [`extdisco`]), the OMEMO service on top of the `shieldcall-omemo` engine
 //! (messages, device lists, bundles, trust), the call policies and verified-call memory, the
 //! online lock that keeps one online process per account device, and the bridge from Jingle
 //! contents to media parameters.
@@ -64,6 +65,7 @@ pub mod agent;
 pub mod connection;
 pub mod connectors;
 pub mod error;
+pub mod extdisco;
 pub mod lock;
 pub mod media_params;
 pub mod omemo_service;

@@ -1,7 +1,8 @@
 //! A throw-away ejabberd (Debian 12's 23.01): its own config, spool and logs in a directory of
 //! its own, plaintext c2s on a free loopback port, PEP and carbons; stopped with
 //! `ejabberdctl stop` (then by pid) when dropped. Used by the interop tests against a second
-//! server implementation.
+//! server implementation. With [`EjabberdConfig::stun_disco`] it also hands out STUN/TURN
+//! services with coturn's REST credentials (XEP-0215, `mod_stun_disco`).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,77 @@ const CTL_LIMIT: Duration = Duration::from_secs(30);
 /// How long `stop` may take before the server is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(20);
 
+/// How the server is set up; the default is the plain server of [`Ejabberd::launch`].
+#[derive(Debug, Clone, Default)]
+pub struct EjabberdConfig {
+    /// STUN and TURN services for clients (XEP-0215) through ejabberd's `mod_stun_disco`;
+    /// `None`: no such module, the server answers `service-unavailable`.
+    pub stun_disco: Option<StunDisco>,
+}
+
+/// The options of ejabberd 23.01's `mod_stun_disco` (names as in its documentation): the
+/// listed `services`, the restricted ones with REST credentials made from `secret` (coturn's
+/// `use-auth-secret` with the same `static-auth-secret`), valid for `credentials_lifetime`.
+/// ejabberd's own STUN listeners are not announced (`offer_local_services: false`: there are
+/// none).
+#[derive(Clone)]
+pub struct StunDisco {
+    /// `secret`: the secret shared with the TURN server.
+    pub secret: String,
+    /// `services`: what clients are told.
+    pub services: Vec<StunDiscoService>,
+    /// `credentials_lifetime` (ejabberd's default 12 hours).
+    pub credentials_lifetime: Duration,
+}
+
+impl std::fmt::Debug for StunDisco {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StunDisco")
+            .field("secret", &"<redacted>")
+            .field("services", &self.services)
+            .field("credentials_lifetime", &self.credentials_lifetime)
+            .finish()
+    }
+}
+
+/// One entry of `mod_stun_disco`'s `services`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StunDiscoService {
+    /// `host`: name or IP address (for TLS, what the certificate names).
+    pub host: String,
+    /// `port`.
+    pub port: u16,
+    /// `type`.
+    pub kind: StunDiscoType,
+    /// `transport`.
+    pub transport: StunDiscoTransport,
+    /// `restricted`: clients get temporary credentials for it (ejabberd's default: TURN yes,
+    /// STUN no).
+    pub restricted: bool,
+}
+
+/// `type` of a `mod_stun_disco` service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StunDiscoType {
+    /// `stun`.
+    Stun,
+    /// `turn`.
+    Turn,
+    /// `stuns` (STUN over TLS).
+    Stuns,
+    /// `turns` (TURN over TLS).
+    Turns,
+}
+
+/// `transport` of a `mod_stun_disco` service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StunDiscoTransport {
+    /// `udp`.
+    Udp,
+    /// `tcp`.
+    Tcp,
+}
+
 /// A running ejabberd in its directory.
 #[derive(Debug)]
 pub struct Ejabberd {
@@ -38,6 +110,11 @@ impl Ejabberd {
     /// as which ejabberdctl runs the server), starts `ejabberdctl foreground` and waits until
     /// c2s accepts connections.
     pub fn launch(dir: &Path) -> Result<Ejabberd, Error> {
+        Self::launch_with(dir, &EjabberdConfig::default())
+    }
+
+    /// [`Ejabberd::launch`] with the modules of `config`.
+    pub fn launch_with(dir: &Path, config: &EjabberdConfig) -> Result<Ejabberd, Error> {
         let ctl = find_tool("ejabberdctl", "ejabberd")?;
         let port = free_port()?;
         let write = |name: &str, text: &str| {
@@ -48,7 +125,7 @@ impl Ejabberd {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| Error::io(format!("cannot create {}", dir.join(sub).display()), e))?;
         }
-        write("ejabberd.yml", &config_text(port))?;
+        write("ejabberd.yml", &config_text(port, config))?;
         write("ejabberdctl.cfg", "")?;
         write("inetrc", "")?;
         let mut chown = Command::new(find_tool("chown", "coreutils")?);
@@ -218,20 +295,120 @@ fn dir_args(dir: &Path, node: &str) -> Vec<String> {
 }
 
 /// Plaintext c2s on one loopback port, internal auth, PEP (pubsub with the pep plugin),
-/// carbons, offline storage.
-fn config_text(port: u16) -> String {
+/// carbons, offline storage; `mod_stun_disco` with [`EjabberdConfig::stun_disco`].
+fn config_text(port: u16, config: &EjabberdConfig) -> String {
+    let stun_disco = config
+        .stun_disco
+        .as_ref()
+        .map(stun_disco_text)
+        .unwrap_or_default();
     format!(
-        "hosts:\n  - {DOMAIN}\nloglevel: info\ncertfiles: []\nlisten:\n  -\n    port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n    starttls_required: false\nauth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\nshaper_rules:\n  c2s_shaper: none\nmodules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_caps: {{}}\n  mod_carboncopy: {{}}\n  mod_offline: {{}}\n  mod_ping: {{}}\n  mod_pubsub:\n    access_createnode: local\n    plugins:\n      - flat\n      - pep\n"
+        "hosts:\n  - {DOMAIN}\nloglevel: info\ncertfiles: []\nlisten:\n  -\n    port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n    starttls_required: false\nauth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\nshaper_rules:\n  c2s_shaper: none\nmodules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_caps: {{}}\n  mod_carboncopy: {{}}\n  mod_offline: {{}}\n  mod_ping: {{}}\n  mod_pubsub:\n    access_createnode: local\n    plugins:\n      - flat\n      - pep\n{stun_disco}"
     )
+}
+
+/// `mod_stun_disco`'s entry in `modules` (YAML, indented as one of them).
+fn stun_disco_text(d: &StunDisco) -> String {
+    let mut t = format!(
+        "  mod_stun_disco:\n    secret: {}\n    offer_local_services: false\n    credentials_lifetime: {}\n    services:\n",
+        yaml_string(&d.secret),
+        // A number is seconds; less than one would be credentials that never work.
+        d.credentials_lifetime.as_secs().max(1)
+    );
+    if d.services.is_empty() {
+        t = t.replace("    services:\n", "    services: []\n");
+    }
+    for s in &d.services {
+        let kind = match s.kind {
+            StunDiscoType::Stun => "stun",
+            StunDiscoType::Turn => "turn",
+            StunDiscoType::Stuns => "stuns",
+            StunDiscoType::Turns => "turns",
+        };
+        let transport = match s.transport {
+            StunDiscoTransport::Udp => "udp",
+            StunDiscoTransport::Tcp => "tcp",
+        };
+        t.push_str(&format!(
+            "      -\n        host: {}\n        port: {}\n        type: {kind}\n        transport: {transport}\n        restricted: {}\n",
+            yaml_string(&s.host),
+            s.port,
+            s.restricted
+        ));
+    }
+    t
+}
+
+/// A double-quoted YAML string.
+fn yaml_string(s: &str) -> String {
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("\"{escaped}\"")
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn config_listens_on_loopback_with_pep() {
-        let c = super::config_text(5999);
+        let c = config_text(5999, &EjabberdConfig::default());
         assert!(c.contains("port: 5999\n    ip: \"127.0.0.1\""));
         assert!(c.contains("      - pep\n"));
         assert!(c.contains("hosts:\n  - localhost\n"));
+        assert!(
+            !c.contains("mod_stun_disco"),
+            "no XEP-0215 unless asked for:\n{c}"
+        );
+    }
+
+    #[test]
+    fn stun_disco_lists_the_services_with_the_secret() {
+        let service = |kind, transport, port, restricted| StunDiscoService {
+            host: "203.0.113.10".into(),
+            port,
+            kind,
+            transport,
+            restricted,
+        };
+        let disco = StunDisco {
+            secret: "s3c\"ret".into(),
+            services: vec![
+                service(StunDiscoType::Stun, StunDiscoTransport::Udp, 3478, false),
+                service(StunDiscoType::Turn, StunDiscoTransport::Tcp, 3478, true),
+                service(StunDiscoType::Turns, StunDiscoTransport::Tcp, 5349, true),
+            ],
+            credentials_lifetime: Duration::from_secs(600),
+        };
+        let config = EjabberdConfig {
+            stun_disco: Some(disco.clone()),
+        };
+        let c = config_text(5999, &config);
+        let module = c
+            .split_once("  mod_stun_disco:\n")
+            .map(|(_, m)| m)
+            .unwrap_or_default();
+        assert!(
+            module.starts_with(
+                "    secret: \"s3c\\\"ret\"\n    offer_local_services: false\n    credentials_lifetime: 600\n    services:\n"
+            ),
+            "{module}"
+        );
+        assert!(module.contains(
+            "      -\n        host: \"203.0.113.10\"\n        port: 5349\n        type: turns\n        transport: tcp\n        restricted: true\n"
+        ), "{module}");
+        assert_eq!(module.matches("      -\n").count(), 3, "{module}");
+        assert!(module.contains("type: stun\n        transport: udp\n        restricted: false\n"));
+        assert!(
+            !format!("{config:?}").contains("s3c"),
+            "the secret never prints"
+        );
+        let none = stun_disco_text(&StunDisco {
+            services: vec![],
+            ..disco
+        });
+        assert!(none.ends_with("    services: []\n"), "{none}");
     }
 }

@@ -48,9 +48,11 @@ pub mod wav;
 mod workdir;
 
 pub use coturn::{Coturn, CoturnConfig, TurnCredentials, rest_credentials};
-pub use ejabberd::Ejabberd;
+pub use ejabberd::{
+    Ejabberd, EjabberdConfig, StunDisco, StunDiscoService, StunDiscoTransport, StunDiscoType,
+};
 pub use lab::Lab;
-pub use prosody::{DOMAIN, Prosody, ProsodyConfig};
+pub use prosody::{DOMAIN, Prosody, ProsodyConfig, TurnExternal};
 pub use pulseaudio::PulseAudio;
 pub use workdir::WorkDir;
 

@@ -1,7 +1,8 @@
 //! A throw-away Prosody: its own directory (config, data, certificates, logs), c2s on free
 //! loopback ports, no s2s, only the modules a client needs for OMEMO and calls (roster, SASL,
 //! disco, PEP, carbons, ping, offline storage). Plain SASL without TLS is allowed, which is
-//! acceptable only because it listens on 127.0.0.1.
+//! acceptable only because it listens on 127.0.0.1. With [`ProsodyConfig::turn`] it also hands
+//! out STUN/TURN services with coturn's REST credentials (XEP-0215, `mod_turn_external`).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,44 @@ pub struct ProsodyConfig {
     pub tls: bool,
     /// Log at debug level (every stanza) instead of info.
     pub debug_log: bool,
+    /// STUN and TURN services for clients (XEP-0215) through Prosody 0.12's
+    /// `mod_turn_external`; `None`: no such module, the server answers `service-unavailable`.
+    pub turn: Option<TurnExternal>,
+}
+
+/// The options of Prosody 0.12's `mod_turn_external` (names as in its source,
+/// `/usr/lib/prosody/modules/mod_turn_external.lua`): it announces `stun` and `turn` over
+/// UDP (and TCP with `tcp`, `turns` with `tls_port`) at `host:port`, the TURN ones with
+/// coturn's REST credentials made from `secret` (`use-auth-secret` with the same
+/// `static-auth-secret`), valid for `ttl`.
+#[derive(Clone)]
+pub struct TurnExternal {
+    /// `turn_external_secret`: the secret shared with the TURN server.
+    pub secret: String,
+    /// `turn_external_host`: the STUN/TURN server's host name or address (Prosody's default is
+    /// the virtual host's name).
+    pub host: String,
+    /// `turn_external_port`: its UDP (and TCP) port (Prosody's default 3478).
+    pub port: u16,
+    /// `turn_external_tcp`: also announce STUN and TURN over TCP on `port`.
+    pub tcp: bool,
+    /// `turn_external_tls_port`: also announce TURN over TLS (`turns`) on this port.
+    pub tls_port: Option<u16>,
+    /// `turn_external_ttl`: how long the credentials are valid (Prosody's default a day).
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for TurnExternal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnExternal")
+            .field("secret", &"<redacted>")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tcp", &self.tcp)
+            .field("tls_port", &self.tls_port)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
 }
 
 /// A running Prosody in its directory, listening on `127.0.0.1`. Dropping it stops the server
@@ -70,7 +109,7 @@ impl Prosody {
         loop {
             let port = free_port()?;
             let tls_port = if config.tls { Some(free_port()?) } else { None };
-            let text = config_text(dir, port, tls_port, is_root(), config.debug_log);
+            let text = config_text(dir, port, tls_port, is_root(), config);
             std::fs::write(&path, text)
                 .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
             let child = spawn(&prosody, dir)?;
@@ -264,12 +303,22 @@ fn spawn(prosody: &Path, dir: &Path) -> Result<Child, Error> {
 }
 
 /// The configuration: c2s on one loopback port (and direct TLS on another), no s2s, internal
-/// storage under `dir`.
-fn config_text(dir: &Path, port: u16, tls_port: Option<u16>, root: bool, debug: bool) -> String {
+/// storage under `dir`, and `mod_turn_external` with [`ProsodyConfig::turn`].
+fn config_text(
+    dir: &Path,
+    port: u16,
+    tls_port: Option<u16>,
+    root: bool,
+    config: &ProsodyConfig,
+) -> String {
     // Prosody refuses to run as root unless told that it is intended (a container, CI): it is a
     // throw-away server bound to loopback.
     let root = if root { "run_as_root = true\n" } else { "" };
-    let level = if debug { "debug" } else { "info" };
+    let level = if config.debug_log { "debug" } else { "info" };
+    let (turn_module, turn_options) = match &config.turn {
+        Some(t) => (", \"turn_external\"", turn_options(t)),
+        None => ("", String::new()),
+    };
     let (tls_module, direct_tls) = match tls_port {
         Some(p) => ("\"tls\", ", p.to_string()),
         None => ("", String::new()),
@@ -288,7 +337,7 @@ c2s_direct_tls_interfaces = {{ "127.0.0.1" }}
 legacy_ssl_ports = {{ }}
 s2s_ports = {{ }}
 s2s_interfaces = {{ }}
-modules_enabled = {{ {tls_module}"roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix" }}
+modules_enabled = {{ {tls_module}"roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix"{turn_module} }}
 modules_disabled = {{ "s2s" }}
 allow_unencrypted_plain_auth = true
 c2s_require_encryption = false
@@ -296,23 +345,50 @@ c2s_require_encryption = false
 network_settings = {{ nagle = false }}
 authentication = "internal_hashed"
 storage = "internal"
-VirtualHost "{DOMAIN}"
+{turn_options}VirtualHost "{DOMAIN}"
 "#
     )
 }
 
+/// `mod_turn_external`'s options, one line each (global: the module reads them for its host
+/// with the global value as the fallback).
+fn turn_options(t: &TurnExternal) -> String {
+    let mut lines = vec![
+        format!("turn_external_secret = \"{}\"", lua_string(&t.secret)),
+        format!("turn_external_host = \"{}\"", lua_string(&t.host)),
+        format!("turn_external_port = {}", t.port),
+        format!("turn_external_tcp = {}", t.tcp),
+        // Prosody reads a number; less than a second would mean credentials that never work.
+        format!("turn_external_ttl = {}", t.ttl.as_secs().max(1)),
+    ];
+    if let Some(p) = t.tls_port {
+        lines.push(format!("turn_external_tls_port = {p}"));
+    }
+    lines.push(String::new());
+    lines.join("\n")
+}
+
 /// Escapes a path for a double-quoted Lua string.
 fn lua_string(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn plain(debug_log: bool) -> ProsodyConfig {
+        ProsodyConfig {
+            debug_log,
+            ..ProsodyConfig::default()
+        }
+    }
+
     #[test]
     fn config_binds_loopback_only_and_escapes_the_path() {
-        let c = config_text(Path::new("/tmp/a\"b"), 5999, None, true, false);
+        let c = config_text(Path::new("/tmp/a\"b"), 5999, None, true, &plain(false));
         assert!(c.starts_with("run_as_root = true\n"));
         assert!(c.contains("c2s_ports = { 5999 }"));
         assert!(c.contains("c2s_interfaces = { \"127.0.0.1\" }"));
@@ -321,14 +397,69 @@ mod tests {
         assert!(c.contains("c2s_require_encryption = false"));
         assert!(c.contains("min = \"info\""));
         assert!(!c.contains("\"tls\""));
-        assert!(!config_text(Path::new("/tmp"), 1, None, false, false).contains("run_as_root"));
+        assert!(
+            !c.contains("turn_external"),
+            "no TURN unless asked for:\n{c}"
+        );
+        assert!(
+            !config_text(Path::new("/tmp"), 1, None, false, &plain(false)).contains("run_as_root")
+        );
     }
 
     #[test]
     fn tls_adds_the_module_and_the_direct_port() {
-        let c = config_text(Path::new("/tmp"), 5999, Some(6000), false, true);
+        let c = config_text(Path::new("/tmp"), 5999, Some(6000), false, &plain(true));
         assert!(c.contains("modules_enabled = { \"tls\", \"roster\""));
         assert!(c.contains("c2s_direct_tls_ports = { 6000 }"));
         assert!(c.contains("min = \"debug\""));
+    }
+
+    #[test]
+    fn turn_enables_mod_turn_external_with_its_options() {
+        let turn = TurnExternal {
+            secret: "s3c\"ret".into(),
+            host: "203.0.113.10".into(),
+            port: 3478,
+            tcp: true,
+            tls_port: Some(5349),
+            ttl: Duration::from_secs(600),
+        };
+        let config = ProsodyConfig {
+            turn: Some(turn.clone()),
+            ..ProsodyConfig::default()
+        };
+        let c = config_text(Path::new("/tmp"), 5999, None, false, &config);
+        assert!(
+            c.contains("\"offline\", \"posix\", \"turn_external\" }"),
+            "{c}"
+        );
+        for line in [
+            "turn_external_secret = \"s3c\\\"ret\"",
+            "turn_external_host = \"203.0.113.10\"",
+            "turn_external_port = 3478",
+            "turn_external_tcp = true",
+            "turn_external_ttl = 600",
+            "turn_external_tls_port = 5349",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line} missing in\n{c}");
+        }
+        // Global options: before the virtual host, so the module finds them for it.
+        let host_at = c.find("VirtualHost").unwrap_or(0);
+        let secret_at = c.find("turn_external_secret").unwrap_or(usize::MAX);
+        assert!(secret_at < host_at, "{c}");
+        let udp_only = TurnExternal {
+            tcp: false,
+            tls_port: None,
+            ..turn
+        };
+        let u = turn_options(&udp_only);
+        assert!(
+            u.contains("turn_external_tcp = false") && !u.contains("tls_port"),
+            "{u}"
+        );
+        assert!(
+            !format!("{config:?}").contains("s3c"),
+            "the secret never prints"
+        );
     }
 }

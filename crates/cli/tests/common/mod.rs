@@ -60,6 +60,7 @@ impl Prosody {
         let config = localserver::ProsodyConfig {
             tls,
             debug_log: true,
+            ..localserver::ProsodyConfig::default()
         };
         let server =
             localserver::Prosody::launch(dir.path(), &config, &localserver::process::never)
