@@ -550,10 +550,10 @@ fn host_port(s: &str, example_port: u16) -> Result<(String, Option<u16>), String
 /// Reads `--turn-credentials`: the username and the password (see [`parse_turn_credentials`]).
 fn read_turn_credentials(path: &Path) -> Result<(String, Secret), ClientError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ClientError::Io(format!(
-            "cannot read TURN credentials file {}: {e}",
-            path.display()
-        ))
+        ClientError::io(
+            format!("cannot read TURN credentials file {}", path.display()),
+            e,
+        )
     })?;
     parse_turn_credentials(&text)
         .map_err(|why| ClientError::Usage(format!("--turn-credentials {}: {why}", path.display())))
@@ -590,7 +590,7 @@ pub fn default_data_dir() -> Result<PathBuf, ClientError> {
 fn read_password(cli: &Cli) -> Result<String, ClientError> {
     if let Some(f) = &cli.password_file {
         let s = std::fs::read_to_string(f).map_err(|e| {
-            ClientError::Io(format!("cannot read password file {}: {e}", f.display()))
+            ClientError::io(format!("cannot read password file {}", f.display()), e)
         })?;
         return Ok(s.lines().next().unwrap_or("").to_owned());
     }
@@ -740,7 +740,7 @@ async fn dispatch(cli: &Cli, out: Output) -> Result<(), ClientError> {
 
 #[cfg(feature = "live-audio")]
 fn cmd_audio_devices(out: Output) -> Result<(), ClientError> {
-    let devices = agent::audio_devices().map_err(ClientError::Io)?;
+    let devices = agent::audio_devices()?;
     if devices.is_empty() && !out.json {
         println!("no audio devices (calls can still use --tone/--play and --record)");
     }
@@ -811,7 +811,7 @@ fn qr_text(uri: &str) -> String {
 pub fn write_qr_png(text: &str, path: &Path) -> Result<(), ClientError> {
     const SCALE: usize = 4;
     const QUIET: usize = 4;
-    let io = |e: String| ClientError::Io(format!("{}: {e}", path.display()));
+    let io = |e: String| ClientError::other(format!("{}: {e}", path.display()));
     let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| io(e.to_string()))?;
     let w = code.width();
     let colors = code.to_colors();
@@ -842,7 +842,7 @@ pub fn write_qr_png(text: &str, path: &Path) -> Result<(), ClientError> {
 
 /// Reads a QR code from a PNG file.
 pub fn decode_qr(path: &Path) -> Result<String, ClientError> {
-    let bad = |why: String| ClientError::Io(format!("{}: {why}", path.display()));
+    let bad = |why: String| ClientError::other(format!("{}: {why}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::normalize_to_color8());

@@ -103,7 +103,7 @@ pub fn run(args: &DemoArgs, out: Output) -> Result<(), ClientError> {
         )));
     }
     let exe = std::env::current_exe()
-        .map_err(|e| ClientError::Io(format!("cannot find the shieldcall binary: {e}")))?;
+        .map_err(|e| ClientError::io("cannot find the shieldcall binary", e))?;
     // Fail before creating anything when Prosody is missing.
     process::find_tool("prosody", "prosody").map_err(local)?;
     process::find_tool("prosodyctl", "prosody").map_err(local)?;
@@ -325,7 +325,7 @@ impl Stage {
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
-            .map_err(|e| ClientError::Io(format!("cannot start `{what}`: {e}")))?;
+            .map_err(|e| ClientError::io(format!("cannot start `{what}`"), e))?;
         let serial = self.hub.attach(account.name, &mut child);
         Ok(Running {
             who: account.name,
@@ -1026,12 +1026,14 @@ impl Drop for Running {
 /// installs it, a cancelled step says the demo was interrupted.
 fn local(e: localserver::Error) -> ClientError {
     match e {
-        localserver::Error::NotInstalled { tool, package } => ClientError::Io(format!(
+        localserver::Error::NotInstalled { tool, package } => ClientError::other(format!(
             "{tool} is not installed; the demo needs Prosody for its throw-away XMPP server: \
              run `apt-get install -y {package}` as root (scripts/demo installs it when missing)"
         )),
-        localserver::Error::Cancelled { what } => ClientError::Io(format!("{what}: {INTERRUPTED}")),
-        e => ClientError::Io(e.to_string()),
+        localserver::Error::Cancelled { what } => {
+            ClientError::other(format!("{what}: {INTERRUPTED}"))
+        }
+        e => ClientError::other(e),
     }
 }
 

@@ -10,6 +10,7 @@ use minidom::Element;
 use serde_json::{Value, json};
 use shieldcall_jingle::{CallEnd, Downgrade, Shield};
 use shieldcall_media as media;
+use shieldcall_omemo::TrustLevel;
 use tokio::sync::mpsc;
 use xmpp_parsers::jid::BareJid;
 
@@ -69,10 +70,10 @@ impl Presenter {
         mut lines: mpsc::UnboundedReceiver<String>,
     ) -> Result<(), ClientError> {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut sigint =
-            signal(SignalKind::interrupt()).map_err(|e| ClientError::Io(e.to_string()))?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).map_err(|e| ClientError::Io(e.to_string()))?;
+        let mut sigint = signal(SignalKind::interrupt())
+            .map_err(|e| ClientError::io("cannot watch for Ctrl-C", e))?;
+        let mut sigterm = signal(SignalKind::terminate())
+            .map_err(|e| ClientError::io("cannot watch for SIGTERM", e))?;
         loop {
             self.draw_status();
             let tick = tokio::time::sleep(Duration::from_secs(1));
@@ -219,6 +220,30 @@ impl Presenter {
                 out.event("ice-servers", json!({ "servers": servers }), || {
                     ice_servers_text(&servers)
                 });
+            }
+            AgentEvent::Sent { to, devices } => {
+                let to = to.to_string();
+                out.event("sent", json!({ "to": to, "devices": devices }), || {
+                    format!("sent to {to} (devices {devices:?})")
+                });
+            }
+            AgentEvent::Trusted {
+                jid,
+                device,
+                fingerprint,
+                level,
+                previous,
+            } => {
+                let (event, words) = match level {
+                    TrustLevel::Distrusted => ("distrusted", "distrusted"),
+                    _ => ("trusted", "verified"),
+                };
+                let prev = previous.as_str();
+                out.event(
+                    event,
+                    json!({ "jid": jid, "device": device, "fingerprint": fingerprint, "previous": prev }),
+                    || format!("{jid} device {device}: {fingerprint} is now {words} (was {prev})"),
+                );
             }
             AgentEvent::Warning(w) => out.warning(&w),
             AgentEvent::Error(e) => out.error(&e),

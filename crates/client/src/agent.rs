@@ -474,6 +474,26 @@ pub enum AgentEvent {
         /// Each server's [`IceServer::label`]: never credentials.
         servers: Vec<String>,
     },
+    /// An [`AgentCommand::Send`] went out.
+    Sent {
+        /// The contact.
+        to: BareJid,
+        /// The devices it was encrypted for.
+        devices: Vec<u32>,
+    },
+    /// An [`AgentCommand::Trust`] changed a device's trust.
+    Trusted {
+        /// Whose device.
+        jid: String,
+        /// The device.
+        device: u32,
+        /// Its identity key, as [`crate::omemo_service::fingerprint`] writes it.
+        fingerprint: String,
+        /// Its trust now.
+        level: TrustLevel,
+        /// Its trust before.
+        previous: TrustLevel,
+    },
     /// Something skipped or degraded; the agent goes on.
     Warning(String),
     /// Something failed; the agent goes on.
@@ -489,6 +509,34 @@ pub enum AgentCommand {
         sid: String,
         /// Accept (else decline).
         accept: bool,
+    },
+    /// Calls `peer` (a listening agent places calls too); the call's events follow as for any
+    /// other, with a new `sid`. A call that cannot be made is an [`AgentEvent::Error`].
+    Call {
+        /// The contact.
+        peer: BareJid,
+    },
+    /// Hangs up one call (or stops it ringing).
+    HangUp {
+        /// The call.
+        sid: String,
+    },
+    /// Sends `body` OMEMO-encrypted to every trusted device of `to` and our other devices;
+    /// [`AgentEvent::Sent`] or an [`AgentEvent::Error`] follows.
+    Send {
+        /// The contact.
+        to: BareJid,
+        /// The message.
+        body: String,
+    },
+    /// Applies a verification URI (`xmpp:JID?omemo-sid-ID=HEX`, what a QR code holds) at
+    /// `level`; [`AgentEvent::Trusted`] follows per device, and running calls with that contact
+    /// show their new shield.
+    Trust {
+        /// The URI.
+        uri: String,
+        /// Verified, or distrusted.
+        level: TrustLevel,
     },
     /// Hangs up every call and ends the agent once they are over (Ctrl-C in the CLI).
     HangUpAll,
@@ -680,25 +728,7 @@ impl CallAgent {
         let mut commands_open = true;
 
         if let Mode::Call(peer) = self.mode.clone() {
-            let sid = random_sid()?;
-            let now = Instant::now();
-            self.calls.insert(
-                sid.clone(),
-                CallState::new(peer.to_string(), peer.clone(), now),
-            );
-            let action = UserAction::Call {
-                peer: peer.clone(),
-                sid: sid.clone(),
-                media: vec![Media::Audio],
-            };
-            if let Err(e) = self.engine.handle_user(&mut self.crypto, now, action) {
-                self.calls.remove(&sid);
-                return Err(match e {
-                    shieldcall_jingle::ApiError::NotVerifiable => ClientError::NotVerifiable(peer),
-                    other => ClientError::Usage(other.to_string()),
-                });
-            }
-            self.state(&sid, CallPhase::Proposing, None, None);
+            self.place_call(peer)?;
         }
 
         let mut quit_at: Option<Instant> = None;
@@ -760,6 +790,34 @@ impl CallAgent {
                 Wake::Command(Some(AgentCommand::Answer { sid, accept })) => {
                     self.on_answer(sid, accept);
                 }
+                Wake::Command(Some(AgentCommand::Call { peer })) => {
+                    if let Err(e) = self.place_call(peer) {
+                        self.emit(AgentEvent::Error(e.to_string()));
+                    }
+                }
+                Wake::Command(Some(AgentCommand::HangUp { sid })) => {
+                    let now = Instant::now();
+                    let hang_up = UserAction::HangUp { sid: sid.clone() };
+                    if self
+                        .engine
+                        .handle_user(&mut self.crypto, now, hang_up)
+                        .is_err()
+                    {
+                        self.warn(format!("no call {sid} to hang up"));
+                    }
+                }
+                Wake::Command(Some(AgentCommand::Send { to, body })) => {
+                    match self.svc().send_message(&to, &body).await {
+                        Ok((devices, warnings)) => {
+                            for w in warnings {
+                                self.warn(w);
+                            }
+                            self.emit(AgentEvent::Sent { to, devices });
+                        }
+                        Err(e) => self.emit(AgentEvent::Error(e.to_string())),
+                    }
+                }
+                Wake::Command(Some(AgentCommand::Trust { uri, level })) => self.trust(&uri, level),
                 Wake::Command(None) => {
                     // No more commands: calls go on to their own end (a `call` ends; `listen`
                     // runs until the connection does).
@@ -1121,8 +1179,14 @@ impl CallAgent {
             // issue 14: media's ICE restart is not wired yet; the call goes on with the paths
             // it has (and ends if none is left). Said, never silent.
             Event::IceRestart { offer, .. } => {
-                let who = if offer { "the peer restarted" } else { "the peer answered" };
-                self.warn(format!("{who} ICE; restarts are not supported by this build yet"));
+                let who = if offer {
+                    "the peer restarted"
+                } else {
+                    "the peer answered"
+                };
+                self.warn(format!(
+                    "{who} ICE; restarts are not supported by this build yet"
+                ));
             }
             Event::RemoteCandidates {
                 sid, candidates, ..
@@ -1250,6 +1314,66 @@ impl CallAgent {
 
     /// The embedder's answer to [`AgentEvent::Asking`]; ignored for any other call (answered
     /// meanwhile, ended, or never asked about).
+    /// Proposes a call to `peer` (a fresh, unguessable sid) and reports it as proposing.
+    fn place_call(&mut self, peer: BareJid) -> Result<String, ClientError> {
+        let sid = random_sid()?;
+        let now = Instant::now();
+        self.calls.insert(
+            sid.clone(),
+            CallState::new(peer.to_string(), peer.clone(), now),
+        );
+        let action = UserAction::Call {
+            peer: peer.clone(),
+            sid: sid.clone(),
+            media: vec![Media::Audio],
+        };
+        if let Err(e) = self.engine.handle_user(&mut self.crypto, now, action) {
+            self.calls.remove(&sid);
+            return Err(match e {
+                shieldcall_jingle::ApiError::NotVerifiable => ClientError::NotVerifiable(peer),
+                other => ClientError::Usage(other.to_string()),
+            });
+        }
+        self.state(&sid, CallPhase::Proposing, None, None);
+        Ok(sid)
+    }
+
+    /// Applies a verification URI and lets running calls show their new shield.
+    fn trust(&mut self, uri: &str, level: TrustLevel) {
+        if !matches!(level, TrustLevel::Verified | TrustLevel::Distrusted) {
+            self.emit(AgentEvent::Error(
+                "trust: a URI makes a device verified or distrusted".into(),
+            ));
+            return;
+        }
+        let parsed = match shieldcall_omemo::fingerprint::VerificationUri::parse(uri) {
+            Ok(p) => p,
+            Err(e) => return self.emit(AgentEvent::Error(format!("trust: {e}"))),
+        };
+        let changed = self
+            .svc()
+            .account_mut()
+            .apply_verification_uri_as(&parsed, level);
+        match changed {
+            Ok(devices) => {
+                for (device, key, previous) in devices {
+                    self.emit(AgentEvent::Trusted {
+                        jid: parsed.jid.clone(),
+                        device,
+                        fingerprint: crate::omemo_service::fingerprint(&key),
+                        level,
+                        previous,
+                    });
+                }
+                // Counted as a change made here, not elsewhere: the next poll sees none.
+                let _ = self.svc().trust_or_policy_changed();
+                self.engine
+                    .handle_trust_change(&mut self.crypto, Instant::now());
+            }
+            Err(e) => self.emit(AgentEvent::Error(format!("trust: {e}"))),
+        }
+    }
+
     fn on_answer(&mut self, sid: String, accept: bool) {
         if self.asking.as_deref() != Some(sid.as_str()) {
             return;
@@ -1628,8 +1752,8 @@ pub fn live_sink(_: Option<&str>) -> Result<Box<dyn AudioSink>, String> {
 
 /// The audio devices (feature `live-audio`).
 #[cfg(feature = "live-audio")]
-pub fn audio_devices() -> Result<Vec<media::audio::live::DeviceInfo>, String> {
-    media::audio::live::list_devices().map_err(|e| e.to_string())
+pub fn audio_devices() -> Result<Vec<media::audio::live::DeviceInfo>, ClientError> {
+    media::audio::live::list_devices().map_err(ClientError::Audio)
 }
 
 #[cfg(test)]

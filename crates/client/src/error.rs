@@ -27,15 +27,41 @@ pub enum ClientError {
     /// The OMEMO engine refused something.
     #[error("OMEMO: {0}")]
     Omemo(#[from] shieldcall_omemo::Error),
-    /// Local storage failed.
+    /// The account database failed (the OMEMO store).
     #[error("storage: {0}")]
-    Storage(String),
+    Store(#[source] shieldcall_omemo::error::StoreError),
+    /// The client's own tables in the account database failed.
+    #[error("storage: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The account database at `path` belongs to another account.
+    #[error("{} belongs to {owner}, not {expected}", path.display())]
+    AccountMismatch {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The account it belongs to.
+        owner: String,
+        /// The account asked for.
+        expected: String,
+    },
     /// A call did not connect or did not end normally (the events said why).
     #[error("the call did not succeed")]
     CallFailed,
-    /// A file could not be read or written.
-    #[error("{0}")]
-    Io(String),
+    /// A file, directory or process could not be used.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (names the file).
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sound system failed (listing or opening devices).
+    #[error("audio: {0}")]
+    Audio(#[source] shieldcall_media::audio::AudioError),
+    /// An embedder's own failure (the `shieldcall` CLI's: a local server that would not
+    /// start, say), with its cause kept.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
     /// A call with this contact must be verified (require-verified, by option or the
     /// contact's policy), and this one cannot be: OMEMO is off.
     #[error("this call cannot be verified (OMEMO is off), and calls with {0} must be")]
@@ -99,6 +125,49 @@ pub enum ExtdiscoError {
 
 impl From<shieldcall_omemo::error::StoreError> for ClientError {
     fn from(e: shieldcall_omemo::error::StoreError) -> Self {
-        Self::Storage(e.to_string())
+        Self::Store(e)
+    }
+}
+
+impl ClientError {
+    /// [`ClientError::Io`] for `what` (which names the file or process).
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// [`ClientError::Other`] around any error (or a message).
+    pub fn other(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A failure names what was done and keeps its cause for the embedder to inspect.
+    #[test]
+    fn errors_keep_their_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, "x").unwrap();
+        let jid = "alice@localhost".parse().unwrap();
+        let e = crate::omemo_service::open_account(&not_a_dir.join("data"), &jid).unwrap_err();
+        assert!(matches!(e, ClientError::Io { .. }), "{e:?}");
+        assert!(e.to_string().contains("cannot create"), "{e}");
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert!(io.is_some(), "{e:?}");
+
+        let other = ClientError::other(std::io::Error::other("inner"));
+        assert_eq!(other.to_string(), "inner");
+        assert!(
+            other.source().is_none(),
+            "transparent: the inner error is the error"
+        );
     }
 }

@@ -42,7 +42,7 @@ fn open(path: &Path) -> Result<File, ClientError> {
     #[cfg(unix)]
     o.mode(0o600);
     o.open(path)
-        .map_err(|e| ClientError::Io(format!("cannot open {}: {e}", path.display())))
+        .map_err(|e| ClientError::io(format!("cannot open {}", path.display()), e))
 }
 
 fn read_holder(file: &mut File) -> Option<Holder> {
@@ -67,9 +67,7 @@ impl OnlineLock {
         let mut file = open(&path)?;
         match file.try_lock() {
             Ok(()) => {
-                let io = |e: std::io::Error| {
-                    ClientError::Io(format!("cannot write {}: {e}", path.display()))
-                };
+                let io = |e| ClientError::io(format!("cannot write {}", path.display()), e);
                 file.set_len(0).map_err(io)?;
                 file.rewind().map_err(io)?;
                 writeln!(file, "{} {command}", std::process::id()).map_err(io)?;
@@ -77,10 +75,10 @@ impl OnlineLock {
                 Ok(Ok(OnlineLock { file }))
             }
             Err(std::fs::TryLockError::WouldBlock) => Ok(Err(read_holder(&mut file))),
-            Err(std::fs::TryLockError::Error(e)) => Err(ClientError::Io(format!(
-                "cannot lock {}: {e}",
-                path.display()
-            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(ClientError::io(
+                format!("cannot lock {}", path.display()),
+                e,
+            )),
         }
     }
 

@@ -51,7 +51,7 @@ pub fn create_data_dir(data_dir: &Path) -> Result<(), ClientError> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(data_dir)
-        .map_err(|e| ClientError::Io(format!("cannot create {}: {e}", data_dir.display())))
+        .map_err(|e| ClientError::io(format!("cannot create {}", data_dir.display()), e))
 }
 
 /// Opens the account's OMEMO identity, creating one (new device id, keys) the first time.
@@ -61,11 +61,11 @@ pub fn open_account(data_dir: &Path, jid: &BareJid) -> Result<Account<SqliteStor
     let (account, _created) =
         Account::open_or_create(SqliteStore::open(&path)?, jid.as_str(), now())?;
     if account.jid() != jid.as_str() {
-        return Err(ClientError::Storage(format!(
-            "{} belongs to {}, not {jid}",
-            path.display(),
-            account.jid()
-        )));
+        return Err(ClientError::AccountMismatch {
+            path,
+            owner: account.jid().to_owned(),
+            expected: jid.to_string(),
+        });
     }
     Ok(account)
 }

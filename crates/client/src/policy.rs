@@ -63,7 +63,7 @@ pub struct Policies<'a> {
 }
 
 fn db(e: rusqlite::Error) -> ClientError {
-    ClientError::Storage(e.to_string())
+    ClientError::Database(e)
 }
 
 impl<'a> Policies<'a> {

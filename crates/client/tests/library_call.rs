@@ -11,7 +11,7 @@ use std::time::Duration;
 use shieldcall_client::agent::{AgentCommand, AgentEvent, Answer, AudioIn, AudioOut, CallAgent};
 use shieldcall_client::agent::{CallOptions, Mode};
 use shieldcall_client::connection::ConnectOptions;
-use shieldcall_client::omemo_service::open_account;
+use shieldcall_client::omemo_service::{Received, open_account};
 use shieldcall_client::session::{Role, Session, SessionOptions, sign_in};
 use shieldcall_jingle::Shield;
 use shieldcall_localserver::wav::Recording;
@@ -208,4 +208,179 @@ async fn two_library_instances_make_a_verified_call() {
         (b - 440.0).abs() <= 10.0,
         "bob heard {b} Hz, not alice's 440"
     );
+}
+
+/// The commands an embedder gives a listening agent, through the library API only: `Trust`
+/// (a scanned URI) makes bob's device verified, `Send` delivers an OMEMO message bob reads,
+/// `Call` places a call that becomes verified with bob's device, `HangUp` ends it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_listening_agent_trusts_sends_calls_and_hangs_up_on_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Prosody::launch(
+        &dir.path().join("prosody"),
+        &ProsodyConfig::default(),
+        &process::never,
+    )
+    .unwrap();
+    let (alice, bob): (BareJid, BareJid) = (
+        "alice@localhost".parse().unwrap(),
+        "bob@localhost".parse().unwrap(),
+    );
+    for name in ["alice", "bob"] {
+        server.register(name, &format!("pw-{name}")).unwrap();
+    }
+    let (alice_dir, bob_dir) = (dir.path().join("alice"), dir.path().join("bob"));
+    // Bob verified alice before (offline); alice verifies bob by command below.
+    let (bob_uri, bob_device) = {
+        let a = open_account(&alice_dir, &alice).unwrap();
+        let mut b = open_account(&bob_dir, &bob).unwrap();
+        b.apply_verification_uri_as(&a.verification_uri(), TrustLevel::Verified)
+            .unwrap();
+        (b.verification_uri().to_string(), b.device_id())
+    };
+    let wav = |n: &str| AudioOut::Wav(dir.path().join(n));
+
+    let run = async {
+        let bob_session = session(&server, &bob, &bob_dir).await;
+        let (bob_tx, mut bob_events) = mpsc::unbounded_channel();
+        let (bob_commands, bob_commands_rx) = mpsc::unbounded_channel();
+        let bob_agent = CallAgent::new(
+            bob_session.omemo,
+            Mode::Listen(Answer::Auto),
+            options(880.0, wav("bob.wav"), None),
+            bob_tx,
+        )
+        .run(bob_session.incoming, bob_commands_rx);
+        let (online_tx, online) = oneshot::channel();
+        let (message_tx, message) = oneshot::channel();
+        let bob_seen = async {
+            let (mut seen, mut online_tx, mut message_tx) =
+                (Vec::new(), Some(online_tx), Some(message_tx));
+            while let Some(ev) = bob_events.recv().await {
+                match &ev {
+                    AgentEvent::Online { .. } => {
+                        if let Some(t) = online_tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    AgentEvent::Received(Received::Message { body, .. }) => {
+                        if let Some(t) = message_tx.take() {
+                            let _ = t.send(body.clone());
+                        }
+                    }
+                    _ => {}
+                }
+                seen.push(ev);
+            }
+            seen
+        };
+        let alice_side = async {
+            online.await.unwrap();
+            let s = session(&server, &alice, &alice_dir).await;
+            let (tx, mut events) = mpsc::unbounded_channel();
+            let (commands, commands_rx) = mpsc::unbounded_channel::<AgentCommand>();
+            let agent = CallAgent::new(
+                s.omemo,
+                Mode::Listen(Answer::Reject),
+                options(440.0, wav("alice.wav"), None),
+                tx,
+            )
+            .run(s.incoming, commands_rx);
+            let script = async {
+                let mut seen = Vec::new();
+                let ev = &mut events;
+                wait_for(ev, &mut seen, |e| matches!(e, AgentEvent::Online { .. })).await;
+                let trust = AgentCommand::Trust {
+                    uri: bob_uri.clone(),
+                    level: TrustLevel::Verified,
+                };
+                commands.send(trust).unwrap();
+                let trusted =
+                    wait_for(ev, &mut seen, |e| matches!(e, AgentEvent::Trusted { .. })).await;
+                let send = AgentCommand::Send {
+                    to: bob.clone(),
+                    body: "hello bob".into(),
+                };
+                commands.send(send).unwrap();
+                let sent = wait_for(ev, &mut seen, |e| matches!(e, AgentEvent::Sent { .. })).await;
+                commands
+                    .send(AgentCommand::Call { peer: bob.clone() })
+                    .unwrap();
+                let shield =
+                    wait_for(ev, &mut seen, |e| matches!(e, AgentEvent::Shield { .. })).await;
+                let AgentEvent::Shield { sid, .. } = &shield else {
+                    unreachable!()
+                };
+                wait_for(ev, &mut seen, |e| {
+                    matches!(e, AgentEvent::FirstAudio { .. })
+                })
+                .await;
+                let hang_up = AgentCommand::HangUp { sid: sid.clone() };
+                commands.send(hang_up).unwrap();
+                let ended =
+                    wait_for(ev, &mut seen, |e| matches!(e, AgentEvent::Ended { .. })).await;
+                commands.send(AgentCommand::HangUpAll).unwrap();
+                while let Some(e) = ev.recv().await {
+                    seen.push(format!("{e:?}"));
+                }
+                (trusted, sent, shield, ended, seen)
+            };
+            let (outcome, script) = tokio::join!(agent, script);
+            let _ = bob_commands.send(AgentCommand::HangUpAll);
+            (outcome, script)
+        };
+        tokio::join!(bob_agent, bob_seen, alice_side, async {
+            message.await.ok()
+        })
+    };
+    let (bob_outcome, bob_seen, (alice_outcome, script), message) =
+        tokio::time::timeout(BOUND, run)
+            .await
+            .expect("all within the bound");
+    let (trusted, sent, shield, ended, alice_seen) = script;
+    assert!(
+        alice_outcome.is_ok() && bob_outcome.is_ok(),
+        "{alice_seen:?}\n{bob_seen:?}"
+    );
+    assert!(
+        matches!(trusted, AgentEvent::Trusted { device, level: TrustLevel::Verified, .. } if device == bob_device),
+        "{trusted:?}"
+    );
+    assert!(
+        matches!(&sent, AgentEvent::Sent { devices, .. } if devices.contains(&bob_device)),
+        "{sent:?}"
+    );
+    assert_eq!(message.as_deref(), Some("hello bob"), "{bob_seen:?}");
+    assert!(
+        matches!(shield, AgentEvent::Shield { shield: Shield::Verified, device: Some(d), .. } if d == bob_device),
+        "{alice_seen:?}"
+    );
+    assert!(
+        matches!(
+            &ended,
+            AgentEvent::Ended {
+                end: shieldcall_jingle::CallEnd::LocalHangup,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
+}
+
+/// The next event matching `pred` (every event on the way is kept in `seen`, as text).
+async fn wait_for(
+    events: &mut mpsc::UnboundedReceiver<AgentEvent>,
+    seen: &mut Vec<String>,
+    pred: impl Fn(&AgentEvent) -> bool,
+) -> AgentEvent {
+    loop {
+        let ev = events
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("the agent ended early: {seen:?}"));
+        seen.push(format!("{ev:?}"));
+        if pred(&ev) {
+            return ev;
+        }
+    }
 }
