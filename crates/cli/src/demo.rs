@@ -271,6 +271,7 @@ impl Stage {
         let cli = CliAccount {
             exe: &self.exe,
             server: &self.server,
+            insecure_loopback: true,
             jid: &account.jid,
             data: &account.data,
             password: &account.password,

@@ -11,8 +11,11 @@ use std::process::Command;
 pub struct CliAccount<'a> {
     /// The `shieldcall` binary.
     pub exe: &'a Path,
-    /// `--server HOST:PORT` (a loopback server: `--insecure-loopback` is passed).
+    /// `--server HOST:PORT`.
     pub server: &'a str,
+    /// Pass `--insecure-loopback` (plaintext allowed: only for a server on 127.0.0.1; one in
+    /// the lab speaks TLS with the throw-away CA, handed over in `SSL_CERT_FILE`).
+    pub insecure_loopback: bool,
     /// `--account JID`.
     pub jid: &'a str,
     /// `--data-dir`.
@@ -25,8 +28,21 @@ impl CliAccount<'_> {
     /// `shieldcall --json --insecure-loopback --server … --account … --data-dir … ARGS`, with
     /// the password in the environment and no `SHIELDCALL_ACCOUNT` inherited.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(self.exe);
-        c.args(["--json", "--insecure-loopback", "--server", self.server])
+        self.command_in(Command::new(self.exe), args)
+    }
+
+    /// The same command line run by `base` (`ip netns exec NAME` from
+    /// [`crate::lab::Lab::exec`]): the binary and its arguments are appended to it.
+    pub fn command_in(&self, mut base: Command, args: &[&str]) -> Command {
+        if base.get_program() != self.exe.as_os_str() {
+            base.arg(self.exe);
+        }
+        let mut c = base;
+        c.arg("--json");
+        if self.insecure_loopback {
+            c.arg("--insecure-loopback");
+        }
+        c.args(["--server", self.server])
             .args(["--account", self.jid, "--data-dir"])
             .arg(self.data)
             .args(args)
@@ -66,6 +82,7 @@ mod tests {
         let a = CliAccount {
             exe: Path::new("/usr/bin/shieldcall"),
             server: "127.0.0.1:5222",
+            insecure_loopback: true,
             jid: "alice@localhost",
             data: Path::new("/tmp/alice"),
             password: "pw",

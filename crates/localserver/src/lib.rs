@@ -52,7 +52,7 @@ pub use ejabberd::{
     Ejabberd, EjabberdConfig, StunDisco, StunDiscoService, StunDiscoTransport, StunDiscoType,
 };
 pub use lab::Lab;
-pub use prosody::{DOMAIN, Prosody, ProsodyConfig, TurnExternal};
+pub use prosody::{DOMAIN, InNamespace, Prosody, ProsodyConfig, TurnExternal};
 pub use pulseaudio::PulseAudio;
 pub use workdir::WorkDir;
 

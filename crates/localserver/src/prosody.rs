@@ -1,8 +1,10 @@
 //! A throw-away Prosody: its own directory (config, data, certificates, logs), c2s on free
 //! loopback ports, no s2s, only the modules a client needs for OMEMO and calls (roster, SASL,
 //! disco, PEP, carbons, ping, offline storage). Plain SASL without TLS is allowed, which is
-//! acceptable only because it listens on 127.0.0.1. With [`ProsodyConfig::turn`] it also hands
-//! out STUN/TURN services with coturn's REST credentials (XEP-0215, `mod_turn_external`).
+//! acceptable only because it listens on 127.0.0.1 — or, with [`ProsodyConfig::namespace`], on
+//! the lab's internet segment, which nothing outside the lab reaches (clients there use TLS with
+//! the throw-away CA). With [`ProsodyConfig::turn`] it also hands out STUN/TURN services with
+//! coturn's REST credentials (XEP-0215, `mod_turn_external`).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,19 @@ pub struct ProsodyConfig {
     /// STUN and TURN services for clients (XEP-0215) through Prosody 0.12's
     /// `mod_turn_external`; `None`: no such module, the server answers `service-unavailable`.
     pub turn: Option<TurnExternal>,
+    /// Run inside this network namespace of the lab ([`crate::lab::Lab::name`]), listening on
+    /// this address of it (fixed ports 5222 and, with `tls`, 5223: the namespace is the
+    /// server's own); `None`: on free ports of 127.0.0.1 of the host.
+    pub namespace: Option<InNamespace>,
+}
+
+/// Where in the lab a Prosody runs ([`ProsodyConfig::namespace`]).
+#[derive(Debug, Clone)]
+pub struct InNamespace {
+    /// The namespace's name.
+    pub name: String,
+    /// The address to listen on (the lab's server address, 203.0.113.10).
+    pub address: std::net::Ipv4Addr,
 }
 
 /// The options of Prosody 0.12's `mod_turn_external` (names as in its source,
@@ -80,6 +95,7 @@ pub struct Prosody {
     dir: PathBuf,
     port: u16,
     tls_port: Option<u16>,
+    namespace: Option<InNamespace>,
 }
 
 /// Why a start is tried again with other ports.
@@ -107,12 +123,14 @@ impl Prosody {
         let path = dir.join("prosody.cfg.lua");
         let mut attempt = 1;
         loop {
-            let port = free_port()?;
-            let tls_port = if config.tls { Some(free_port()?) } else { None };
+            let (port, tls_port) = match &config.namespace {
+                Some(_) => (5222, config.tls.then_some(5223)),
+                None => (free_port()?, config.tls.then(free_port).transpose()?),
+            };
             let text = config_text(dir, port, tls_port, is_root(), config);
             std::fs::write(&path, text)
                 .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-            let child = spawn(&prosody, dir)?;
+            let child = spawn(&prosody, dir, config.namespace.as_ref())?;
             let mut server = Prosody {
                 child,
                 prosody: prosody.clone(),
@@ -120,6 +138,7 @@ impl Prosody {
                 dir: dir.to_owned(),
                 port,
                 tls_port,
+                namespace: config.namespace.clone(),
             };
             match server.wait_listening(cancelled) {
                 // Another process took a port between the choice and Prosody's bind: choose
@@ -132,9 +151,17 @@ impl Prosody {
         }
     }
 
-    /// The `--server` value for clients: `127.0.0.1:PORT`.
+    /// The `--server` value for clients: `127.0.0.1:PORT` (in the lab, the namespace's
+    /// address).
     pub fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.address(), self.port)
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> std::net::Ipv4Addr {
+        self.namespace
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.address)
     }
 
     /// The c2s port on 127.0.0.1 (plaintext, or STARTTLS with [`ProsodyConfig::tls`]).
@@ -183,7 +210,7 @@ impl Prosody {
     pub fn restart(&mut self) -> Result<(), Error> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(&self.prosody, &self.dir)?;
+        self.child = spawn(&self.prosody, &self.dir, self.namespace.as_ref())?;
         self.wait_listening(&crate::process::never)
     }
 
@@ -239,6 +266,26 @@ impl Prosody {
         let logs = [self.dir.join("console.log"), self.log_path()];
         let awaited = format!("listen on 127.0.0.1:{ports:?}");
         let pid = self.child.id();
+        if let Some(ns) = &self.namespace {
+            // In its own namespace nothing else can hold the port; /proc/PID/net/tcp is the
+            // namespace's table (the host's /proc/net/tcp is not).
+            let address = ns.address;
+            let awaited = format!("listen on {address}:{ports:?} in namespace {}", ns.name);
+            return wait_ready(
+                &mut self.child,
+                "Prosody",
+                &awaited,
+                START_LIMIT,
+                cancelled,
+                &logs,
+                || {
+                    ports.iter().all(|&p| {
+                        let addr = std::net::SocketAddrV4::new(address, p);
+                        crate::lab::bound_by(pid, crate::lab::Transport::Tcp, addr)
+                    })
+                },
+            );
+        }
         let mut taken = None;
         wait_ready(
             &mut self.child,
@@ -282,7 +329,7 @@ impl Drop for Prosody {
 
 /// `prosody --config DIR/prosody.cfg.lua -F`, its output into `DIR/console.log`. Never
 /// `prosody --version` or the like: on Debian that starts the system server.
-fn spawn(prosody: &Path, dir: &Path) -> Result<Child, Error> {
+fn spawn(prosody: &Path, dir: &Path, namespace: Option<&InNamespace>) -> Result<Child, Error> {
     let console = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -291,7 +338,16 @@ fn spawn(prosody: &Path, dir: &Path) -> Result<Child, Error> {
     let console2 = console
         .try_clone()
         .map_err(|e| Error::io("cannot create Prosody's console log", e))?;
-    Command::new(prosody)
+    // `ip netns exec` executes Prosody in its own place: the child's pid is Prosody's.
+    let mut command = match namespace {
+        Some(ns) => {
+            let mut c = Command::new(find_tool("ip", "iproute2")?);
+            c.args(["netns", "exec", &ns.name]).arg(prosody);
+            c
+        }
+        None => Command::new(prosody),
+    };
+    command
         .arg("--config")
         .arg(dir.join("prosody.cfg.lua"))
         .arg("-F")
@@ -324,6 +380,10 @@ fn config_text(
         None => ("", String::new()),
     };
     let d = lua_string(&dir.display().to_string());
+    let address = config
+        .namespace
+        .as_ref()
+        .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.address);
     format!(
         r#"{root}daemonize = false
 pidfile = "{d}/prosody.pid"
@@ -331,9 +391,9 @@ data_path = "{d}/data"
 certificates = "{d}/certs"
 log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{d}/prosody.log" }} }}
 c2s_ports = {{ {port} }}
-c2s_interfaces = {{ "127.0.0.1" }}
+c2s_interfaces = {{ "{address}" }}
 c2s_direct_tls_ports = {{ {direct_tls} }}
-c2s_direct_tls_interfaces = {{ "127.0.0.1" }}
+c2s_direct_tls_interfaces = {{ "{address}" }}
 legacy_ssl_ports = {{ }}
 s2s_ports = {{ }}
 s2s_interfaces = {{ }}

@@ -200,6 +200,7 @@ impl User {
         let cli = CliAccount {
             exe: Path::new(BIN),
             server: &self.server,
+            insecure_loopback: true,
             jid: &self.jid,
             data: &self.data,
             password: &self.password,
