@@ -50,3 +50,18 @@ for mode in (0, 1):
 # opus_decode: [seq hi][seq lo][len][bytes] records; TOC bytes of each Opus config and code.
 out("opus_decode", "toc-codes.bin", b"".join(bytes([0, i, 3, (i << 3) | (i & 3), 0xff, 0x01]) for i in range(32)))
 out("opus_decode", "silk-20ms.bin", bytes([0, 1, 8, 0x78, 0x8a, 0x1f, 0, 0, 0, 0, 0]) + bytes([0, 3, 1, 0xf8]))
+
+# turn_input: records [kind][delay][len hi][len lo][bytes]. A 401 challenge (realm, nonce) as a
+# datagram and on the stream, a ChannelData frame padded as on streams, a Data indication.
+import struct
+def stun(mtype, attrs):
+    body = b"".join(struct.pack(">HH", t, len(v)) + v + b"\0" * (-len(v) % 4) for t, v in attrs)
+    return struct.pack(">HHI", mtype, len(body), 0x2112A442) + bytes(range(12)) + body
+challenge = stun(0x0113, [(0x0009, b"\0\0\x04\x01Unauthorized"), (0x0014, b"example.org"), (0x0015, b"n0nce")])
+data_ind = stun(0x0017, [(0x0012, b"\0\x01" + bytes(6)), (0x0013, b"hello")])
+channel = b"\x40\x00\x00\x05hello\0\0\0"
+def rec(kind, b):
+    return bytes([kind, 20]) + struct.pack(">H", len(b)) + b
+out("turn_input", "challenge-udp.bin", rec(0, challenge))
+out("turn_input", "challenge-stream-split.bin", rec(1, challenge[:7]) + rec(1, challenge[7:]) + rec(1, channel))
+out("turn_input", "data-indication.bin", rec(0, data_ind) + rec(1, data_ind))

@@ -1,23 +1,29 @@
-//! The thin tokio driver: UDP sockets, timers, the 20 ms audio clock and clean shutdown around
-//! a [`MediaSession`]. All protocol decisions stay in the session.
+//! The thin tokio driver: UDP sockets, TCP connections to TURN servers, name resolution, timers,
+//! the 20 ms audio clock and clean shutdown around a [`MediaSession`]. All protocol decisions
+//! (STUN, TURN, TLS, ICE, DTLS) stay in the session.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::audio::sink::AudioSink;
 use crate::audio::source::AudioSource;
 use crate::audio::{AudioError, FRAME_DURATION, FRAME_SAMPLES};
-use crate::params::{IceCandidate, JingleRole};
+use crate::ice_servers::{IceServer, IceServerKind, ResolvedIceServer, TlsTrust};
+use crate::params::{IceCandidate, IceUdpTransport, JingleRole};
 use crate::session::{
     FailReason, MediaEvent, MediaSession, Phase, SessionConfig, SessionError, SessionOutput,
 };
 use crate::stats::CallStats;
+use crate::turn::StreamId;
 
 /// Largest datagram we read; larger ones are truncated by the OS and then fail to parse.
 pub const MAX_DATAGRAM: usize = 2048;
@@ -31,6 +37,35 @@ pub const RECV_QUEUE: usize = 256;
 /// If the audio clock falls this many frames behind (a stalled runtime), it skips ahead
 /// instead of bursting.
 pub const MAX_AUDIO_CATCH_UP: u32 = 5;
+
+/// Longest wait for a STUN/TURN server's name to resolve; after it the server counts as failed.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest wait for a TCP connection to a TURN server.
+pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Chunks queued towards one TCP connection before it is given up (a stalled server).
+pub const STREAM_QUEUE: usize = 256;
+
+/// Outputs drained after the session closed (TURN deallocations, stream closes).
+const CLOSE_DRAIN: usize = 64;
+
+/// How an endpoint reaches the network beyond its host addresses: what
+/// [`MediaEndpoint::bind_with`] takes. The client fills it from XEP-0215 (or `--stun`/`--turn`).
+#[derive(Debug, Clone, Default)]
+pub struct MediaNetConfig {
+    /// STUN servers (server-reflexive candidates) and TURN servers (relayed candidates over
+    /// UDP, TCP or TLS). Names are resolved when binding (at most [`RESOLVE_TIMEOUT`] each);
+    /// servers whose credentials expired, or that do not resolve, are reported as failed in the
+    /// stats and events, and the call goes on without them.
+    pub ice_servers: Vec<IceServer>,
+    /// For `turns:` servers: trust the CA certificates in this PEM file instead of the system
+    /// roots (tests: `Coturn::ca_file()`).
+    pub ca_file: Option<PathBuf>,
+    /// Use relayed candidates only: no host or server-reflexive candidate is announced or used,
+    /// so the peer learns only the TURN server's address.
+    pub relay_only: bool,
+}
 
 /// Errors of the driver.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +94,19 @@ pub enum DriverCommand {
     /// The call engine allows media (its `PlayMedia`): with [`RunOptions::hold_media`], no frame
     /// is sent or played before this, even once DTLS proved the expected certificate.
     AllowMedia,
+    /// Restart ICE from our side (to answer the peer's restart, or when paths broke): the new
+    /// transport comes back as [`MediaEvent::IceRestarted`], to send in a `transport-info`.
+    RestartIce,
+    /// The host's addresses changed (Wi-Fi to mobile, a new DHCP lease): keep the sockets of
+    /// the IPs still listed, bind one for each new IP, close the others, then restart ICE with
+    /// the new host candidates (UDP TURN allocations of closed sockets are made again from a
+    /// new one). The transport comes back as [`MediaEvent::IceRestarted`].
+    RestartIceOn(Vec<IpAddr>),
+    /// The peer restarted ICE (its `transport-info` with a new ufrag/pwd): take its new
+    /// credentials and candidates. Refused ([`MediaEvent::IceRestartRefused`]) when it carries
+    /// another fingerprint. To answer a peer's restart, send [`DriverCommand::RestartIce`] after
+    /// this one.
+    RemoteIceRestart(IceUdpTransport),
 }
 
 /// How long to run and whom to tell.
@@ -174,8 +222,45 @@ pub struct MediaEndpoint {
 
 impl MediaEndpoint {
     /// Binds one UDP socket per local IP (port chosen by the OS) and creates the session that
-    /// announces them as host candidates. Tests use `[127.0.0.1]`.
+    /// announces them as host candidates. Tests use `[127.0.0.1]`. No STUN/TURN servers: see
+    /// [`MediaEndpoint::bind_with`].
     pub async fn bind(role: JingleRole, ips: &[IpAddr]) -> Result<Self, DriverError> {
+        Self::bind_with(role, ips, MediaNetConfig::default()).await
+    }
+
+    /// Like [`MediaEndpoint::bind`], with STUN and TURN servers: resolves their names (tokio's
+    /// `lookup_host`, bounded by [`RESOLVE_TIMEOUT`]), loads the trust for `turns:` servers
+    /// (`net.ca_file`, else the system roots), and creates the session, which gathers
+    /// server-reflexive and relayed candidates once the endpoint runs: each arrives as
+    /// [`MediaEvent::LocalCandidate`], to trickle in a Jingle `transport-info`. A server that
+    /// cannot be resolved, reached or authenticated with never fails the call: it is named in
+    /// [`MediaEvent::IceServerFailed`], in [`CallStats::ice_servers`] and, if nothing connects,
+    /// in the [`FailReason::ConnectTimeout`] of the report.
+    ///
+    /// ```no_run
+    /// # use shieldcall_media::driver::{MediaEndpoint, MediaNetConfig};
+    /// # use shieldcall_media::{IceServer, IceServerKind, IceTransport, JingleRole, Secret};
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let turn = IceServer {
+    ///     kind: IceServerKind::Turn,
+    ///     host: "turn.example.org".into(),
+    ///     port: 3478,
+    ///     transport: IceTransport::Udp,
+    ///     username: Some("1700000000:alice".into()),
+    ///     password: Some(Secret::new("from XEP-0215")),
+    ///     expires: None,
+    /// };
+    /// let net = MediaNetConfig { ice_servers: vec![turn], ..MediaNetConfig::default() };
+    /// let ips = shieldcall_media::driver::usable_host_ips()?;
+    /// let mut ep = MediaEndpoint::bind_with(JingleRole::Initiator, &ips, net).await?;
+    /// let _offer = ep.session().local_transport()?; // host candidates; the rest trickles
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind_with(
+        role: JingleRole,
+        ips: &[IpAddr],
+        net: MediaNetConfig,
+    ) -> Result<Self, DriverError> {
         if ips.is_empty() {
             return Err(DriverError::NoLocalAddress);
         }
@@ -187,10 +272,36 @@ impl MediaEndpoint {
             .iter()
             .map(|s| s.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
+        let mut ice_servers = resolve_servers(&net.ice_servers, &local_addrs).await;
+        let mut tls_trust = None;
+        if net
+            .ice_servers
+            .iter()
+            .any(|s| s.kind == IceServerKind::Turns)
+        {
+            let trust = match &net.ca_file {
+                Some(path) => TlsTrust::from_ca_file(path),
+                None => TlsTrust::system(),
+            };
+            match trust {
+                Ok(t) => tls_trust = Some(t),
+                Err(e) => {
+                    for s in ice_servers
+                        .iter_mut()
+                        .filter(|s| s.server.kind == IceServerKind::Turns)
+                    {
+                        s.addr = Err(format!("TLS trust: {e}"));
+                    }
+                }
+            }
+        }
         let config = SessionConfig {
             role,
             local_addrs,
             seed: fresh_seed(),
+            ice_servers,
+            relay_only: net.relay_only,
+            tls_trust,
         };
         let session = MediaSession::new(config, Instant::now())?;
         Ok(Self { session, sockets })
@@ -274,15 +385,17 @@ impl MediaEndpoint {
     ) -> Result<CallReport, DriverError> {
         let Self {
             mut session,
-            sockets,
+            mut sockets,
         } = self;
-        let local_addrs = session.local_addrs().to_vec();
+        let mut local_addrs = session.local_addrs().to_vec();
         let (tx, mut rx) = mpsc::channel::<(Vec<u8>, SocketAddr, SocketAddr)>(RECV_QUEUE);
         let mut readers = Vec::new();
         for socket in &sockets {
             readers.push(tokio::spawn(read_socket(socket.clone(), tx.clone())));
         }
-        drop(tx);
+
+        let (stream_tx, mut stream_rx) = mpsc::channel::<(StreamId, StreamIn)>(RECV_QUEUE);
+        let mut streams: HashMap<StreamId, mpsc::Sender<Vec<u8>>> = HashMap::new();
 
         let start = Instant::now();
         let connect_deadline = start + options.connect_timeout;
@@ -314,20 +427,35 @@ impl MediaEndpoint {
                         destination,
                         contents,
                     } => {
-                        let socket = local_addrs
-                            .iter()
-                            .position(|a| *a == source)
-                            .and_then(|i| sockets.get(i))
-                            .or(sockets.first());
-                        if let Some(s) = socket {
-                            // Loss on send is like loss on the wire; ICE and Opus cope.
-                            let _ = s.send_to(&contents, destination).await;
-                        }
+                        send_datagram(&sockets, &local_addrs, source, destination, &contents).await
                     }
                     SessionOutput::Event(e) => {
                         debug!(?e, "media event");
                         emit(e.clone());
                         report.events.push(e);
+                    }
+                    SessionOutput::StreamConnect {
+                        stream,
+                        destination,
+                    } => {
+                        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                        streams.insert(stream, tx);
+                        tokio::spawn(run_stream(stream, destination, rx, stream_tx.clone()));
+                    }
+                    SessionOutput::StreamSend { stream, contents } => {
+                        let sent = streams.get(&stream).map(|tx| tx.try_send(contents));
+                        if let Some(Err(_)) = sent {
+                            // A stream that cannot keep up is given up, not buffered forever.
+                            streams.remove(&stream);
+                            session.handle_stream_closed(
+                                Instant::now(),
+                                stream,
+                                "the TCP connection stalled",
+                            );
+                        }
+                    }
+                    SessionOutput::StreamClose { stream } => {
+                        streams.remove(&stream);
                     }
                     SessionOutput::Timeout(t) => break t,
                 }
@@ -352,7 +480,7 @@ impl MediaEndpoint {
                     next_tick = now;
                 }
             } else if !session.is_verified() && now >= connect_deadline {
-                report.failure = Some(FailReason::Transport("connect timeout".into()));
+                report.failure = Some(session.connect_failure());
                 break;
             }
             if media_end.is_some_and(|end| now >= end) {
@@ -404,12 +532,52 @@ impl MediaEndpoint {
                 cmd = command => match cmd {
                     Some(DriverCommand::AddRemoteCandidate(c)) => session.add_remote_candidate(&c),
                     Some(DriverCommand::AllowMedia) => allowed = true,
+                    Some(DriverCommand::RestartIce) => match session.restart_ice(Instant::now()) {
+                        Ok(t) => session.push_event(MediaEvent::IceRestarted(t)),
+                        Err(e) => warn!(%e, "ICE restart not possible"),
+                    },
+                    Some(DriverCommand::RestartIceOn(ips)) => {
+                        match rebind(&ips, &mut sockets, &mut readers, &tx).await {
+                            Ok(addrs) => {
+                                local_addrs = addrs.clone();
+                                let restarted = session
+                                    .set_host_addrs(addrs)
+                                    .and_then(|()| session.restart_ice(Instant::now()));
+                                match restarted {
+                                    Ok(t) => session.push_event(MediaEvent::IceRestarted(t)),
+                                    Err(e) => warn!(%e, "ICE restart not possible"),
+                                }
+                            }
+                            Err(e) => warn!(%e, "cannot bind the new host addresses"),
+                        }
+                    }
+                    Some(DriverCommand::RemoteIceRestart(t)) => {
+                        if let Err(e) = session.accept_remote_restart(&t, Instant::now()) {
+                            let fingerprint_changed =
+                                matches!(e, SessionError::RestartChangesFingerprint { .. });
+                            session.push_event(MediaEvent::IceRestartRefused {
+                                reason: e.to_string(),
+                                fingerprint_changed,
+                            });
+                        }
+                    }
                     // The owner went away without a stop: keep running until stop or the end.
                     None => commands = None,
                 },
                 datagram = rx.recv() => match datagram {
                     Some((data, from, to)) => session.handle_receive(Instant::now(), from, to, &data),
                     None => break 'call,
+                },
+                Some((stream, input)) = stream_rx.recv() => {
+                    let now = Instant::now();
+                    match input {
+                        StreamIn::Connected(local) => session.handle_stream_connected(now, stream, local),
+                        StreamIn::Data(data) => session.handle_stream_data(now, stream, &data),
+                        StreamIn::Closed(why) => {
+                            streams.remove(&stream);
+                            session.handle_stream_closed(now, stream, &why);
+                        }
+                    }
                 },
                 _ = sleep_until(tokio::time::Instant::from_std(wake)) => {
                     session.handle_timeout(Instant::now());
@@ -419,6 +587,28 @@ impl MediaEndpoint {
         }
 
         session.close();
+        // Release the TURN allocations and close the streams (bounded; nothing is awaited back).
+        for _ in 0..CLOSE_DRAIN {
+            match session.poll_output() {
+                SessionOutput::Transmit {
+                    source,
+                    destination,
+                    contents,
+                } => send_datagram(&sockets, &local_addrs, source, destination, &contents).await,
+                SessionOutput::StreamSend { stream, contents } => {
+                    if let Some(tx) = streams.get(&stream) {
+                        let _ = tx.try_send(contents);
+                    }
+                }
+                SessionOutput::StreamClose { stream } => {
+                    streams.remove(&stream);
+                }
+                SessionOutput::Event(e) => report.events.push(e),
+                SessionOutput::StreamConnect { .. } => {}
+                SessionOutput::Timeout(_) => break,
+            }
+        }
+        drop(streams); // each stream task writes what it has queued, then ends
         for r in readers {
             r.abort();
         }
@@ -428,6 +618,193 @@ impl MediaEndpoint {
         report.playback = sink.device_report();
         Ok(report)
     }
+}
+
+/// What a TCP connection task tells the run loop.
+#[derive(Debug)]
+enum StreamIn {
+    Connected(SocketAddr),
+    Data(Vec<u8>),
+    Closed(String),
+}
+
+/// Makes the sockets those of `ips` (kept where the IP already has one, bound anew where not),
+/// with a reader each; returns their addresses, in order.
+async fn rebind(
+    ips: &[IpAddr],
+    sockets: &mut Vec<Arc<UdpSocket>>,
+    readers: &mut Vec<tokio::task::JoinHandle<()>>,
+    tx: &mpsc::Sender<(Vec<u8>, SocketAddr, SocketAddr)>,
+) -> Result<Vec<SocketAddr>, DriverError> {
+    if ips.is_empty() {
+        return Err(DriverError::NoLocalAddress);
+    }
+    let mut fresh = Vec::new();
+    for ip in ips {
+        let kept = sockets
+            .iter()
+            .position(|s| s.local_addr().is_ok_and(|a| a.ip() == *ip));
+        match kept {
+            Some(i) => fresh.push((sockets[i].clone(), None)),
+            None => {
+                let s = Arc::new(UdpSocket::bind(SocketAddr::new(*ip, 0)).await?);
+                let reader = tokio::spawn(read_socket(s.clone(), tx.clone()));
+                fresh.push((s, Some(reader)));
+            }
+        }
+    }
+    let mut old_readers = std::mem::take(readers).into_iter();
+    let old_sockets = std::mem::take(sockets);
+    for s in old_sockets {
+        let reader = old_readers.next();
+        let still = fresh.iter().any(|(f, _)| Arc::ptr_eq(f, &s));
+        match (still, reader) {
+            (true, Some(r)) => {
+                if let Some(slot) = fresh.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &s)) {
+                    slot.1 = Some(r);
+                }
+            }
+            (false, Some(r)) => r.abort(),
+            _ => {}
+        }
+    }
+    let mut addrs = Vec::new();
+    for (s, r) in fresh {
+        addrs.push(s.local_addr()?);
+        sockets.push(s);
+        if let Some(r) = r {
+            readers.push(r);
+        }
+    }
+    Ok(addrs)
+}
+
+/// Sends a datagram from the socket bound to `source` (the first one if none is).
+async fn send_datagram(
+    sockets: &[Arc<UdpSocket>],
+    local_addrs: &[SocketAddr],
+    source: SocketAddr,
+    destination: SocketAddr,
+    contents: &[u8],
+) {
+    let socket = local_addrs
+        .iter()
+        .position(|a| *a == source)
+        .and_then(|i| sockets.get(i))
+        .or(sockets.first());
+    if let Some(s) = socket {
+        // Loss on send is like loss on the wire; ICE and Opus cope.
+        let _ = s.send_to(contents, destination).await;
+    }
+}
+
+/// One TCP connection to a TURN server: connects (bounded), then copies bytes both ways until
+/// either side ends. TLS, framing and TURN are the session's.
+async fn run_stream(
+    id: StreamId,
+    to: SocketAddr,
+    mut writes: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::Sender<(StreamId, StreamIn)>,
+) {
+    let conn = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            let _ = events
+                .send((id, StreamIn::Closed(format!("TCP connection failed: {e}"))))
+                .await;
+            return;
+        }
+        Err(_) => {
+            let why = format!(
+                "no TCP connection within {} s",
+                TCP_CONNECT_TIMEOUT.as_secs()
+            );
+            let _ = events.send((id, StreamIn::Closed(why))).await;
+            return;
+        }
+    };
+    let _ = conn.set_nodelay(true);
+    let local = match conn.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = events
+                .send((id, StreamIn::Closed(format!("TCP: {e}"))))
+                .await;
+            return;
+        }
+    };
+    if events.send((id, StreamIn::Connected(local))).await.is_err() {
+        return;
+    }
+    let (mut read, mut write) = conn.into_split();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            n = read.read(&mut buf) => {
+                let input = match n {
+                    Ok(0) => StreamIn::Closed("the server closed the TCP connection".into()),
+                    Ok(n) => StreamIn::Data(buf[..n].to_vec()),
+                    Err(e) => StreamIn::Closed(format!("TCP: {e}")),
+                };
+                let end = matches!(input, StreamIn::Closed(_));
+                if events.send((id, input)).await.is_err() || end {
+                    return;
+                }
+            }
+            data = writes.recv() => match data {
+                Some(d) => {
+                    if let Err(e) = write.write_all(&d).await {
+                        let _ = events.send((id, StreamIn::Closed(format!("TCP: {e}")))).await;
+                        return;
+                    }
+                }
+                None => {
+                    let _ = write.shutdown().await;
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Resolves each server to an address of a family we have a socket for; what does not resolve
+/// (or whose credentials expired) keeps the reason instead.
+async fn resolve_servers(servers: &[IceServer], local: &[SocketAddr]) -> Vec<ResolvedIceServer> {
+    let mut out = Vec::with_capacity(servers.len());
+    for server in servers {
+        let addr = resolve_one(server, local).await;
+        if let Err(why) = &addr {
+            warn!(server = %server.label(), %why, "ICE server unusable");
+        }
+        out.push(ResolvedIceServer {
+            server: server.clone(),
+            addr,
+        });
+    }
+    out
+}
+
+async fn resolve_one(server: &IceServer, local: &[SocketAddr]) -> Result<SocketAddr, String> {
+    if server.expires.is_some_and(|e| e <= SystemTime::now()) {
+        return Err("its credentials expired".to_owned());
+    }
+    let lookup = tokio::net::lookup_host((server.host.as_str(), server.port));
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(a)) => a.collect(),
+        Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", server.host)),
+        Err(_) => {
+            return Err(format!(
+                "no answer resolving {} within {} s",
+                server.host,
+                RESOLVE_TIMEOUT.as_secs()
+            ));
+        }
+    };
+    // The first address of a family one of our sockets has (in our sockets' order).
+    local
+        .iter()
+        .find_map(|l| addrs.iter().find(|a| a.is_ipv4() == l.is_ipv4()).copied())
+        .ok_or_else(|| format!("{} has no address of our address families", server.host))
 }
 
 /// A fresh seed for a session's random values ([`SessionConfig::seed`]), from the std hasher's
@@ -572,7 +949,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             report.failure,
-            Some(FailReason::Transport("connect timeout".into()))
+            Some(FailReason::ConnectTimeout {
+                ice_servers: vec![]
+            })
         );
     }
 

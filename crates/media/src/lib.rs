@@ -5,8 +5,10 @@
 //! the DTLS peer certificate matches the fingerprint the call engine expects
 //! ([`session::MediaSession`]); a mismatch yields [`session::MediaEvent::FingerprintMismatch`].
 //!
-//! Layers: [`params`] (Jingle ⇄ str0m), [`session`] (sans-IO core), [`audio`] (Opus, sources,
-//! sinks, jitter buffer), [`stats`], and the thin tokio [`driver`].
+//! Layers: [`params`] (Jingle ⇄ str0m), [`session`] (sans-IO core), [`gather`] and [`turn`]
+//! (server-reflexive and relayed candidates: STUN Binding, TURN over UDP, TCP and TLS, inside
+//! the core), [`audio`] (Opus, sources, sinks, jitter buffer), [`stats`], [`ice_servers`] (the
+//! STUN/TURN servers the client hands over) and the thin tokio [`driver`].
 //!
 //! # Example: the sans-IO run loop
 //!
@@ -24,7 +26,7 @@
 //! let addrs: [std::net::SocketAddr; 2] = ["127.0.0.1:10000".parse()?, "127.0.0.1:20000".parse()?];
 //! // The seed of each session's own random values (SSRC, CNAME, …): fixed here, fresh per call
 //! // in the driver (`driver::fresh_seed`).
-//! let new = |role, addr| MediaSession::new(SessionConfig { role, local_addrs: vec![addr], seed: 7 }, t0);
+//! let new = |role, addr| MediaSession::new(SessionConfig::new(role, vec![addr], 7), t0);
 //! let mut peers = [new(JingleRole::Initiator, addrs[0])?, new(JingleRole::Responder, addrs[1])?];
 //!
 //! // session-initiate carries 0's parameters to 1, session-accept 1's answer back to 0.
@@ -54,6 +56,10 @@
 //!                     wake = wake.min(t);
 //!                     break;
 //!                 }
+//!                 // TCP connections to TURN servers (none here: no `ice_servers`).
+//!                 SessionOutput::StreamConnect { .. }
+//!                 | SessionOutput::StreamSend { .. }
+//!                 | SessionOutput::StreamClose { .. } => {}
 //!             }
 //!         }
 //!     }
@@ -109,15 +115,20 @@
 
 pub mod audio;
 pub mod driver;
+pub mod gather;
 pub mod ice_servers;
 pub mod params;
 pub mod session;
 pub mod stats;
+pub mod turn;
 
+pub use ice_servers::{
+    IceServer, IceServerKind, IceTransport, RelayTransport, ResolvedIceServer, Secret, TlsTrust,
+};
 pub use params::{
     CandidateType, DtlsParams, Fingerprint, IceCandidate, IceUdpTransport, JingleRole, ParamsError,
     PayloadType, RtpDescription, RtpHdrext, RtpSource, Setup,
 };
-pub use ice_servers::{IceServer, IceServerKind, IceTransport, Secret};
 pub use session::{MediaEvent, MediaSession, RemoteParams, SessionConfig, SessionOutput};
-pub use stats::CallStats;
+pub use stats::{CallStats, IceServerReport, IceServerState, SelectedPair};
+pub use turn::StreamId;

@@ -5,8 +5,15 @@
 //! The caller feeds datagrams and timeouts with the current time, drains [`MediaSession::poll_output`]
 //! until it yields a timeout, and calls [`MediaSession::send_frame`] / [`MediaSession::play_frame`]
 //! once per 20 ms. No sockets, threads or clocks here.
+//!
+//! With STUN/TURN servers ([`SessionConfig::ice_servers`]) the session also gathers
+//! server-reflexive and relayed candidates ([`crate::gather`]): it asks the driver for datagrams
+//! from its host sockets and for TCP connections to TURN servers
+//! ([`SessionOutput::StreamConnect`]), reports each new local candidate
+//! ([`MediaEvent::LocalCandidate`]) for Jingle `transport-info`, and carries str0m's datagrams
+//! from a relayed candidate through the TURN allocation.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,11 +28,27 @@ use tracing::{debug, warn};
 use crate::audio::jitter::{JitterBuffer, Playout};
 use crate::audio::opus::{OpusDecoder, OpusEncoder};
 use crate::audio::{AudioError, FRAME_SAMPLES, Frame};
+use crate::gather::{Clock, GatherEvent, GatherRecv, Gatherer};
+use crate::ice_servers::{RelayTransport, ResolvedIceServer, TlsTrust};
+use crate::params::CandidateType;
 use crate::params::{
     DtlsParams, Fingerprint, IceCandidate, IceUdpTransport, JingleRole, OpusSettings, ParamsError,
     RtpDescription, Setup, dtls_active, local_setup,
 };
 use crate::stats::CallStats;
+use crate::stats::{RelayPath, SelectedPair};
+use crate::turn::{LinkOutput, StreamId};
+
+/// How long a connected session may hear nothing from the peer before it fails with
+/// [`FailReason::IceDisconnected`]. Long enough for a short outage (a Wi-Fi hiccup, a router
+/// dropping everything for a few seconds), short enough that a dead call ends.
+pub const ICE_DISCONNECT_GRACE: Duration = Duration::from_secs(10);
+
+/// Silence from the peer after which connectivity counts as lost
+/// ([`MediaEvent::ConnectivityLost`]). Audio arrives every 20 ms, but with media held only ICE
+/// consent checks do, at most 3 s apart (str0m's `max_rto`); str0m itself reports
+/// `Disconnected` only after some 20 s of silence, too late for the grace above.
+pub const CONNECTIVITY_SILENCE: Duration = Duration::from_secs(5);
 
 /// Most remote SSRCs we latch onto when the peer does not announce its `<source/>` (Dino).
 pub const MAX_REMOTE_SSRCS: usize = 4;
@@ -53,6 +76,28 @@ pub struct SessionConfig {
     /// and RTP timestamp, candidate ids): the driver injects a fresh one per call, a test a
     /// fixed one. (The DTLS certificate and the ICE credentials are str0m's, from the OS.)
     pub seed: u64,
+    /// STUN and TURN servers to gather server-reflexive and relayed candidates with, already
+    /// resolved by the driver (empty: host candidates only).
+    pub ice_servers: Vec<ResolvedIceServer>,
+    /// Announce and use relayed candidates only: no host candidates, no STUN (the peer learns
+    /// none of our addresses, only the TURN server's).
+    pub relay_only: bool,
+    /// Trust anchors for `turns:` servers (the driver loads the system roots or a CA file).
+    pub tls_trust: Option<TlsTrust>,
+}
+
+impl SessionConfig {
+    /// Host candidates only, no STUN/TURN servers.
+    pub fn new(role: JingleRole, local_addrs: Vec<SocketAddr>, seed: u64) -> Self {
+        Self {
+            role,
+            local_addrs,
+            seed,
+            ice_servers: Vec::new(),
+            relay_only: false,
+            tls_trust: None,
+        }
+    }
 }
 
 /// The session's random values, drawn from [`SessionConfig::seed`] (SplitMix64). RFC 3550 asks
@@ -104,8 +149,14 @@ pub enum FailReason {
     FingerprintMismatch,
     /// str0m reported an error (ICE, DTLS, SRTP).
     Transport(String),
-    /// ICE could not connect or lost the connection.
+    /// ICE lost the connection and did not get it back within [`ICE_DISCONNECT_GRACE`].
     IceDisconnected,
+    /// ICE and DTLS did not complete within the driver's connect timeout; `ice_servers` names
+    /// each STUN/TURN server that gave nothing, and why (labels only, never credentials).
+    ConnectTimeout {
+        /// `turn:host:port?transport=udp: authentication failed (401 …)`, …
+        ice_servers: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for FailReason {
@@ -116,16 +167,62 @@ impl std::fmt::Display for FailReason {
                 f.write_str("the peer's DTLS certificate does not match the fingerprint")
             }
             Self::Transport(t) => f.write_str(t),
-            Self::IceDisconnected => f.write_str("no connectivity (ICE)"),
+            Self::IceDisconnected => write!(
+                f,
+                "connectivity lost (ICE) for more than {} s",
+                ICE_DISCONNECT_GRACE.as_secs()
+            ),
+            Self::ConnectTimeout { ice_servers } => {
+                f.write_str("connect timeout")?;
+                for s in ice_servers {
+                    write!(f, "; {s}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
 
 /// Something the call engine should know about.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum MediaEvent {
     /// ICE found a working pair.
     IceConnected,
+    /// A local candidate found after the transport was built (server-reflexive or relayed):
+    /// send it to the peer in a Jingle `transport-info` (never with a fingerprint).
+    LocalCandidate(IceCandidate),
+    /// Every STUN/TURN server has answered or failed: no more [`MediaEvent::LocalCandidate`]
+    /// until an ICE restart.
+    GatheringComplete,
+    /// A STUN/TURN server gave nothing, or its allocation ended. The call goes on with the other
+    /// candidates.
+    IceServerFailed {
+        /// The server's label (`turn:host:port?transport=udp`; never credentials).
+        server: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// ICE lost connectivity after having had it; the session waits up to
+    /// [`ICE_DISCONNECT_GRACE`] for it to come back before it fails.
+    ConnectivityLost,
+    /// Connectivity came back after [`MediaEvent::ConnectivityLost`].
+    ConnectivityRestored {
+        /// How long it was gone.
+        after: Duration,
+    },
+    /// The driver restarted ICE on request (`DriverCommand::RestartIce`): send this transport
+    /// (new ufrag/pwd, the candidates so far, the same fingerprint) in a `transport-info`.
+    IceRestarted(IceUdpTransport),
+    /// The peer's ICE restart was refused (`DriverCommand::RemoteIceRestart`); the call goes
+    /// on with the old ICE state.
+    IceRestartRefused {
+        /// Why, in words.
+        reason: String,
+        /// It brought another DTLS fingerprint than the verified one: end the call with
+        /// `security-error`.
+        fingerprint_changed: bool,
+    },
     /// DTLS completed and the peer proved the expected certificate; media starts now.
     DtlsVerified {
         /// The verified peer fingerprint.
@@ -159,8 +256,49 @@ pub enum SessionOutput {
     },
     /// Report an event.
     Event(MediaEvent),
+    /// Open a TCP connection to a TURN server and answer with
+    /// [`MediaSession::handle_stream_connected`] (or [`MediaSession::handle_stream_closed`]).
+    StreamConnect {
+        /// The connection's id in later calls.
+        stream: StreamId,
+        /// The server.
+        destination: SocketAddr,
+    },
+    /// Write bytes to a TCP connection (in order; TLS is inside the session).
+    StreamSend {
+        /// Which connection.
+        stream: StreamId,
+        /// The bytes.
+        contents: Vec<u8>,
+    },
+    /// Close a TCP connection.
+    StreamClose {
+        /// Which connection.
+        stream: StreamId,
+    },
     /// Nothing more until this time (or new input).
     Timeout(Instant),
+}
+
+impl From<LinkOutput> for SessionOutput {
+    fn from(o: LinkOutput) -> Self {
+        match o {
+            LinkOutput::Datagram { from, to, data } => Self::Transmit {
+                source: from,
+                destination: to,
+                contents: data,
+            },
+            LinkOutput::StreamConnect { stream, to } => Self::StreamConnect {
+                stream,
+                destination: to,
+            },
+            LinkOutput::StreamSend { stream, data } => Self::StreamSend {
+                stream,
+                contents: data,
+            },
+            LinkOutput::StreamClose { stream } => Self::StreamClose { stream },
+        }
+    }
 }
 
 /// Errors of the session API (not of the peer: peer trouble becomes events).
@@ -185,6 +323,20 @@ pub enum SessionError {
     /// A local address is not usable as a host candidate.
     #[error("local address {0} is not usable as a host candidate")]
     BadLocalAddr(SocketAddr),
+    /// An ICE restart before the remote parameters were set.
+    #[error("ICE has not started yet (no remote parameters)")]
+    NotStarted,
+    /// The peer's ICE restart carried another DTLS fingerprint than the one verified: refused,
+    /// the session keeps its old ICE state.
+    #[error(
+        "the ICE restart brings another DTLS fingerprint ({offered}) than the verified one ({expected})"
+    )]
+    RestartChangesFingerprint {
+        /// The fingerprint the call was set up with.
+        expected: Fingerprint,
+        /// The one the restart carried.
+        offered: Fingerprint,
+    },
 }
 
 /// The media side of one call. See the module docs.
@@ -202,7 +354,7 @@ pub struct MediaSession {
     cname: String,
     remote: Option<RemoteParams>,
     opus: Option<OpusSettings>,
-    remote_candidates: usize,
+    remote_candidates: Vec<(IceCandidate, str0m::Candidate)>,
     early_candidates: Vec<IceCandidate>,
     remote_ssrcs: Vec<u32>,
     playing_ssrc: Option<u32>,
@@ -214,11 +366,43 @@ pub struct MediaSession {
     next_seq: u64,
     rtp_time: u32,
     stats: CallStats,
+    draw: Draw,
+    relay_only: bool,
+    gatherer: Gatherer,
+    gathered: Vec<Gathered>,
+    generation: u32,
+    /// When connectivity was lost: the last time the peer was heard before the loss.
+    lost_since: Option<Instant>,
+    /// When a datagram from the peer last reached str0m.
+    last_heard: Option<Instant>,
+    /// str0m's last ICE state.
+    ice_state: IceConnectionState,
+    media_path: Option<(SocketAddr, SocketAddr)>,
+    channels: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Every relayed address we had, with its server (the stats name it after the call, when
+    /// the allocation is gone).
+    relays: Vec<(SocketAddr, RelayPath)>,
+    /// How the peer sees us on a path (the XOR-MAPPED-ADDRESS of its Binding answers):
+    /// (our address, its address, the address it saw). What tells a host pair from a
+    /// server-reflexive or peer-reflexive one behind a NAT. At most [`MAX_PEER_MAPPINGS`].
+    peer_mapped: VecDeque<(SocketAddr, SocketAddr, SocketAddr)>,
+}
+
+/// Paths whose mapped address (as the peer saw us) is remembered for the stats.
+const MAX_PEER_MAPPINGS: usize = 16;
+
+/// A server-reflexive or relayed candidate of ours.
+#[derive(Debug, Clone)]
+struct Gathered {
+    ice: IceCandidate,
+    str0m: str0m::Candidate,
 }
 
 impl MediaSession {
     /// Creates the session: a fresh DTLS certificate and ICE credentials, host candidates for
-    /// `config.local_addrs`.
+    /// `config.local_addrs` (none announced with `relay_only`), and gathering with
+    /// `config.ice_servers` starts (its first datagrams come out of
+    /// [`MediaSession::poll_output`]).
     pub fn new(config: SessionConfig, now: Instant) -> Result<Self, SessionError> {
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
@@ -238,16 +422,32 @@ impl MediaSession {
                 ..IceCandidate::local_host(*a, i)
             })
             .collect();
+        let host_addrs: &[SocketAddr] = if config.relay_only {
+            &[]
+        } else {
+            &config.local_addrs
+        };
         let rtc = build_rtc(
             &cert,
             &ice_creds,
             ExtensionMap::empty(),
             None,
-            &config.local_addrs,
+            host_addrs,
             now,
         );
         let local_ssrc = draw.next_u32().max(1);
-        Ok(Self {
+        let cname = format!("{:08x}{:08x}", draw.next_u32(), draw.next_u32());
+        let next_seq = u64::from(draw.next_u32() & 0x7fff);
+        let rtp_time = draw.next_u32();
+        let gatherer = Gatherer::new(
+            config.ice_servers,
+            &config.local_addrs,
+            config.relay_only,
+            config.tls_trust,
+            Clock::new(now),
+            now,
+        );
+        let mut session = Self {
             rtc,
             cert,
             ice_creds,
@@ -258,10 +458,10 @@ impl MediaSession {
             local_addrs: config.local_addrs,
             local_candidates,
             local_ssrc,
-            cname: format!("{:08x}{:08x}", draw.next_u32(), draw.next_u32()),
+            cname,
             remote: None,
             opus: None,
-            remote_candidates: 0,
+            remote_candidates: Vec::new(),
             early_candidates: Vec::new(),
             remote_ssrcs: Vec::new(),
             playing_ssrc: None,
@@ -270,10 +470,24 @@ impl MediaSession {
             encoder: OpusEncoder::new()?,
             decoder: OpusDecoder::new()?,
             jitter: JitterBuffer::new(),
-            next_seq: u64::from(draw.next_u32() & 0x7fff),
-            rtp_time: draw.next_u32(),
+            next_seq,
+            rtp_time,
             stats: CallStats::default(),
-        })
+            draw,
+            relay_only: config.relay_only,
+            gatherer,
+            gathered: Vec::new(),
+            generation: 0,
+            lost_since: None,
+            last_heard: None,
+            ice_state: IceConnectionState::New,
+            media_path: None,
+            channels: BTreeSet::new(),
+            relays: Vec::new(),
+            peer_mapped: VecDeque::new(),
+        };
+        session.stats.ice_servers = session.gatherer.report();
+        Ok(session)
     }
 
     /// Our certificate's fingerprint, to be sent (OMEMO-encrypted) to the peer.
@@ -283,14 +497,31 @@ impl MediaSession {
         )?)
     }
 
-    /// Our ICE-UDP transport with fingerprint and `setup`, for session-initiate/accept.
+    /// Our ICE-UDP transport with fingerprint and `setup`, for session-initiate/accept (and,
+    /// after [`MediaSession::restart_ice`], for the restart's `transport-info`): the host
+    /// candidates (none with `relay_only`) and every candidate gathered so far. Candidates it
+    /// carries are not reported again as [`MediaEvent::LocalCandidate`].
     pub fn local_transport(&mut self) -> Result<IceUdpTransport, SessionError> {
         let creds = self.rtc.direct_api().local_ice_credentials();
         let remote_setup = self.remote.as_ref().map(|r| r.expected.setup);
+        let mut candidates: Vec<IceCandidate> = if self.relay_only {
+            Vec::new()
+        } else {
+            self.local_candidates.clone()
+        };
+        candidates.extend(self.gathered.iter().map(|g| g.ice.clone()));
+        for c in &mut candidates {
+            c.generation = self.generation;
+        }
+        // Whoever sends this transport announces them: no trickle of the same ones later.
+        self.events.retain(|e| match e {
+            MediaEvent::LocalCandidate(c) => !candidates.iter().any(|k| k.addr() == c.addr()),
+            _ => true,
+        });
         Ok(IceUdpTransport {
             ufrag: creds.ufrag,
             pwd: creds.pass,
-            candidates: self.local_candidates.clone(),
+            candidates,
             dtls: Some(DtlsParams {
                 fingerprint: self.local_fingerprint()?,
                 setup: local_setup(self.role, remote_setup),
@@ -310,7 +541,7 @@ impl MediaSession {
         }
     }
 
-    /// The socket addresses this session announces.
+    /// The host socket addresses of this session (announced unless `relay_only`).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
     }
@@ -337,14 +568,22 @@ impl MediaSession {
                 exts.set(h.id, ext);
             }
         }
+        let host_addrs: &[SocketAddr] = if self.relay_only {
+            &[]
+        } else {
+            &self.local_addrs
+        };
         self.rtc = build_rtc(
             &self.cert,
             &self.ice_creds,
             exts,
             Some(opus),
-            &self.local_addrs,
+            host_addrs,
             now,
         );
+        for g in &self.gathered {
+            self.rtc.add_local_candidate(g.str0m.clone());
+        }
 
         let mid: Mid = AUDIO_MID.into();
         let mut api = self.rtc.direct_api();
@@ -376,8 +615,10 @@ impl MediaSession {
     }
 
     /// Adds a trickled candidate (transport-info). Unusable or excess candidates are ignored.
+    /// Every TURN allocation gets a permission for its IP.
     pub fn add_remote_candidate(&mut self, c: &IceCandidate) {
-        if self.remote_candidates + self.early_candidates.len() >= MAX_TOTAL_REMOTE_CANDIDATES {
+        if self.remote_candidates.len() + self.early_candidates.len() >= MAX_TOTAL_REMOTE_CANDIDATES
+        {
             return;
         }
         if self.phase == Phase::New {
@@ -386,10 +627,151 @@ impl MediaSession {
             self.early_candidates.push(c.clone());
             return;
         }
-        if let Some(c) = c.to_str0m_remote() {
-            self.rtc.add_remote_candidate(c);
-            self.remote_candidates += 1;
+        if self
+            .remote_candidates
+            .iter()
+            .any(|(k, _)| same_candidate(k, c))
+        {
+            return;
         }
+        if let Some(s) = c.to_str0m_remote() {
+            self.rtc.add_remote_candidate(s.clone());
+            self.remote_candidates.push((c.clone(), s));
+            self.gatherer.permit(c.ip, self.last_now);
+        }
+    }
+
+    /// Our host addresses changed (a network change: the driver bound new sockets): the new
+    /// ones become host candidates (announced with the next [`MediaSession::restart_ice`]), the
+    /// ones gone are withdrawn from str0m, and UDP TURN allocations made from a vanished socket
+    /// are made again from a new one at the restart. Call [`MediaSession::restart_ice`] next.
+    pub fn set_host_addrs(&mut self, addrs: Vec<SocketAddr>) -> Result<(), SessionError> {
+        for a in &addrs {
+            str0m::Candidate::host(*a, "udp").map_err(|_| SessionError::BadLocalAddr(*a))?;
+        }
+        let (keep, gone): (Vec<IceCandidate>, Vec<IceCandidate>) =
+            std::mem::take(&mut self.local_candidates)
+                .into_iter()
+                .partition(|c| addrs.contains(&c.addr()));
+        for c in &gone {
+            if let Ok(h) = str0m::Candidate::host(c.addr(), "udp") {
+                self.rtc.direct_api().invalidate_candidate(&h);
+            }
+        }
+        self.local_candidates = keep;
+        for a in &addrs {
+            if self.local_candidates.iter().any(|c| c.addr() == *a) {
+                continue;
+            }
+            let index = self.local_candidates.len() + gone.len() + self.generation as usize;
+            self.local_candidates.push(IceCandidate {
+                id: format!("{:08x}", self.draw.next_u32()),
+                ..IceCandidate::local_host(*a, index)
+            });
+            if !self.relay_only
+                && let Ok(h) = str0m::Candidate::host(*a, "udp")
+            {
+                self.rtc.add_local_candidate(h);
+            }
+        }
+        // Server-reflexive candidates of a vanished socket are gone with it.
+        let (keep, gone): (Vec<Gathered>, Vec<Gathered>) = std::mem::take(&mut self.gathered)
+            .into_iter()
+            .partition(|g| {
+                g.ice.kind != CandidateType::ServerReflexive
+                    || g.ice.related.is_none_or(|base| addrs.contains(&base))
+            });
+        for g in &gone {
+            self.rtc.direct_api().invalidate_candidate(&g.str0m);
+        }
+        self.gathered = keep;
+        self.local_addrs = addrs;
+        Ok(())
+    }
+
+    /// Restarts ICE from our side (a network change, or to answer the peer's restart): new
+    /// local ufrag and pwd, Binding requests to the STUN servers again (new server-reflexive
+    /// candidates arrive as [`MediaEvent::LocalCandidate`]); TURN allocations, DTLS and so the
+    /// fingerprint stay. Returns the transport to send in a `transport-info` (the peer answers
+    /// with its own restart, [`MediaSession::accept_remote_restart`]). Media keeps flowing on
+    /// the old pair until the new credentials are in use on both sides.
+    ///
+    /// str0m 0.25 offers a restart only through its SDP API (`SdpApi::ice_restart`); on the
+    /// direct API this is new credentials with `set_local_ice_credentials` and, for the peer's
+    /// side, `set_remote_ice_credentials` plus `invalidate_candidate` for the candidates it
+    /// no longer has: checks then run with the new credentials on existing and new pairs.
+    pub fn restart_ice(&mut self, now: Instant) -> Result<IceUdpTransport, SessionError> {
+        if self.remote.is_none() || self.is_ended() {
+            return Err(SessionError::NotStarted);
+        }
+        self.last_now = self.last_now.max(now);
+        self.ice_creds = IceCreds::new();
+        self.rtc
+            .direct_api()
+            .set_local_ice_credentials(self.ice_creds.clone());
+        self.generation += 1;
+        self.stats.ice_restarts += 1;
+        let hosts = self.local_addrs.clone();
+        self.gatherer.restart(&hosts, self.last_now);
+        debug!(generation = self.generation, "ICE restart (ours)");
+        self.local_transport()
+    }
+
+    /// Takes the peer's ICE restart (a `transport-info` with a new ufrag/pwd): its new
+    /// credentials and candidates replace the old ones. A fingerprint in it must be the one the
+    /// call was verified with, else [`SessionError::RestartChangesFingerprint`] and nothing
+    /// changes. The same ufrag/pwd is no restart: its candidates are added as trickle.
+    pub fn accept_remote_restart(
+        &mut self,
+        transport: &IceUdpTransport,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let Some(remote) = self.remote.as_ref() else {
+            return Err(SessionError::NotStarted);
+        };
+        transport.check_credentials()?;
+        let expected = remote.expected.fingerprint;
+        if let Some(d) = &transport.dtls
+            && d.fingerprint != expected
+        {
+            warn!(?expected, offered = ?d.fingerprint, "ICE restart with another fingerprint refused");
+            return Err(SessionError::RestartChangesFingerprint {
+                expected,
+                offered: d.fingerprint,
+            });
+        }
+        self.last_now = self.last_now.max(now);
+        let same =
+            remote.transport.ufrag == transport.ufrag && remote.transport.pwd == transport.pwd;
+        if !same {
+            self.rtc.direct_api().set_remote_ice_credentials(IceCreds {
+                ufrag: transport.ufrag.clone(),
+                pass: transport.pwd.clone(),
+            });
+            // Candidates the peer no longer lists are gone; the others keep their pairs.
+            let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.remote_candidates)
+                .into_iter()
+                .partition(|(k, _)| transport.candidates.iter().any(|c| same_candidate(k, c)));
+            for (_, s) in &gone {
+                self.rtc.direct_api().invalidate_candidate(s);
+            }
+            self.remote_candidates = keep;
+            if let Some(r) = self.remote.as_mut() {
+                r.transport.ufrag = transport.ufrag.clone();
+                r.transport.pwd = transport.pwd.clone();
+            }
+            self.stats.ice_restarts += 1;
+            debug!("ICE restart (the peer's)");
+        }
+        for c in &transport.candidates {
+            self.add_remote_candidate(c);
+        }
+        Ok(())
+    }
+
+    /// Queues an event of the driver's own making (restart results) in the session's order.
+    pub(crate) fn push_event(&mut self, e: MediaEvent) {
+        self.events.push_back(e);
     }
 
     /// Where the session is.
@@ -409,7 +791,17 @@ impl MediaSession {
             frames_played: j.played,
             frames_concealed: j.concealed,
             packets_late: j.late,
-            ..self.stats
+            selected_pair: self.selected_pair(),
+            ice_servers: self.gatherer.report(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Why a call that never connected did not: names each STUN/TURN server that gave nothing
+    /// (the driver ends with this at its connect timeout).
+    pub fn connect_failure(&self) -> FailReason {
+        FailReason::ConnectTimeout {
+            ice_servers: self.gatherer.problems(),
         }
     }
 
@@ -425,8 +817,66 @@ impl MediaSession {
             return;
         }
         self.last_now = self.last_now.max(now);
+        match self
+            .gatherer
+            .datagram(source, destination, data, self.last_now)
+        {
+            GatherRecv::NotMine => self.deliver(source, destination, data),
+            GatherRecv::Handled => {}
+            GatherRecv::Relayed { relayed, data } => {
+                for (peer, d) in data {
+                    self.deliver(peer, relayed, &d);
+                }
+            }
+        }
+    }
+
+    /// The driver's TCP connection `stream` is up; `local` is our end of it.
+    pub fn handle_stream_connected(&mut self, now: Instant, stream: StreamId, local: SocketAddr) {
+        if self.is_ended() {
+            return;
+        }
+        self.last_now = self.last_now.max(now);
+        self.gatherer.stream_connected(stream, local, self.last_now);
+    }
+
+    /// Bytes read from the TCP connection `stream`.
+    pub fn handle_stream_data(&mut self, now: Instant, stream: StreamId, data: &[u8]) {
+        if self.is_ended() {
+            return;
+        }
+        self.last_now = self.last_now.max(now);
+        if let GatherRecv::Relayed { relayed, data } =
+            self.gatherer.stream_data(stream, data, self.last_now)
+        {
+            for (peer, d) in data {
+                self.deliver(peer, relayed, &d);
+            }
+        }
+    }
+
+    /// The TCP connection `stream` could not be opened or ended (`why`, for the stats).
+    pub fn handle_stream_closed(&mut self, now: Instant, stream: StreamId, why: &str) {
+        if self.is_ended() {
+            return;
+        }
+        self.last_now = self.last_now.max(now);
+        self.gatherer.stream_closed(stream, why, self.last_now);
+    }
+
+    /// A datagram for str0m: from a peer to one of our host sockets or relayed addresses.
+    fn deliver(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         if self.is_verified() {
             self.latch_remote_ssrc(data);
+        }
+        if data.first().is_some_and(|b| *b < 2) {
+            self.note_peer_mapping(source, destination, data);
+        }
+        if self.phase != Phase::New {
+            self.last_heard = Some(self.last_now);
+            if self.lost_since.is_some() && self.ice_state.is_connected() {
+                self.connectivity_restored();
+            }
         }
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
             return; // not STUN/DTLS/RTP: ignore
@@ -445,6 +895,11 @@ impl MediaSession {
             return;
         }
         self.last_now = self.last_now.max(now);
+        self.gatherer.handle_timeout(self.last_now);
+        self.check_connectivity();
+        if self.is_ended() {
+            return;
+        }
         if let Err(e) = self.rtc.handle_input(Input::Timeout(self.last_now)) {
             self.fail(FailReason::Transport(e.to_string()));
         }
@@ -456,8 +911,19 @@ impl MediaSession {
             if let Some(e) = self.events.pop_front() {
                 return SessionOutput::Event(e);
             }
-            if self.is_ended() || self.phase == Phase::New {
-                return SessionOutput::Timeout(self.last_now + Duration::from_secs(3600));
+            if let Some(o) = self.gatherer.poll_output() {
+                return o.into();
+            }
+            if self.gather_events() {
+                continue;
+            }
+            let far = self.last_now + Duration::from_secs(3600);
+            if self.is_ended() {
+                return SessionOutput::Timeout(far);
+            }
+            let gather_wake = self.gatherer.next_timeout(self.last_now).unwrap_or(far);
+            if self.phase == Phase::New {
+                return SessionOutput::Timeout(gather_wake);
             }
             let out = match self.rtc.poll_output() {
                 Ok(o) => o,
@@ -478,8 +944,29 @@ impl MediaSession {
                 }
             }
             match out {
-                Output::Timeout(t) => return SessionOutput::Timeout(t),
+                Output::Timeout(t) => {
+                    let watch = self.connectivity_wake().unwrap_or(far);
+                    return SessionOutput::Timeout(t.min(gather_wake).min(watch));
+                }
                 Output::Transmit(t) => {
+                    let media = is_dtls_or_rtp(&t.contents);
+                    if media {
+                        self.media_path = Some((t.source, t.destination));
+                    }
+                    if self.gatherer.is_relayed(t.source) {
+                        // From a relayed candidate: through its TURN allocation. A channel
+                        // saves 32 bytes a packet on the pair that carries media.
+                        let now = self.last_now;
+                        if media && self.channels.insert((t.source, t.destination)) {
+                            self.gatherer.bind_channel(t.source, t.destination, now);
+                        }
+                        self.gatherer
+                            .send_relayed(t.source, t.destination, &t.contents, now);
+                        continue;
+                    }
+                    if self.relay_only {
+                        continue; // never from a host socket
+                    }
                     return SessionOutput::Transmit {
                         source: t.source,
                         destination: t.destination,
@@ -489,6 +976,243 @@ impl MediaSession {
                 Output::Event(e) => self.handle_event(e),
             }
         }
+    }
+
+    /// Remembers the address a Binding success from the peer says it saw us at.
+    fn note_peer_mapping(&mut self, peer: SocketAddr, ours: SocketAddr, data: &[u8]) {
+        use turn_client_proto::stun::types::attribute::XorMappedAddress;
+        use turn_client_proto::stun::types::message::{BINDING, Message, MessageClass};
+        let Ok(m) = Message::from_bytes(data) else {
+            return;
+        };
+        if !m.has_method(BINDING) || !m.has_class(MessageClass::Success) {
+            return;
+        }
+        let Ok(x) = m.attribute::<XorMappedAddress>() else {
+            return;
+        };
+        let seen = x.addr(m.transaction_id());
+        self.peer_mapped
+            .retain(|(o, p, _)| !(*o == ours && *p == peer));
+        if self.peer_mapped.len() >= MAX_PEER_MAPPINGS {
+            self.peer_mapped.pop_front();
+        }
+        self.peer_mapped.push_back((ours, peer, seen));
+    }
+
+    /// Notices a silent peer (lost) and a peer silent for too long (failed).
+    fn check_connectivity(&mut self) {
+        if self.stats.ice_connected.is_none() {
+            return; // the driver's connect timeout bounds the time to the first connection
+        }
+        let Some(heard) = self.last_heard else {
+            return;
+        };
+        let silent = self.last_now.saturating_duration_since(heard);
+        if self.lost_since.is_none() && silent >= CONNECTIVITY_SILENCE {
+            self.connectivity_lost(heard);
+        }
+        if self.lost_since.is_some() && silent >= ICE_DISCONNECT_GRACE {
+            self.fail(FailReason::IceDisconnected);
+        }
+    }
+
+    /// When [`MediaSession::check_connectivity`] has something to decide.
+    fn connectivity_wake(&self) -> Option<Instant> {
+        self.stats.ice_connected?;
+        let heard = self.last_heard?;
+        Some(match self.lost_since {
+            None => heard + CONNECTIVITY_SILENCE,
+            Some(_) => heard + ICE_DISCONNECT_GRACE,
+        })
+    }
+
+    fn connectivity_lost(&mut self, heard: Instant) {
+        warn!(
+            "connectivity lost; waiting up to {:?} for it to come back",
+            ICE_DISCONNECT_GRACE
+        );
+        self.lost_since = Some(heard);
+        self.events.push_back(MediaEvent::ConnectivityLost);
+    }
+
+    fn connectivity_restored(&mut self) {
+        if let Some(since) = self.lost_since.take() {
+            let after = self.last_now.saturating_duration_since(since);
+            debug!(?after, "connectivity restored");
+            self.stats.outages_survived += 1;
+            self.events
+                .push_back(MediaEvent::ConnectivityRestored { after });
+        }
+    }
+
+    /// Turns what gathering found into local candidates and events; `true` if any.
+    fn gather_events(&mut self) -> bool {
+        let mut any = false;
+        let since_start = self.last_now.saturating_duration_since(self.start);
+        while let Some(e) = self.gatherer.poll_event() {
+            any = true;
+            match e {
+                GatherEvent::Reflexive { base, addr, server } => {
+                    if self.relay_only {
+                        continue;
+                    }
+                    let Ok(c) = str0m::Candidate::server_reflexive(addr, base, "udp") else {
+                        continue;
+                    };
+                    let server_ip = self
+                        .stats
+                        .ice_servers
+                        .get(server)
+                        .map(|s| s.label.clone())
+                        .unwrap_or_default();
+                    if self.add_gathered(c, CandidateType::ServerReflexive, base, &server_ip) {
+                        self.stats.gathering.srflx.get_or_insert(since_start);
+                    }
+                }
+                GatherEvent::Relayed {
+                    server,
+                    relayed,
+                    local,
+                } => {
+                    let Ok(c) = str0m::Candidate::relayed(relayed, local, "udp") else {
+                        continue;
+                    };
+                    let label = self.gatherer.label(server);
+                    let transport = self.gatherer.relay_of(relayed).map(|(_, t)| t);
+                    if let Some(transport) = transport {
+                        let path = RelayPath {
+                            server: label.clone(),
+                            transport,
+                        };
+                        self.relays.push((relayed, path));
+                    }
+                    if self.add_gathered(c, CandidateType::Relay, local, &label) {
+                        let g = &mut self.stats.gathering;
+                        let slot = match transport {
+                            Some(RelayTransport::Tcp) => &mut g.relay_tcp,
+                            Some(RelayTransport::Tls) => &mut g.relay_tls,
+                            _ => &mut g.relay_udp,
+                        };
+                        slot.get_or_insert(since_start);
+                    }
+                    // Permissions for every remote candidate known so far.
+                    let ips: Vec<_> = self.remote_candidates.iter().map(|(c, _)| c.ip).collect();
+                    for ip in ips {
+                        self.gatherer.permit(ip, self.last_now);
+                    }
+                }
+                GatherEvent::RelayLost { relayed, .. } => {
+                    if let Some(i) = self.gathered.iter().position(|g| g.str0m.addr() == relayed) {
+                        let g = self.gathered.remove(i);
+                        self.rtc.direct_api().invalidate_candidate(&g.str0m);
+                    }
+                }
+                GatherEvent::ServerFailed { server, reason } => {
+                    self.events.push_back(MediaEvent::IceServerFailed {
+                        server: self.gatherer.label(server),
+                        reason,
+                    });
+                }
+                GatherEvent::Complete => {
+                    self.stats.gathering.complete.get_or_insert(since_start);
+                    self.events.push_back(MediaEvent::GatheringComplete);
+                }
+            }
+        }
+        self.stats.ice_servers = self.gatherer.report();
+        any
+    }
+
+    /// Adds a gathered candidate to str0m and announces it; `false` if str0m found it redundant.
+    fn add_gathered(
+        &mut self,
+        c: str0m::Candidate,
+        kind: CandidateType,
+        base: SocketAddr,
+        server: &str,
+    ) -> bool {
+        // Found again (an ICE restart asks the STUN servers anew): announced already.
+        if self.gathered.iter().any(|g| g.str0m.addr() == c.addr()) {
+            return false;
+        }
+        let Some(added) = self.rtc.add_local_candidate(c.clone()) else {
+            return false;
+        };
+        let priority = added.prio();
+        let addr = c.addr();
+        let ice = IceCandidate {
+            foundation: foundation(kind, base, server),
+            component: 1,
+            protocol: "udp".to_owned(),
+            priority,
+            ip: addr.ip(),
+            port: addr.port(),
+            kind,
+            generation: self.generation,
+            id: format!("{:08x}", self.draw.next_u32()),
+            related: match kind {
+                CandidateType::ServerReflexive => Some(base),
+                _ => None, // a relay need not tell the peer where we are
+            },
+        };
+        debug!(kind = kind.as_str(), %addr, "local candidate");
+        self.gathered.push(Gathered {
+            ice: ice.clone(),
+            str0m: c,
+        });
+        self.events.push_back(MediaEvent::LocalCandidate(ice));
+        true
+    }
+
+    /// The pair media last went out on, with the kinds of both candidates.
+    fn selected_pair(&self) -> Option<SelectedPair> {
+        let (source, destination) = self.media_path?;
+        let relay = self
+            .relays
+            .iter()
+            .rev()
+            .find(|(a, _)| *a == source)
+            .map(|(_, p)| p.clone());
+        // Our side of a host socket is what the peer sees: our own address (host), a
+        // server-reflexive one we found with STUN (srflx), or another NAT mapping (prflx).
+        let seen = self
+            .peer_mapped
+            .iter()
+            .find(|(o, p, _)| *o == source && *p == destination)
+            .map(|(_, _, seen)| *seen);
+        let local = match (relay.is_some(), seen) {
+            (true, _) => CandidateType::Relay,
+            (false, None) => CandidateType::Host,
+            (false, Some(seen)) if seen == source => CandidateType::Host,
+            (false, Some(seen)) => {
+                let srflx = self
+                    .gathered
+                    .iter()
+                    .any(|g| g.ice.kind == CandidateType::ServerReflexive && g.ice.addr() == seen);
+                if srflx {
+                    CandidateType::ServerReflexive
+                } else {
+                    CandidateType::PeerReflexive
+                }
+            }
+        };
+        let remote = self
+            .remote_candidates
+            .iter()
+            .find(|(c, _)| c.addr() == destination)
+            .map_or(CandidateType::PeerReflexive, |(c, _)| c.kind);
+        let local_addr = match local {
+            CandidateType::ServerReflexive | CandidateType::PeerReflexive => seen.unwrap_or(source),
+            _ => source,
+        };
+        Some(SelectedPair {
+            local,
+            local_addr,
+            remote,
+            remote_addr: destination,
+            relay,
+        })
     }
 
     /// Encodes and sends one frame of our audio. Returns `false` (and sends nothing) unless
@@ -552,11 +1276,14 @@ impl MediaSession {
     }
 
     /// Ends the session (DTLS close_notify is not sent; the call engine sends session-terminate).
+    /// TURN allocations are released: drain [`MediaSession::poll_output`] once more to send
+    /// that and close the TCP connections.
     pub fn close(&mut self) {
         if !self.is_ended() {
             self.rtc.disconnect();
             self.phase = Phase::Closed;
         }
+        self.gatherer.close(self.last_now);
     }
 
     fn is_ended(&self) -> bool {
@@ -569,6 +1296,7 @@ impl MediaSession {
         }
         warn!(?reason, "media session failed");
         self.rtc.disconnect();
+        self.gatherer.close(self.last_now);
         self.phase = Phase::Failed(reason.clone());
         if reason != FailReason::FingerprintMismatch {
             self.events.push_back(MediaEvent::Failed(reason));
@@ -600,16 +1328,34 @@ impl MediaSession {
     fn handle_event(&mut self, e: Event) {
         let since_start = self.last_now.saturating_duration_since(self.start);
         match e {
-            Event::IceConnectionStateChange(state) => match state {
-                IceConnectionState::Connected | IceConnectionState::Completed
-                    if self.stats.ice_connected.is_none() =>
-                {
-                    self.stats.ice_connected = Some(since_start);
-                    self.events.push_back(MediaEvent::IceConnected);
+            Event::IceConnectionStateChange(state) => {
+                self.ice_state = state;
+                match state {
+                    IceConnectionState::Connected | IceConnectionState::Completed => {
+                        if self.stats.ice_connected.is_none() {
+                            self.stats.ice_connected = Some(since_start);
+                            self.last_heard = Some(self.last_now);
+                            self.events.push_back(MediaEvent::IceConnected);
+                        }
+                        let recent = self.last_heard.is_some_and(|h| {
+                            self.last_now.saturating_duration_since(h) < CONNECTIVITY_SILENCE
+                        });
+                        if recent {
+                            self.connectivity_restored();
+                        }
+                    }
+                    // Before the first connection, `Disconnected` only means "no pair works
+                    // yet": candidates may still trickle in, and the driver's connect timeout
+                    // bounds it. After it, an outage: wait for connectivity, bounded.
+                    IceConnectionState::Disconnected
+                        if self.stats.ice_connected.is_some() && self.lost_since.is_none() =>
+                    {
+                        let heard = self.last_heard.unwrap_or(self.last_now);
+                        self.connectivity_lost(heard);
+                    }
+                    _ => {}
                 }
-                IceConnectionState::Disconnected => self.fail(FailReason::IceDisconnected),
-                _ => {}
-            },
+            }
             Event::Connected => {
                 if !self.fingerprint_checked {
                     self.check_fingerprint();
@@ -718,6 +1464,33 @@ fn build_rtc(
     rtc
 }
 
+/// DTLS (first byte 20..=63) or RTP/RTCP (128..=191), RFC 7983: what only a working pair carries.
+fn is_dtls_or_rtp(data: &[u8]) -> bool {
+    data.first()
+        .is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b))
+}
+
+/// Two Jingle candidates for the same transport address and kind.
+fn same_candidate(a: &IceCandidate, b: &IceCandidate) -> bool {
+    a.addr() == b.addr() && a.kind == b.kind && a.component == b.component
+}
+
+/// RFC 8445 §5.1.1.3: candidates share a foundation when type, base IP and server agree (str0m
+/// keeps its own `foundation()` crate-private). FNV-1a over those, in hex.
+fn foundation(kind: CandidateType, base: SocketAddr, server: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in kind
+        .as_str()
+        .bytes()
+        .chain(base.ip().to_string().into_bytes())
+        .chain(server.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:x}")
+}
+
 /// The Jingle `setup` we answer with, re-exported for the call engine's convenience.
 pub fn answer_setup(remote: Setup) -> Setup {
     local_setup(JingleRole::Responder, Some(remote))
@@ -728,11 +1501,11 @@ mod tests {
     use super::*;
 
     fn session(seed: u64) -> MediaSession {
-        let config = SessionConfig {
-            role: JingleRole::Initiator,
-            local_addrs: vec!["127.0.0.1:40000".parse().unwrap()],
+        let config = SessionConfig::new(
+            JingleRole::Initiator,
+            vec!["127.0.0.1:40000".parse().unwrap()],
             seed,
-        };
+        );
         MediaSession::new(config, Instant::now()).unwrap()
     }
 
@@ -759,7 +1532,16 @@ mod tests {
         );
         assert_eq!(
             FailReason::IceDisconnected.to_string(),
-            "no connectivity (ICE)"
+            "connectivity lost (ICE) for more than 10 s"
+        );
+        assert_eq!(
+            FailReason::ConnectTimeout {
+                ice_servers: vec![
+                    "turn:192.0.2.1:3478?transport=udp: authentication failed".into()
+                ]
+            }
+            .to_string(),
+            "connect timeout; turn:192.0.2.1:3478?transport=udp: authentication failed"
         );
         assert_eq!(
             FailReason::Transport("dtls: bad record".into()).to_string(),

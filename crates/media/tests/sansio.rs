@@ -37,6 +37,7 @@ fn drain(p: &mut Peer, net: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>) {
                 p.timeout = t;
                 return;
             }
+            other => panic!("no TCP without TURN servers: {other:?}"),
         }
     }
 }
@@ -44,16 +45,8 @@ fn drain(p: &mut Peer, net: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>) {
 fn peer(role: JingleRole, port: u16, freq: f64, now: Instant) -> Peer {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     Peer {
-        s: MediaSession::new(
-            SessionConfig {
-                role,
-                local_addrs: vec![addr],
-                // Injected randomness: each peer's SSRC, CNAME, … follow from its port.
-                seed: u64::from(port),
-            },
-            now,
-        )
-        .unwrap(),
+        // Injected randomness: each peer's SSRC, CNAME, … follow from its port.
+        s: MediaSession::new(SessionConfig::new(role, vec![addr], u64::from(port)), now).unwrap(),
         addr,
         timeout: now,
         events: vec![],
@@ -135,6 +128,8 @@ fn setup_with(
         now: t0,
         next_tick: t0,
         net: VecDeque::new(),
+        blackout: false,
+        usernames: Vec::new(),
     }
 }
 
@@ -144,6 +139,10 @@ struct Sim {
     now: Instant,
     next_tick: Instant,
     net: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Every datagram is lost while set (a router dropping everything).
+    blackout: bool,
+    /// The USERNAME of every STUN Binding request that went over the wire.
+    usernames: Vec<String>,
 }
 
 impl Sim {
@@ -157,7 +156,19 @@ impl Sim {
             drain(a, net);
             drain(b, net);
             while let Some((src, dst, data)) = net.pop_front() {
-                let to = if dst == a.addr { &mut *a } else { &mut *b };
+                if self.blackout {
+                    continue;
+                }
+                if let Some(u) = binding_username(&data) {
+                    self.usernames.push(u);
+                }
+                let to = if dst == a.addr {
+                    &mut *a
+                } else if dst == b.addr {
+                    &mut *b
+                } else {
+                    continue; // an address nobody has any more
+                };
                 to.s.handle_receive(now, src, dst, &data);
                 drain(a, net);
                 drain(b, net);
@@ -330,11 +341,11 @@ fn dino_initiate() -> RemoteParams {
 fn answering_dino_gives_what_dino_accepts() {
     let now = Instant::now();
     let mut s = MediaSession::new(
-        SessionConfig {
-            role: JingleRole::Responder,
-            local_addrs: vec!["127.0.0.1:40000".parse().unwrap()],
-            seed: 2,
-        },
+        SessionConfig::new(
+            JingleRole::Responder,
+            vec!["127.0.0.1:40000".parse().unwrap()],
+            2,
+        ),
         now,
     )
     .unwrap();
@@ -361,8 +372,8 @@ fn answering_dino_gives_what_dino_accepts() {
                 assert!(destination.port() == 41054 || destination.port() == 39264);
                 transmits += 1;
             }
-            SessionOutput::Event(_) => {}
             SessionOutput::Timeout(_) => break,
+            _ => {}
         }
     }
     assert!(transmits > 0);
@@ -376,11 +387,11 @@ fn answering_dino_gives_what_dino_accepts() {
 fn initiator_refuses_actpass_in_session_accept() {
     let now = Instant::now();
     let mut s = MediaSession::new(
-        SessionConfig {
-            role: JingleRole::Initiator,
-            local_addrs: vec!["127.0.0.1:40002".parse().unwrap()],
-            seed: 3,
-        },
+        SessionConfig::new(
+            JingleRole::Initiator,
+            vec!["127.0.0.1:40002".parse().unwrap()],
+            3,
+        ),
         now,
     )
     .unwrap();
@@ -417,11 +428,11 @@ fn passive_responder_is_accepted() {
 fn candidates_before_set_remote_are_kept() {
     let now = Instant::now();
     let mut s = MediaSession::new(
-        SessionConfig {
-            role: JingleRole::Responder,
-            local_addrs: vec!["127.0.0.1:40004".parse().unwrap()],
-            seed: 4,
-        },
+        SessionConfig::new(
+            JingleRole::Responder,
+            vec!["127.0.0.1:40004".parse().unwrap()],
+            4,
+        ),
         now,
     )
     .unwrap();
@@ -438,9 +449,238 @@ fn candidates_before_set_remote_are_kept() {
                 assert_eq!(destination, late.addr());
                 to_late += 1;
             }
-            SessionOutput::Event(_) => {}
             SessionOutput::Timeout(_) => break,
+            _ => {}
         }
     }
     assert!(to_late > 0);
+}
+
+/// A short outage (every datagram lost for 7 s, both ways): the session reports the loss and
+/// the return, stays verified, and audio resumes by itself.
+#[test]
+fn a_short_outage_is_survived() {
+    let mut sim = setup(false);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.a.s.is_verified() && sim.b.s.is_verified());
+    let before = (sim.a.played_frames, sim.b.s.stats().packets_received);
+    sim.blackout = true;
+    sim.run_for(Duration::from_secs(7));
+    sim.blackout = false;
+    let during = sim.b.s.stats().packets_received;
+    sim.run_for(Duration::from_secs(4));
+    for p in [&sim.a, &sim.b] {
+        assert!(p.s.is_verified(), "{:?} {:?}", p.s.phase(), p.events);
+        assert!(
+            !p.events.iter().any(|e| matches!(e, MediaEvent::Failed(_))),
+            "{:?}",
+            p.events
+        );
+    }
+    // Packets flow again after the outage.
+    let after = sim.b.s.stats().packets_received;
+    assert!(after > during + 100, "{before:?} {during} {after}");
+    assert!(sim.a.played_frames > before.0 + 150);
+    let lost = |p: &Peer| p.events.contains(&MediaEvent::ConnectivityLost);
+    let back = |p: &Peer| {
+        p.events
+            .iter()
+            .any(|e| matches!(e, MediaEvent::ConnectivityRestored { .. }))
+    };
+    // 7 s of silence is more than CONNECTIVITY_SILENCE: both noticed, both saw it come back.
+    for p in [&sim.a, &sim.b] {
+        assert!(lost(p), "{:?}", p.events);
+        assert_eq!(lost(p), back(p), "{:?}", p.events);
+        assert_eq!(p.s.stats().outages_survived, u32::from(lost(p)));
+    }
+}
+
+/// An outage longer than the grace ends the session ICE_DISCONNECT_GRACE after the peer was
+/// last heard (injected time: to the 20 ms step of the simulation).
+#[test]
+fn an_outage_longer_than_the_grace_fails_the_session() {
+    use shieldcall_media::session::{FailReason, ICE_DISCONNECT_GRACE};
+    let mut sim = setup(false);
+    sim.run_for(Duration::from_secs(2));
+    sim.blackout = true;
+    let t_out = sim.now;
+    let mut lost_at = None;
+    let mut failed_at = None;
+    for _ in 0..(30_000 / 20) {
+        sim.run_for(Duration::from_millis(20));
+        if lost_at.is_none() && sim.a.events.contains(&MediaEvent::ConnectivityLost) {
+            lost_at = Some(sim.now);
+        }
+        if sim.a.s.phase() == &Phase::Failed(FailReason::IceDisconnected) {
+            failed_at = Some(sim.now);
+            break;
+        }
+    }
+    let (lost_at, failed_at) = (
+        lost_at.expect("lost"),
+        failed_at.unwrap_or_else(|| {
+            panic!(
+                "not failed: lost after {:?}, {:?} {:?}",
+                lost_at.map(|l| l - t_out),
+                sim.a.s.phase(),
+                sim.a.events
+            )
+        }),
+    );
+    use shieldcall_media::session::CONNECTIVITY_SILENCE;
+    let noticed = lost_at - t_out;
+    let failed = failed_at - t_out;
+    let step = Duration::from_millis(40);
+    assert!(
+        noticed >= CONNECTIVITY_SILENCE - step && noticed <= CONNECTIVITY_SILENCE + step,
+        "{noticed:?}"
+    );
+    assert!(
+        failed >= ICE_DISCONNECT_GRACE - step && failed <= ICE_DISCONNECT_GRACE + step,
+        "{failed:?}"
+    );
+    drain(&mut sim.a, &mut sim.net);
+    assert!(
+        sim.a
+            .events
+            .contains(&MediaEvent::Failed(FailReason::IceDisconnected))
+    );
+    eprintln!("loss noticed {noticed:?} after the blackout began; failed after {failed:?}");
+}
+
+/// The USERNAME (`theirs:ours` ufrags) of a STUN Binding request.
+fn binding_username(data: &[u8]) -> Option<String> {
+    use turn_client_proto::stun::types::attribute::Username;
+    use turn_client_proto::stun::types::message::{BINDING, Message, MessageClass};
+    let m = Message::from_bytes(data).ok()?;
+    if !m.has_method(BINDING) || !m.has_class(MessageClass::Request) {
+        return None;
+    }
+    Some(m.attribute::<Username>().ok()?.username().to_owned())
+}
+
+/// An ICE restart both ways (ours, then the peer's answer): new credentials are used for the
+/// checks from then on, DTLS and so the fingerprint are untouched, audio goes on.
+#[test]
+fn ice_restart_changes_credentials_and_keeps_the_call() {
+    let mut sim = setup(false);
+    sim.run_for(Duration::from_secs(2));
+    let old_a = sim.a.s.local_transport().unwrap();
+    let old_b = sim.b.s.local_transport().unwrap();
+    let fingerprints = (
+        old_a.dtls.unwrap().fingerprint,
+        old_b.dtls.unwrap().fingerprint,
+    );
+
+    let now = sim.now;
+    let new_a = sim.a.s.restart_ice(now).unwrap();
+    assert_ne!((&new_a.ufrag, &new_a.pwd), (&old_a.ufrag, &old_a.pwd));
+    assert_eq!(new_a.dtls.unwrap().fingerprint, fingerprints.0);
+    assert!(new_a.candidates.iter().all(|c| c.generation == 1));
+    sim.b.s.accept_remote_restart(&new_a, now).unwrap();
+    let new_b = sim.b.s.restart_ice(now).unwrap();
+    assert_ne!(new_b.ufrag, old_b.ufrag);
+    assert_eq!(new_b.dtls.unwrap().fingerprint, fingerprints.1);
+    sim.a.s.accept_remote_restart(&new_b, now).unwrap();
+
+    sim.usernames.clear();
+    let played = sim.a.played_frames;
+    sim.run_for(Duration::from_secs(8));
+    for p in [&sim.a, &sim.b] {
+        assert!(p.s.is_verified(), "{:?}", p.s.phase());
+        assert_eq!(p.s.stats().ice_restarts, 2);
+    }
+    assert!(
+        sim.a.played_frames > played + 350,
+        "{played} {}",
+        sim.a.played_frames
+    );
+    let a_checks = format!("{}:{}", new_b.ufrag, new_a.ufrag);
+    let b_checks = format!("{}:{}", new_a.ufrag, new_b.ufrag);
+    assert!(sim.usernames.contains(&a_checks), "{:?}", sim.usernames);
+    assert!(sim.usernames.contains(&b_checks), "{:?}", sim.usernames);
+    assert!(
+        !sim.usernames
+            .iter()
+            .any(|u| u.contains(&old_a.ufrag) || u.contains(&old_b.ufrag)),
+        "old credentials after the restart: {:?}",
+        sim.usernames
+    );
+}
+
+/// A restart that brings another fingerprint is refused and changes nothing.
+#[test]
+fn ice_restart_with_another_fingerprint_is_refused() {
+    use shieldcall_media::session::SessionError;
+    let mut sim = setup(false);
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let mut forged = sim.a.s.restart_ice(now).unwrap();
+    let mut dtls = forged.dtls.unwrap();
+    let real = dtls.fingerprint;
+    let mut bytes = *dtls.fingerprint.as_bytes();
+    bytes[7] ^= 0x10;
+    dtls.fingerprint = Fingerprint::from_bytes(&bytes).unwrap();
+    forged.dtls = Some(dtls);
+    let err = sim.b.s.accept_remote_restart(&forged, now).unwrap_err();
+    match err {
+        SessionError::RestartChangesFingerprint { expected, offered } => {
+            assert_eq!(expected, real);
+            assert_eq!(offered, dtls.fingerprint);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.b.s.stats().ice_restarts, 0);
+    // Before the remote is set there is nothing to restart.
+    let mut fresh = MediaSession::new(
+        SessionConfig::new(
+            JingleRole::Initiator,
+            vec!["127.0.0.1:40010".parse().unwrap()],
+            9,
+        ),
+        now,
+    )
+    .unwrap();
+    assert!(matches!(
+        fresh.restart_ice(now),
+        Err(SessionError::NotStarted)
+    ));
+}
+
+/// Must-show 4 in miniature: the initiator's address changes during the call (the old one is
+/// gone), an ICE restart with the new host candidate brings the audio back within 2 s, over
+/// the same DTLS session (verified once, same fingerprint).
+#[test]
+fn a_new_host_address_is_recovered_by_an_ice_restart() {
+    let mut sim = setup(false);
+    sim.run_for(Duration::from_secs(2));
+    let old = sim.a.addr;
+    let new: SocketAddr = "127.0.0.1:10001".parse().unwrap();
+    sim.a.addr = new;
+    sim.a.s.set_host_addrs(vec![new]).unwrap();
+    let now = sim.now;
+    let ta = sim.a.s.restart_ice(now).unwrap();
+    let addrs: Vec<SocketAddr> = ta.candidates.iter().map(|c| c.addr()).collect();
+    assert_eq!(addrs, vec![new]);
+    sim.b.s.accept_remote_restart(&ta, now).unwrap();
+    let tb = sim.b.s.restart_ice(now).unwrap();
+    sim.a.s.accept_remote_restart(&tb, now).unwrap();
+    let got = sim.b.s.stats().packets_received;
+    sim.run_for(Duration::from_secs(2));
+    let resumed = sim.b.s.stats().packets_received - got;
+    assert!(
+        resumed > 50,
+        "{resumed} packets in the 2 s after the restart"
+    );
+    for p in [&sim.a, &sim.b] {
+        assert!(p.s.is_verified(), "{:?}", p.s.phase());
+        let verified = p
+            .events
+            .iter()
+            .filter(|e| matches!(e, MediaEvent::DtlsVerified { .. }))
+            .count();
+        assert_eq!(verified, 1, "one DTLS session: {:?}", p.events);
+    }
+    let pair = sim.b.s.stats().selected_pair.unwrap();
+    assert_eq!(pair.remote_addr, new, "{pair:?} (old {old})");
 }

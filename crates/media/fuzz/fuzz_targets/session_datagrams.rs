@@ -48,21 +48,18 @@ fn drain(p: &mut Peer, net: &mut Net) {
                 p.timeout = t;
                 return;
             }
+            // No TURN servers here: no TCP.
+            SessionOutput::StreamConnect { .. }
+            | SessionOutput::StreamSend { .. }
+            | SessionOutput::StreamClose { .. } => {}
         }
     }
 }
 
 fn peer(role: JingleRole, port: u16, now: Instant) -> Peer {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let s = MediaSession::new(
-        SessionConfig {
-            role,
-            local_addrs: vec![addr],
-            seed: u64::from(port),
-        },
-        now,
-    )
-    .expect("session");
+    let s = MediaSession::new(SessionConfig::new(role, vec![addr], u64::from(port)), now)
+        .expect("session");
     Peer {
         s,
         addr,
