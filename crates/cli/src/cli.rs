@@ -308,6 +308,13 @@ pub struct CallArgs {
     /// --stun/--turn servers, or host addresses alone.
     #[arg(long)]
     pub no_ice_discovery: bool,
+    /// Use relayed candidates only: the peer (and the XMPP servers) learn your TURN server's
+    /// address, never yours. Needs a TURN server; without one no call connects.
+    #[arg(long)]
+    pub relay_only: bool,
+    /// For turns: servers, trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "PEM")]
+    pub turn_ca_file: Option<PathBuf>,
 }
 
 /// How [`CallArgs::options`] treats missing audio devices.
@@ -386,6 +393,8 @@ impl CallArgs {
             ring_timeout: seconds("--ring-timeout", ring_timeout)?,
             ice_servers,
             discover_ice: !self.no_ice_discovery,
+            relay_only: self.relay_only,
+            turn_ca_file: self.turn_ca_file.clone(),
         })
     }
 }

@@ -245,6 +245,19 @@ impl Presenter {
                     || format!("{jid} device {device}: {fingerprint} is now {words} (was {prev})"),
                 );
             }
+            AgentEvent::Connectivity { sid, lost_for } => {
+                let ms = lost_for.map(|d| d.as_millis() as u64);
+                out.event(
+                    "connectivity",
+                    json!({ "sid": sid, "up": lost_for.is_some(), "lost_ms": ms }),
+                    || match ms {
+                        None => {
+                            "the call lost its network path; waiting for it to come back".to_owned()
+                        }
+                        Some(ms) => format!("the network path is back after {ms} ms"),
+                    },
+                );
+            }
             AgentEvent::Warning(w) => out.warning(&w),
             AgentEvent::Error(e) => out.error(&e),
         }
@@ -306,6 +319,40 @@ impl Presenter {
     }
 }
 
+/// The pair of candidates media used last: kinds, and the TURN server of a relayed one.
+fn path_json(p: &media::stats::SelectedPair) -> Value {
+    json!({
+        "local": p.local.as_str(),
+        "remote": p.remote.as_str(),
+        "relay": p.relay.as_ref().map(|r| json!({ "server": r.server, "transport": r.transport.as_str() })),
+    })
+}
+
+/// When each kind of candidate was first gathered, in ms from the session's start.
+fn gathering_json(g: &media::stats::GatheringTimes) -> Value {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+    json!({
+        "srflx": ms(g.srflx),
+        "relay_udp": ms(g.relay_udp),
+        "relay_tcp": ms(g.relay_tcp),
+        "relay_tls": ms(g.relay_tls),
+        "complete": ms(g.complete),
+    })
+}
+
+/// What became of one STUN/TURN server (its label, never credentials).
+fn ice_server_json(r: &media::stats::IceServerReport) -> Value {
+    use media::stats::IceServerState as S;
+    let (state, detail) = match &r.state {
+        S::Pending => ("pending", None),
+        S::Unused => ("unused", None),
+        S::Ready { address, .. } => ("ready", Some(address.to_string())),
+        S::Failed(why) => ("failed", Some(why.clone())),
+        S::Lost(why) => ("lost", Some(why.clone())),
+    };
+    json!({ "server": r.label, "state": state, "detail": detail })
+}
+
 /// The `stats` event of an ended call: its JSON fields and its words.
 fn stats(c: &CallSummary) -> (Value, String) {
     let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
@@ -336,6 +383,11 @@ fn stats(c: &CallSummary) -> (Value, String) {
                         "jitter_ms": s.jitter_ms(),
                         "rtt_ms": s.rtt.map(|d| d.as_secs_f64() * 1000.0),
                         "media_ms_to_dtls": ms(s.dtls_connected),
+                        "path": s.selected_pair.as_ref().map(path_json),
+                        "gathering_ms": gathering_json(&s.gathering),
+                        "ice_servers": s.ice_servers.iter().map(ice_server_json).collect::<Vec<_>>(),
+                        "ice_restarts": s.ice_restarts,
+                        "outages_survived": s.outages_survived,
                         "capture": r.capture.as_ref().map(device_json),
                         "playback": r.playback.as_ref().map(device_json),
                     })
@@ -360,6 +412,9 @@ fn stats(c: &CallSummary) -> (Value, String) {
                 ms(c.shield_after).map_or("-".into(), |m| format!("{m} ms")),
                 ms(c.first_audio_after).map_or("-".into(), |m| format!("{m} ms")),
             );
+            if let Some(p) = &s.selected_pair {
+                human.push_str(&format!("; path {p}"));
+            }
             for (what, d) in [("microphone", &r.capture), ("speaker", &r.playback)] {
                 if let Some(d) = d {
                     human.push_str(&format!(

@@ -31,7 +31,8 @@ use shieldcall_media::IceServer;
 use shieldcall_media::audio::sink::{AudioSink, NullSink, WavSink};
 use shieldcall_media::audio::source::{AudioSource, SilenceSource, ToneSource, WavSource};
 use shieldcall_media::driver::{
-    CallReport, DriverCommand, DriverError, MediaEndpoint, MediaHandle, MediaUpdate, StartOptions,
+    CallReport, DriverCommand, DriverError, MediaEndpoint, MediaHandle, MediaNetConfig,
+    MediaUpdate, StartOptions,
 };
 use shieldcall_omemo::account::DecryptLimits;
 use shieldcall_omemo::xml::EncryptedElement;
@@ -320,6 +321,12 @@ pub struct CallOptions {
     /// Ask the account's own server for its STUN and TURN services (XEP-0215) after going
     /// online, and again before their credentials expire.
     pub discover_ice: bool,
+    /// Announce and use relayed candidates only: the peer learns the TURN server's address,
+    /// never ours (needs a TURN server; without one no call connects).
+    pub relay_only: bool,
+    /// For `turns:` servers: trust the CA certificates in this PEM file instead of the
+    /// system's roots (a test's throw-away CA).
+    pub turn_ca_file: Option<PathBuf>,
 }
 
 impl Default for CallOptions {
@@ -338,6 +345,8 @@ impl Default for CallOptions {
             audio_unavailable: None,
             ice_servers: Vec::new(),
             discover_ice: true,
+            relay_only: false,
+            turn_ca_file: None,
         }
     }
 }
@@ -494,6 +503,14 @@ pub enum AgentEvent {
         /// Its trust before.
         previous: TrustLevel,
     },
+    /// A call lost its network path (`lost_for: None`; it waits a few seconds for it) or got it
+    /// back (`lost_for`: how long it was gone).
+    Connectivity {
+        /// The call.
+        sid: String,
+        /// How long the path was gone, once it is back.
+        lost_for: Option<Duration>,
+    },
     /// Something skipped or degraded; the agent goes on.
     Warning(String),
     /// Something failed; the agent goes on.
@@ -551,6 +568,8 @@ struct CallState {
     started: Instant,
     endpoint: Option<MediaEndpoint>,
     remote: Vec<RemoteContent>,
+    /// The name of its one content, once media was prepared.
+    content: Option<String>,
     /// The running media endpoint (its updates arrive on the agent's one media channel).
     running: Option<MediaHandle>,
     shield_at: Option<Duration>,
@@ -571,6 +590,7 @@ impl CallState {
             started: now,
             endpoint: None,
             remote: Vec::new(),
+            content: None,
             running: None,
             shield_at: None,
             first_audio_at: None,
@@ -639,6 +659,8 @@ pub struct CallAgent {
     outcome: Option<bool>,
     /// Waiting for the embedder's answer on this call.
     asking: Option<String>,
+    /// The host's usable addresses when last looked at during a call (a change restarts ICE).
+    host_ips: Option<Vec<IpAddr>>,
     /// The STUN and TURN servers new calls use: the user's, then the discovered ones.
     ice_servers: Vec<IceServer>,
     /// The labels last reported ([`AgentEvent::IceServers`]).
@@ -685,6 +707,7 @@ impl CallAgent {
             answered: 0,
             outcome: None,
             asking: None,
+            host_ips: None,
             ice_servers: opts.ice_servers.clone(),
             ice_shown: None,
             ice_refresh_at: None,
@@ -739,6 +762,7 @@ impl CallAgent {
             if !self.calls.is_empty() && Instant::now() >= next_trust_check {
                 next_trust_check = Instant::now() + TRUST_POLL;
                 self.check_trust_elsewhere();
+                self.check_host_addresses();
             }
             self.flush().await;
             if let Some(done) = self.outcome
@@ -927,6 +951,32 @@ impl CallAgent {
 
     /// Another process committed to the account database (`shieldcall trust`, `distrust` or
     /// `policy` in another terminal): the engine re-decides every running call's shield.
+    /// The host's addresses changed during a call (Wi-Fi to mobile, a new lease): media
+    /// rebinds and restarts ICE, which goes to the peer as Conversations' restart. Only when the
+    /// media addresses are the host's (no `media_ips` given).
+    fn check_host_addresses(&mut self) {
+        if !self.opts.media_ips.is_empty() {
+            return;
+        }
+        let Ok(now) = media::driver::usable_host_ips() else {
+            return;
+        };
+        if self.host_ips.as_ref() == Some(&now) {
+            return;
+        }
+        if self.host_ips.is_some() && !now.is_empty() {
+            for c in self.calls.values() {
+                if let Some(r) = &c.running {
+                    r.send(DriverCommand::RestartIceOn(now.clone()));
+                }
+            }
+            self.warn(format!(
+                "the host's addresses changed ({now:?}): restarting ICE for the running calls"
+            ));
+        }
+        self.host_ips = Some(now);
+    }
+
     fn check_trust_elsewhere(&mut self) {
         match self.svc().trust_or_policy_changed() {
             Ok(true) => self
@@ -1176,17 +1226,25 @@ impl CallAgent {
                     self.start_media(&sid);
                 }
             }
-            // issue 14: media's ICE restart is not wired yet; the call goes on with the paths
-            // it has (and ends if none is left). Said, never silent.
-            Event::IceRestart { offer, .. } => {
-                let who = if offer {
-                    "the peer restarted"
-                } else {
-                    "the peer answered"
-                };
-                self.warn(format!(
-                    "{who} ICE; restarts are not supported by this build yet"
-                ));
+            // The peer restarted ICE (or answered our restart): media takes its new
+            // credentials; to its offer media restarts too, and reports IceRestarted.
+            Event::IceRestart { sid, remote, offer } => {
+                if let Some(r) = self.calls.get(&sid).and_then(|c| c.running.as_ref()) {
+                    for cred in remote {
+                        // No fingerprint: a restart keeps the DTLS association (the engine
+                        // refused any transport-info carrying one).
+                        let transport = media::IceUdpTransport {
+                            ufrag: cred.ufrag,
+                            pwd: cred.pwd,
+                            candidates: Vec::new(),
+                            dtls: None,
+                        };
+                        r.send(DriverCommand::RemoteIceRestart(transport));
+                    }
+                    if offer {
+                        r.send(DriverCommand::RestartIce);
+                    }
+                }
             }
             Event::RemoteCandidates {
                 sid, candidates, ..
@@ -1314,6 +1372,31 @@ impl CallAgent {
 
     /// The embedder's answer to [`AgentEvent::Asking`]; ignored for any other call (answered
     /// meanwhile, ended, or never asked about).
+    /// Sends local candidates found during the call to the peer (`transport-info`).
+    fn trickle(
+        &mut self,
+        sid: &str,
+        candidates: &[media::IceCandidate],
+    ) -> Result<(), shieldcall_jingle::ApiError> {
+        let content = self.content_of(sid);
+        for c in candidates {
+            let candidate = media_params::candidate_to_jingle(c);
+            let content = content.clone();
+            let ev = EngineMedia::LocalCandidate { content, candidate };
+            self.engine
+                .handle_media(&mut self.crypto, Instant::now(), sid, ev)?;
+        }
+        Ok(())
+    }
+
+    /// The call's one content name (`0` as Conversations names it, or the offer's).
+    fn content_of(&self, sid: &str) -> String {
+        self.calls
+            .get(sid)
+            .and_then(|c| c.content.clone())
+            .unwrap_or_else(|| "0".to_owned())
+    }
+
     /// Proposes a call to `peer` (a fresh, unguessable sid) and reports it as proposing.
     fn place_call(&mut self, peer: BareJid) -> Result<String, ClientError> {
         let sid = random_sid()?;
@@ -1412,9 +1495,14 @@ impl CallAgent {
             Role::Responder => media::JingleRole::Responder,
         };
         self.await_discovery().await;
-        // issue 14: the media engine gathers server-reflexive and relayed candidates with
-        // self.ice_servers() once crates/media takes them; MediaEndpoint::bind does not yet.
-        let mut ep = match MediaEndpoint::bind(media_role, &self.media_ips()).await {
+        // Host candidates, and server-reflexive and relayed ones with the STUN/TURN servers
+        // (the user's, then the account server's): gathered while media runs, trickled.
+        let net = MediaNetConfig {
+            ice_servers: self.ice_servers.clone(),
+            ca_file: self.opts.turn_ca_file.clone(),
+            relay_only: self.opts.relay_only,
+        };
+        let mut ep = match MediaEndpoint::bind_with(media_role, &self.media_ips(), net).await {
             Ok(ep) => ep,
             Err(e) => {
                 self.fail_media(sid, format!("cannot open media sockets: {e}"));
@@ -1468,6 +1556,9 @@ impl CallAgent {
                 return;
             }
         };
+        if let Some(c) = self.calls.get_mut(sid) {
+            c.content = Some(name.clone());
+        }
         if let Some(c) = self.calls.get_mut(sid) {
             c.endpoint = Some(ep);
         }
@@ -1629,6 +1720,59 @@ impl CallAgent {
                 sid,
                 EngineMedia::Failed(format!("media failed: {reason}")),
             ),
+            media::MediaEvent::LocalCandidate(c) => self.trickle(sid, &[c]),
+            media::MediaEvent::GatheringComplete => Ok(()),
+            media::MediaEvent::IceServerFailed { server, reason } => {
+                self.warn(format!("{server}: {reason}"));
+                Ok(())
+            }
+            media::MediaEvent::ConnectivityLost => {
+                let sid = sid.to_owned();
+                self.emit(AgentEvent::Connectivity {
+                    sid,
+                    lost_for: None,
+                });
+                Ok(())
+            }
+            media::MediaEvent::ConnectivityRestored { after } => {
+                let sid = sid.to_owned();
+                self.emit(AgentEvent::Connectivity {
+                    sid,
+                    lost_for: Some(after),
+                });
+                Ok(())
+            }
+            media::MediaEvent::IceRestarted(transport) => {
+                let credentials = vec![shieldcall_jingle::IceCredentials {
+                    content: self.content_of(sid),
+                    ufrag: transport.ufrag.clone(),
+                    pwd: transport.pwd.clone(),
+                }];
+                let restarted = EngineMedia::IceRestarted { credentials };
+                self.engine
+                    .handle_media(&mut self.crypto, now, sid, restarted)
+                    .and_then(|()| self.trickle(sid, &transport.candidates))
+            }
+            media::MediaEvent::IceRestartRefused {
+                reason,
+                fingerprint_changed,
+            } => {
+                if fingerprint_changed {
+                    // A restart never changes the DTLS association (the engine refuses a
+                    // transport-info with a fingerprint before media sees it): defence in depth.
+                    let failed = EngineMedia::Failed(format!("ICE restart refused: {reason}"));
+                    self.engine.handle_media(&mut self.crypto, now, sid, failed)
+                } else {
+                    self.warn(format!("the peer's ICE restart was refused: {reason}"));
+                    Ok(())
+                }
+            }
+            other => {
+                self.warn(format!(
+                    "media reported something this agent does not know: {other:?}"
+                ));
+                Ok(())
+            }
         };
         // UnknownSession: the engine ended the call meanwhile; nothing to tell it.
         let _ = result;
