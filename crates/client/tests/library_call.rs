@@ -85,23 +85,43 @@ fn tone_of(r: &Recording) -> f64 {
     r.dominant_frequency()
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn two_library_instances_make_a_verified_call() {
+/// A Prosody with alice and bob (password `pw-NAME`) and a data directory for each.
+struct Accounts {
+    dir: tempfile::TempDir,
+    server: Prosody,
+    alice: BareJid,
+    bob: BareJid,
+    alice_dir: std::path::PathBuf,
+    bob_dir: std::path::PathBuf,
+}
+
+fn accounts() -> Accounts {
     let dir = tempfile::tempdir().unwrap();
-    let server = Prosody::launch(
-        &dir.path().join("prosody"),
-        &ProsodyConfig::default(),
-        &process::never,
-    )
-    .unwrap();
-    let (alice, bob): (BareJid, BareJid) = (
-        "alice@localhost".parse().unwrap(),
-        "bob@localhost".parse().unwrap(),
-    );
+    let config = ProsodyConfig::default();
+    let server = Prosody::launch(&dir.path().join("prosody"), &config, &process::never).unwrap();
     for name in ["alice", "bob"] {
         server.register(name, &format!("pw-{name}")).unwrap();
     }
-    let (alice_dir, bob_dir) = (dir.path().join("alice"), dir.path().join("bob"));
+    Accounts {
+        alice: "alice@localhost".parse().unwrap(),
+        bob: "bob@localhost".parse().unwrap(),
+        alice_dir: dir.path().join("alice"),
+        bob_dir: dir.path().join("bob"),
+        server,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_library_instances_make_a_verified_call() {
+    let Accounts {
+        dir,
+        server,
+        alice,
+        bob,
+        alice_dir,
+        bob_dir,
+    } = accounts();
     // Each verifies the other's device, as a QR scan would (the account API, offline).
     let (alice_device, bob_device) = {
         let mut a = open_account(&alice_dir, &alice).unwrap();
@@ -215,21 +235,14 @@ async fn two_library_instances_make_a_verified_call() {
 /// `Call` places a call that becomes verified with bob's device, `HangUp` ends it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_listening_agent_trusts_sends_calls_and_hangs_up_on_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Prosody::launch(
-        &dir.path().join("prosody"),
-        &ProsodyConfig::default(),
-        &process::never,
-    )
-    .unwrap();
-    let (alice, bob): (BareJid, BareJid) = (
-        "alice@localhost".parse().unwrap(),
-        "bob@localhost".parse().unwrap(),
-    );
-    for name in ["alice", "bob"] {
-        server.register(name, &format!("pw-{name}")).unwrap();
-    }
-    let (alice_dir, bob_dir) = (dir.path().join("alice"), dir.path().join("bob"));
+    let Accounts {
+        dir,
+        server,
+        alice,
+        bob,
+        alice_dir,
+        bob_dir,
+    } = accounts();
     // Bob verified alice before (offline); alice verifies bob by command below.
     let (bob_uri, bob_device) = {
         let a = open_account(&alice_dir, &alice).unwrap();
