@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{debug, warn};
 use turn_client_proto::stun::agent::{StunAgent, StunAgentPollRet};
@@ -18,47 +18,14 @@ use turn_client_proto::stun::types::message::{
 
 use crate::ice_servers::{IceServerKind, RelayTransport, ResolvedIceServer, TlsTrust};
 use crate::stats::{IceServerReport, IceServerState};
+use crate::transaction::Clock;
+pub use crate::transaction::{
+    STUN_FINAL_WAIT, STUN_INITIAL_RTO, STUN_MAX_RTO, STUN_TRANSMISSIONS, stun_budget,
+};
 use crate::turn::{LinkConfig, LinkEvent, LinkOutput, LinkRecv, StreamId, TurnLink};
-
-/// First retransmission timeout of a STUN transaction (RFC 8489 §6.2.1's 500 ms).
-pub const STUN_INITIAL_RTO: Duration = Duration::from_millis(500);
-
-/// Longest wait between two transmissions of one request (RFC 8489 lets it grow unbounded; a
-/// call cannot wait that long).
-pub const STUN_MAX_RTO: Duration = Duration::from_secs(2);
-
-/// Transmissions of one request over UDP (RFC 8489's Rc is 7): at 0, 0.5, 1.5, 3.5 and 5.5 s.
-pub const STUN_TRANSMISSIONS: u32 = 5;
-
-/// Wait after the last transmission before the transaction fails: 7.5 s in all (over TCP one
-/// transmission, and the same 7.5 s).
-pub const STUN_FINAL_WAIT: Duration = Duration::from_secs(2);
 
 /// Most STUN/TURN servers used for one call; more are reported as ignored.
 pub const MAX_ICE_SERVERS: usize = 8;
-
-/// Maps the session's `std::time::Instant` to the `sans-io-time` instants of the STUN/TURN
-/// crates: nanoseconds since the session's creation.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    epoch: Instant,
-}
-
-impl Clock {
-    pub(crate) fn new(epoch: Instant) -> Self {
-        Self { epoch }
-    }
-
-    pub(crate) fn io(&self, now: Instant) -> turn_client_proto::types::Instant {
-        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
-        turn_client_proto::types::Instant::from_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
-    }
-
-    pub(crate) fn std(&self, t: turn_client_proto::types::Instant) -> Instant {
-        let nanos = u64::try_from(t.as_nanos()).unwrap_or(0);
-        self.epoch + Duration::from_nanos(nanos)
-    }
-}
 
 /// What gathering found or lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -725,23 +692,12 @@ impl Gatherer {
     }
 }
 
-/// How long a STUN transaction may take in all with the constants above.
-pub fn stun_budget() -> Duration {
-    let mut total = Duration::ZERO;
-    let mut rto = STUN_INITIAL_RTO;
-    for _ in 1..STUN_TRANSMISSIONS {
-        total += rto.min(STUN_MAX_RTO);
-        rto *= 2;
-    }
-    total + STUN_FINAL_WAIT
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn stun_transactions_end_within_seven_and_a_half_seconds() {
-        assert_eq!(stun_budget(), Duration::from_millis(7_500));
+        assert_eq!(stun_budget(), std::time::Duration::from_millis(7_500));
     }
 }

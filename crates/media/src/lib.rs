@@ -120,6 +120,7 @@ pub mod ice_servers;
 pub mod params;
 pub mod session;
 pub mod stats;
+mod transaction;
 pub mod turn;
 
 pub use ice_servers::{

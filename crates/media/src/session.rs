@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use crate::audio::jitter::{JitterBuffer, Playout};
 use crate::audio::opus::{OpusDecoder, OpusEncoder};
 use crate::audio::{AudioError, FRAME_SAMPLES, Frame};
-use crate::gather::{Clock, GatherEvent, GatherRecv, Gatherer};
+use crate::gather::{GatherEvent, GatherRecv, Gatherer};
 use crate::ice_servers::{RelayTransport, ResolvedIceServer, TlsTrust};
 use crate::params::CandidateType;
 use crate::params::{
@@ -37,6 +37,7 @@ use crate::params::{
 };
 use crate::stats::CallStats;
 use crate::stats::{RelayPath, SelectedPair};
+use crate::transaction::Clock;
 use crate::turn::{LinkOutput, StreamId};
 
 /// How long a connected session may hear nothing from the peer before it fails with

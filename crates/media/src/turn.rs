@@ -3,7 +3,7 @@
 //! through rustls in memory), with what the call needs around it:
 //!
 //! * a bounded time to allocate ([`ALLOCATE_DEADLINE`]) and bounded retransmits
-//!   ([`crate::gather::STUN_TRANSMISSIONS`]), so an unreachable server fails, never hangs;
+//!   ([`crate::transaction::STUN_TRANSMISSIONS`]), so an unreachable server fails, never hangs;
 //! * a wrong secret named as such at the second `401` (the library would wait for its
 //!   retransmits to run out);
 //! * permissions for every remote candidate's IP (the library refreshes them every 240 s,
@@ -38,8 +38,10 @@ use turn_client_proto::types::message::{ALLOCATE, REFRESH};
 use turn_client_proto::types::{TransportType, TurnCredentials};
 use turn_client_proto::udp::TurnClientUdp;
 
-use crate::gather::{Clock, STUN_FINAL_WAIT, STUN_INITIAL_RTO, STUN_MAX_RTO, STUN_TRANSMISSIONS};
 use crate::ice_servers::{RelayTransport, Secret, TlsTrust};
+use crate::transaction::{
+    Clock, STUN_FINAL_WAIT, STUN_INITIAL_RTO, STUN_MAX_RTO, STUN_TRANSMISSIONS,
+};
 
 /// An allocation must exist this long after we started asking, or the server counts as failed
 /// (covers the TCP connect, the TLS handshake, the 401 round and the Allocate itself).
@@ -956,7 +958,7 @@ impl TurnLink {
             (None, true) => "the TURN server refused the allocation".to_owned(),
             (None, false) => format!(
                 "no answer from the TURN server within {:.1} s",
-                crate::gather::stun_budget().as_secs_f64()
+                crate::transaction::stun_budget().as_secs_f64()
             ),
         }
     }
