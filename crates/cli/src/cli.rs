@@ -291,13 +291,13 @@ pub struct CallArgs {
     /// Local IP address for media, repeatable [default: every up, non-loopback interface].
     #[arg(long, value_name = "IP")]
     pub media_ip: Vec<IpAddr>,
-    /// Your own STUN server, HOST:PORT (or stun:HOST[:PORT]), repeatable; used before those
-    /// your XMPP server offers. No third-party STUN server is used by default: it would tell
-    /// a stranger who calls whom.
+    /// Your own STUN server, HOST:PORT (or stun:HOST:PORT, the port optional), repeatable;
+    /// used before those your XMPP server offers. No third-party STUN server is used by
+    /// default: it would tell a stranger who calls whom.
     #[arg(long = "stun", value_name = "HOST:PORT")]
     pub stun: Vec<String>,
-    /// Your own TURN server, turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT] (TLS),
-    /// repeatable; needs --turn-credentials.
+    /// Your own TURN server, turn:HOST:PORT?transport=udp (or tcp) or turns:HOST:PORT (TLS),
+    /// the port and the transport optional, repeatable; needs --turn-credentials.
     #[arg(long = "turn", value_name = "URI")]
     pub turn: Vec<String>,
     /// The --turn servers' credentials: a file with the username on its first line and the
