@@ -14,9 +14,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use minidom::Element;
@@ -40,79 +39,12 @@ const SLACK: Duration = Duration::from_secs(30);
 /// Bound on one STUN/TURN client run.
 const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
-/// An Allocate (RFC 8656) over UDP, TCP or TLS: `allocate udp|tcp|tls HOST PORT [CAFILE]`,
-/// the username and the password on stdin, one per line. First without credentials (the 401
-/// brings realm and nonce), then with the long-term credential's MESSAGE-INTEGRITY
-/// (MD5(username:realm:password)); prints `result=success relayed=IP:PORT lifetime=N` (and
-/// releases the allocation) or `result=error code=N`.
-const ALLOCATE: &str = r#"
-import hashlib, hmac, os, socket, ssl, struct, sys
-MAGIC = 0x2112A442
-def message(mtype, tid, attrs, key=None):
-    body = b''
-    for t, v in attrs:
-        body += struct.pack('!HH', t, len(v)) + v + b'\0' * (-len(v) % 4)
-    if key is not None:
-        head = struct.pack('!HHI', mtype, len(body) + 24, MAGIC) + tid
-        body += struct.pack('!HH', 0x0008, 20) + hmac.new(key, head + body, hashlib.sha1).digest()
-    return struct.pack('!HHI', mtype, len(body), MAGIC) + tid + body
-def parse(data, tid):
-    mtype, length, magic = struct.unpack('!HHI', data[:8])
-    assert magic == MAGIC and data[8:20] == tid, 'not our transaction'
-    attrs, i = {}, 20
-    while i + 4 <= 20 + length:
-        t, l = struct.unpack('!HH', data[i:i + 4])
-        attrs.setdefault(t, data[i + 4:i + 4 + l])
-        i += 4 + l + (-l % 4)
-    return mtype, attrs
-def xor_addr(v):
-    port = struct.unpack('!H', v[2:4])[0] ^ (MAGIC >> 16)
-    ip = socket.inet_ntoa(struct.pack('!I', struct.unpack('!I', v[4:8])[0] ^ MAGIC))
-    return '%s:%d' % (ip, port)
-proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-user, password = sys.stdin.readline().rstrip('\n'), sys.stdin.readline().rstrip('\n')
-if proto == 'udp':
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(0.5)
-    def transaction(msg):
-        for _ in range(6):
-            s.sendto(msg, (host, port))
-            try:
-                return s.recvfrom(4096)[0]
-            except socket.timeout:
-                pass
-        raise SystemExit('no answer from %s:%d' % (host, port))
-else:
-    s = socket.create_connection((host, port), timeout=5)
-    if proto == 'tls':
-        s = ssl.create_default_context(cafile=sys.argv[4]).wrap_socket(s, server_hostname=host)
-    def transaction(msg):
-        s.sendall(msg)
-        data = b''
-        while len(data) < 20 or len(data) < 20 + struct.unpack('!H', data[2:4])[0]:
-            chunk = s.recv(4096)
-            assert chunk, 'connection closed'
-            data += chunk
-        return data
-udp_relay = [(0x0019, bytes([17, 0, 0, 0]))]
-tid = os.urandom(12)
-mtype, attrs = parse(transaction(message(0x0003, tid, udp_relay)), tid)
-assert mtype == 0x0113, 'unauthenticated allocate answered with type %#x' % mtype
-realm, nonce = attrs[0x0014], attrs[0x0015]
-key = hashlib.md5(b'%s:%s:%s' % (user.encode(), realm, password.encode())).digest()
-tid = os.urandom(12)
-auth = [(0x0006, user.encode()), (0x0014, realm), (0x0015, nonce)] + udp_relay
-mtype, attrs = parse(transaction(message(0x0003, tid, auth, key)), tid)
-if mtype == 0x0103:
-    lifetime = struct.unpack('!I', attrs[0x000D])[0]
-    print('result=success relayed=%s lifetime=%d' % (xor_addr(attrs[0x0016]), lifetime))
-    tid = os.urandom(12)
-    release = [(0x0006, user.encode()), (0x0014, realm), (0x0015, nonce), (0x000D, struct.pack('!I', 0))]
-    transaction(message(0x0004, tid, release, key))
-else:
-    e = attrs.get(0x0009, b'\0\0\0\0')
-    print('result=error code=%d' % ((e[2] & 7) * 100 + e[3]))
-"#;
+/// The tests' STUN/TURN client (`tests/python/stun_client.py`, shared with the lab's tests):
+/// `allocate udp|tcp|tls HOST PORT [CAFILE]`, the credentials in the environment.
+const STUN_CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/python/stun_client.py"
+);
 
 /// The Python the tests run: the venv's of scripts/test, else python3.
 fn python() -> PathBuf {
@@ -133,41 +65,18 @@ fn allocate(
         (_, IceTransport::Udp) => "udp",
         (_, IceTransport::Tcp) => "tcp",
     };
-    let mut cmd = Command::new(python());
-    cmd.arg("-c")
-        .arg(ALLOCATE)
-        .args([proto, &server.host, &server.port.to_string()])
-        .args(ca)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start python: {e}"));
     let user = server.username.as_deref().unwrap_or("");
     let pass = password.unwrap_or_else(|| server.password.as_ref().map_or("", Secret::expose));
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{user}\n{pass}\n").as_bytes())
-        .unwrap();
-    drop(stdin);
-    let deadline = Instant::now() + CLIENT_LIMIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the TURN client did not finish within {CLIENT_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the TURN client failed against {}: {}{}",
-        server.label(),
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new(python());
+    cmd.arg(STUN_CLIENT)
+        .args(["allocate", proto, &server.host, &server.port.to_string()])
+        .args(ca)
+        .env("TURN_USERNAME", user)
+        .env("TURN_PASSWORD", pass);
+    let what = format!("the TURN client against {}", server.label());
+    let out = shieldcall_localserver::process::run_ok(cmd, CLIENT_LIMIT, &what, &process::never)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = out.stdout;
     stdout
         .split_whitespace()
         .filter_map(|kv| kv.split_once('='))

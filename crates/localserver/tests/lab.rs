@@ -95,102 +95,12 @@ for _ in range(count):
     u.close()
 "#;
 
-/// A STUN/TURN client, written from RFC 8489 and RFC 8656 (not a library), one line of
-/// `key=value` out:
-/// * `binding udp|tcp|tls HOST PORT [CAFILE]`: a Binding request; `mapped=IP:PORT` from its
-///   XOR-MAPPED-ADDRESS and `local=IP:PORT` (TLS: the certificate checked against CAFILE for
-///   the IP address HOST);
-/// * `allocate HOST PORT USERNAME PASSWORD`: an Allocate over UDP, first without credentials
-///   (the 401 brings realm and nonce), then with the long-term credential's
-///   MESSAGE-INTEGRITY; `result=success relayed=… mapped=… lifetime=…` or
-///   `result=error code=N`.
-const STUN: &str = r#"
-import hashlib, hmac, os, socket, ssl, struct, sys
-MAGIC = 0x2112A442
-def pack_attrs(attrs):
-    out = b''
-    for t, v in attrs:
-        out += struct.pack('!HH', t, len(v)) + v + b'\0' * (-len(v) % 4)
-    return out
-def message(mtype, tid, attrs, key=None):
-    body = pack_attrs(attrs)
-    if key is not None:
-        head = struct.pack('!HHI', mtype, len(body) + 24, MAGIC) + tid
-        body += struct.pack('!HH', 0x0008, 20) + hmac.new(key, head + body, hashlib.sha1).digest()
-    return struct.pack('!HHI', mtype, len(body), MAGIC) + tid + body
-def parse(data, tid):
-    mtype, length, magic = struct.unpack('!HHI', data[:8])
-    assert magic == MAGIC and data[8:20] == tid, 'not our transaction'
-    attrs, i = {}, 20
-    while i + 4 <= 20 + length:
-        t, l = struct.unpack('!HH', data[i:i + 4])
-        attrs.setdefault(t, data[i + 4:i + 4 + l])
-        i += 4 + l + (-l % 4)
-    return mtype, attrs
-def xor_addr(v):
-    port = struct.unpack('!H', v[2:4])[0] ^ (MAGIC >> 16)
-    ip = socket.inet_ntoa(struct.pack('!I', struct.unpack('!I', v[4:8])[0] ^ MAGIC))
-    return '%s:%d' % (ip, port)
-def read_stream(s):
-    data = b''
-    while len(data) < 20 or len(data) < 20 + struct.unpack('!H', data[2:4])[0]:
-        chunk = s.recv(4096)
-        assert chunk, 'connection closed'
-        data += chunk
-    return data
-def udp_transaction(s, dest, msg):
-    for _ in range(5):
-        s.sendto(msg, dest)
-        try:
-            return s.recvfrom(2048)[0]
-        except socket.timeout:
-            pass
-    raise SystemExit('no answer from %s:%d' % dest)
-cmd, host, port = sys.argv[1], sys.argv[3 if sys.argv[1] == 'binding' else 2], 0
-if cmd == 'binding':
-    proto, port = sys.argv[2], int(sys.argv[4])
-    tid = os.urandom(12)
-    req = message(0x0001, tid, [])
-    if proto == 'udp':
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.settimeout(0.5)
-        s.bind(('0.0.0.0', 0))
-        data = udp_transaction(s, (host, port), req)
-        s.connect((host, port))
-    else:
-        s = socket.create_connection((host, port), timeout=5)
-        if proto == 'tls':
-            ctx = ssl.create_default_context(cafile=sys.argv[5])
-            s = ctx.wrap_socket(s, server_hostname=host)
-        s.sendall(req)
-        data = read_stream(s)
-    mtype, attrs = parse(data, tid)
-    assert mtype == 0x0101, 'binding answered with type %#x' % mtype
-    print('mapped=%s local=%s:%d' % (xor_addr(attrs[0x0020]), *s.getsockname()[:2]))
-elif cmd == 'allocate':
-    port, user, password = int(sys.argv[3]), sys.argv[4], sys.argv[5]
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(0.5)
-    transport = [(0x0019, bytes([17, 0, 0, 0]))]
-    tid = os.urandom(12)
-    mtype, attrs = parse(udp_transaction(s, (host, port), message(0x0003, tid, transport)), tid)
-    assert mtype == 0x0113, 'unauthenticated allocate answered with type %#x' % mtype
-    realm, nonce = attrs[0x0014], attrs[0x0015]
-    key = hashlib.md5(b'%s:%s:%s' % (user.encode(), realm, password.encode())).digest()
-    tid = os.urandom(12)
-    auth = [(0x0006, user.encode()), (0x0014, realm), (0x0015, nonce)] + transport
-    mtype, attrs = parse(udp_transaction(s, (host, port), message(0x0003, tid, auth, key)), tid)
-    if mtype == 0x0103:
-        lifetime = struct.unpack('!I', attrs[0x000D])[0]
-        print('result=success relayed=%s mapped=%s lifetime=%d realm=%s'
-              % (xor_addr(attrs[0x0016]), xor_addr(attrs[0x0020]), lifetime, realm.decode()))
-        tid = os.urandom(12)
-        release = [(0x0006, user.encode()), (0x0014, realm), (0x0015, nonce), (0x000D, struct.pack('!I', 0))]
-        udp_transaction(s, (host, port), message(0x0004, tid, release, key))
-    else:
-        e = attrs.get(0x0009, b'\0\0\0\0')
-        print('result=error code=%d' % ((e[2] & 7) * 100 + e[3]))
-"#;
+/// The tests' STUN/TURN client (`tests/python/stun_client.py`, shared with the client crate's
+/// XEP-0215 test): a Binding or an Allocate, one line of `key=value` pairs.
+const STUN_CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/python/stun_client.py"
+);
 
 /// The Python the tests run: the venv's of scripts/test, else python3.
 fn python() -> PathBuf {
@@ -205,8 +115,22 @@ fn build(kind: NatKind) -> Lab {
 
 /// Runs a Python script inside `ns` to its end; its standard output.
 fn run_py(lab: &Lab, ns: Namespace, script: &str, args: &[String]) -> String {
+    run_py_with(lab, ns, &["-c", script], args, &[])
+}
+
+/// Runs `python INTERPRETER_ARGS ARGS` inside `ns` with `env` to its end; its standard output.
+fn run_py_with(
+    lab: &Lab,
+    ns: Namespace,
+    interpreter: &[&str],
+    args: &[String],
+    env: &[(&str, &str)],
+) -> String {
     let mut cmd = lab.exec(ns);
-    cmd.arg(python()).arg("-c").arg(script).args(args);
+    cmd.arg(python())
+        .args(interpreter)
+        .args(args)
+        .envs(env.iter().copied());
     let what = format!("python in {}", lab.name(ns));
     run_ok(cmd, PEER_LIMIT, &what, &never)
         .unwrap_or_else(|e| panic!("{e}"))
@@ -568,10 +492,18 @@ fn coturn_answers_stun_with_the_wan_address_and_allocates_with_rest_credentials(
     let port = turn.port().to_string();
     let ca = turn.ca_file().unwrap().display().to_string();
     let tls = turn.tls_port().unwrap().to_string();
-    let stun = |home: Home, args: &[&str]| {
+    let client = |home: Home, args: &[&str], env: &[(&str, &str)]| {
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let out = run_py(&lab, Namespace::Host(home), STUN, &args);
+        let out = run_py_with(&lab, Namespace::Host(home), &[STUN_CLIENT], &args, env);
         fields(out.trim())
+    };
+    let stun = |home: Home, args: &[&str]| client(home, args, &[]);
+    let allocate = |home: Home, c: &shieldcall_localserver::TurnCredentials| {
+        let env = [
+            ("TURN_USERNAME", &*c.username),
+            ("TURN_PASSWORD", &*c.password),
+        ];
+        client(home, &["allocate", "udp", &server, &port], &env)
     };
     // STUN Binding over UDP, TCP and TLS: the mapped address is the router's WAN address.
     for home in [Home::A, Home::B] {
@@ -589,10 +521,7 @@ fn coturn_answers_stun_with_the_wan_address_and_allocates_with_rest_credentials(
     // An Allocate with valid REST credentials: a relayed address on the server, with the
     // short lifetime.
     let good = turn.credentials("alice", Duration::from_secs(600));
-    let f = stun(
-        Home::A,
-        &["allocate", &server, &port, &good.username, &good.password],
-    );
+    let f = allocate(Home::A, &good);
     assert_eq!(f["result"], "success", "{f:?}\n{}", turn.log());
     let relayed: SocketAddrV4 = f["relayed"].parse().unwrap();
     assert_eq!(*relayed.ip(), lab.server(), "{f:?}");
@@ -611,10 +540,7 @@ fn coturn_answers_stun_with_the_wan_address_and_allocates_with_rest_credentials(
         "alice",
         SystemTime::now() + Duration::from_secs(600),
     );
-    let f = stun(
-        Home::B,
-        &["allocate", &server, &port, &wrong.username, &wrong.password],
-    );
+    let f = allocate(Home::B, &wrong);
     assert_eq!(
         (f["result"].as_str(), f["code"].as_str()),
         ("error", "401"),
@@ -625,16 +551,7 @@ fn coturn_answers_stun_with_the_wan_address_and_allocates_with_rest_credentials(
         "alice",
         UNIX_EPOCH + Duration::from_secs(1_000_000_000),
     );
-    let f = stun(
-        Home::B,
-        &[
-            "allocate",
-            &server,
-            &port,
-            &expired.username,
-            &expired.password,
-        ],
-    );
+    let f = allocate(Home::B, &expired);
     assert_eq!(
         (f["result"].as_str(), f["code"].as_str()),
         ("error", "401"),
