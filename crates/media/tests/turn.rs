@@ -24,7 +24,7 @@ use shieldcall_media::driver::{
 use shieldcall_media::session::FailReason;
 use shieldcall_media::{
     CandidateType, IceServer, IceServerKind, IceServerState, IceTransport, JingleRole, MediaEvent,
-    RelayTransport, RemoteParams, Secret,
+    RelayTransport, Secret,
 };
 use tokio::sync::mpsc;
 
@@ -288,33 +288,7 @@ async fn relayed_call(name: &str, sides: [Side; 2], media: Duration, connect: Du
         );
     }
     let [mut a, mut b]: [MediaEndpoint; 2] = eps.try_into().ok().unwrap();
-    let now = Instant::now();
-    let a_desc = a.session().local_description().unwrap();
-    let a_tr = a.session().local_transport().unwrap();
-    let a_dtls = a_tr.dtls.unwrap();
-    b.session()
-        .set_remote(
-            RemoteParams {
-                description: a_desc,
-                transport: a_tr,
-                expected: a_dtls,
-            },
-            now,
-        )
-        .unwrap();
-    let b_desc = b.session().local_description().unwrap();
-    let b_tr = b.session().local_transport().unwrap();
-    let b_dtls = b_tr.dtls.unwrap();
-    a.session()
-        .set_remote(
-            RemoteParams {
-                description: b_desc,
-                transport: b_tr,
-                expected: b_dtls,
-            },
-            now,
-        )
-        .unwrap();
+    common::exchange(&mut a, &mut b);
 
     let wavs = [dir.join("a-heard.wav"), dir.join("b-heard.wav")];
     let (updates, mut rx) = mpsc::unbounded_channel();

@@ -68,6 +68,13 @@ pub async fn exchanged_pair() -> (MediaEndpoint, MediaEndpoint) {
     let mut b = MediaEndpoint::bind(JingleRole::Responder, &[LOOPBACK])
         .await
         .unwrap();
+    exchange(&mut a, &mut b);
+    (a, b)
+}
+
+/// The offer of initiator `a` to responder `b` and `b`'s answer back, each expecting the
+/// other's own fingerprint (what Jingle would carry).
+pub fn exchange(a: &mut MediaEndpoint, b: &mut MediaEndpoint) {
     let a_desc = a.session().local_description().unwrap();
     let a_tr = a.session().local_transport().unwrap();
     let a_dtls = a_tr.dtls.unwrap();
@@ -95,7 +102,6 @@ pub async fn exchanged_pair() -> (MediaEndpoint, MediaEndpoint) {
             now,
         )
         .unwrap();
-    (a, b)
 }
 
 /// Two endpoints on 127.0.0.1, configured only through Jingle-shaped parameters: the
