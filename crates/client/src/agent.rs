@@ -1816,6 +1816,10 @@ impl CallAgent {
         let Some(call) = self.calls.remove(sid) else {
             return;
         };
+        if self.calls.is_empty() {
+            // The next call binds on the addresses of its day: look at them afresh.
+            self.host_ips = None;
+        }
         if let Some(mut r) = call.running {
             r.stop();
         }
