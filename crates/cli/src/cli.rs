@@ -21,7 +21,7 @@ use crate::omemo_service::{self, OmemoService, contact_jid, fingerprint, open_ac
 use crate::output::Output;
 use crate::policy::{Policies, Setting};
 use crate::presence;
-use crate::present::Presenter;
+use crate::present::{self, Presenter};
 use crate::session::{Role, SessionOptions, sign_in};
 
 const AFTER_HELP: &str = "\
@@ -895,17 +895,8 @@ fn cmd_trust(
     let parsed = VerificationUri::parse(uri)?;
     let mut account = open_account(data_dir, jid)?;
     let before = account.apply_verification_uri_as(&parsed, level)?;
-    let (event, words) = match level {
-        TrustLevel::Distrusted => ("distrusted", "distrusted"),
-        _ => ("trusted", "verified"),
-    };
     for (device, key, prev) in before {
-        let fp = fingerprint(&key);
-        out.event(
-            event,
-            json!({ "jid": parsed.jid, "device": device, "fingerprint": fp, "previous": prev.as_str() }),
-            || format!("{} device {device}: {fp} is now {words} (was {})", parsed.jid, prev.as_str()),
-        );
+        present::show_trusted(out, &parsed.jid, device, &fingerprint(&key), level, prev);
     }
     Ok(())
 }
@@ -1096,11 +1087,7 @@ async fn cmd_send(
     // A ping round trip: the server has processed the message when it answers.
     let ping = minidom::Element::builder("ping", presence::PING).build();
     let _ = svc.xmpp().iq(None, false, ping).await?;
-    out.event(
-        "sent",
-        json!({ "to": contact.to_string(), "devices": devices }),
-        || format!("sent to {contact} (devices {devices:?})"),
-    );
+    present::show_sent(out, contact, &devices);
     Ok(())
 }
 
@@ -1128,9 +1115,7 @@ async fn cmd_listen(
                             for w in warnings {
                                 out.warning(&w);
                             }
-                            out.event("sent", json!({ "to": to.to_string(), "devices": devices }), || {
-                                format!("sent to {to} (devices {devices:?})")
-                            });
+                            present::show_sent(out, to, &devices);
                         }
                         Err(e) => out.error(&e.to_string()),
                     }

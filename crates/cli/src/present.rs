@@ -221,30 +221,14 @@ impl Presenter {
                     ice_servers_text(&servers)
                 });
             }
-            AgentEvent::Sent { to, devices } => {
-                let to = to.to_string();
-                out.event("sent", json!({ "to": to, "devices": devices }), || {
-                    format!("sent to {to} (devices {devices:?})")
-                });
-            }
+            AgentEvent::Sent { to, devices } => show_sent(out, &to, &devices),
             AgentEvent::Trusted {
                 jid,
                 device,
                 fingerprint,
                 level,
                 previous,
-            } => {
-                let (event, words) = match level {
-                    TrustLevel::Distrusted => ("distrusted", "distrusted"),
-                    _ => ("trusted", "verified"),
-                };
-                let prev = previous.as_str();
-                out.event(
-                    event,
-                    json!({ "jid": jid, "device": device, "fingerprint": fingerprint, "previous": prev }),
-                    || format!("{jid} device {device}: {fingerprint} is now {words} (was {prev})"),
-                );
-            }
+            } => show_trusted(out, &jid, device, &fingerprint, level, previous),
             AgentEvent::Connectivity { sid, lost_for } => {
                 let ms = lost_for.map(|d| d.as_millis() as u64);
                 out.event(
@@ -317,6 +301,38 @@ impl Presenter {
             self.status_shown = true;
         }
     }
+}
+
+/// `sent`: a message went out encrypted to these devices of `to` (the `send` and `chat`
+/// commands, and the agent's `Send`).
+pub fn show_sent(out: Output, to: &BareJid, devices: &[u32]) {
+    out.event(
+        "sent",
+        json!({ "to": to.to_string(), "devices": devices }),
+        || format!("sent to {to} (devices {devices:?})"),
+    );
+}
+
+/// `trusted` / `distrusted`: a device's new trust (the `trust` and `distrust` commands, and the
+/// agent's `Trust`).
+pub fn show_trusted(
+    out: Output,
+    jid: &str,
+    device: u32,
+    fingerprint: &str,
+    level: TrustLevel,
+    previous: TrustLevel,
+) {
+    let (event, words) = match level {
+        TrustLevel::Distrusted => ("distrusted", "distrusted"),
+        _ => ("trusted", "verified"),
+    };
+    let prev = previous.as_str();
+    out.event(
+        event,
+        json!({ "jid": jid, "device": device, "fingerprint": fingerprint, "previous": prev }),
+        || format!("{jid} device {device}: {fingerprint} is now {words} (was {prev})"),
+    );
 }
 
 /// The pair of candidates media used last: kinds, and the TURN server of a relayed one.

@@ -28,16 +28,20 @@ impl CliAccount<'_> {
     /// `shieldcall --json --insecure-loopback --server … --account … --data-dir … ARGS`, with
     /// the password in the environment and no `SHIELDCALL_ACCOUNT` inherited.
     pub fn command(&self, args: &[&str]) -> Command {
-        self.command_in(Command::new(self.exe), args)
+        let mut c = Command::new(self.exe);
+        self.add_arguments(&mut c, args);
+        c
     }
 
     /// The same command line run by `base` (`ip netns exec NAME` from
     /// [`crate::lab::Lab::exec`]): the binary and its arguments are appended to it.
     pub fn command_in(&self, mut base: Command, args: &[&str]) -> Command {
-        if base.get_program() != self.exe.as_os_str() {
-            base.arg(self.exe);
-        }
-        let mut c = base;
+        base.arg(self.exe);
+        self.add_arguments(&mut base, args);
+        base
+    }
+
+    fn add_arguments(&self, c: &mut Command, args: &[&str]) {
         c.arg("--json");
         if self.insecure_loopback {
             c.arg("--insecure-loopback");
@@ -48,7 +52,6 @@ impl CliAccount<'_> {
             .args(args)
             .env("SHIELDCALL_PASSWORD", self.password)
             .env_remove("SHIELDCALL_ACCOUNT");
-        c
     }
 }
 
