@@ -4,6 +4,12 @@ use clap::Parser;
 
 fn main() {
     let cli = shieldcall::cli::Cli::parse();
+    if let Some(filter) = &cli.log
+        && let Err(e) = shieldcall::cli::start_log(filter)
+    {
+        eprintln!("error: --log {filter}: {e}");
+        std::process::exit(2);
+    }
     // One thread is plenty for one account, and keeps `listen` small.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -26,6 +26,8 @@ struct World {
     lab: Lab,
     _dir: tempfile::TempDir,
     dir: std::path::PathBuf,
+    /// Run each `shieldcall` with `--log trace`, its standard error to `DIR/USER.log`.
+    trace: bool,
 }
 
 impl World {
@@ -75,7 +77,24 @@ impl World {
             lab,
             _dir: tmp,
             dir,
+            trace: false,
         }
+    }
+}
+
+/// A failed test shows what coturn saw (its log names each allocation, permission and
+/// relayed send): the first place to look when a call across the lab does not connect.
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- coturn's log ---\n{}", self.coturn.log());
+        }
+    }
+}
+
+impl World {
+    fn log_of(&self, user: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{user}.log"))
     }
 
     /// `shieldcall ARGS` for `user`, run in `home`'s host namespace, trusting the lab's CA.
@@ -99,6 +118,14 @@ impl World {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if self.trace {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_of(user))
+                .unwrap();
+            c.env("SHIELDCALL_LOG", "trace").stderr(log);
+        }
         let mut child = c.spawn().unwrap();
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().unwrap();
@@ -279,9 +306,6 @@ fn check_verified_and_heard(c: &Crossed) -> (Value, Value) {
 /// Must-show 1: both ends behind endpoint-independent NATs call each other verified, with
 /// audio both ways, over server-reflexive candidates (no relay).
 #[test]
-#[ignore = "issue 14 open: with host and server-reflexive candidates beside the relayed ones, \
-            ICE does not connect in the lab (coturn also closes the TCP/TLS allocations then); \
-            relay-only calls connect (the tests below). Run with --ignored."]
 fn a_verified_call_between_two_nats_goes_over_server_reflexive_candidates() {
     let w = World::new(NatKind::EndpointIndependent, &["alice", "bob"]);
     let c = verified_call_across(&w, &[]);
@@ -303,9 +327,6 @@ fn a_verified_call_between_two_nats_goes_over_server_reflexive_candidates() {
 /// Must-show 2: behind symmetric NATs no reflexive pair works; the call goes through the TURN
 /// server, still verified, audio both ways.
 #[test]
-#[ignore = "issue 14 open: with host and server-reflexive candidates beside the relayed ones, \
-            ICE does not connect in the lab (coturn also closes the TCP/TLS allocations then); \
-            relay-only calls connect (the tests below). Run with --ignored."]
 fn a_verified_call_between_two_symmetric_nats_goes_through_the_relay() {
     let w = World::new(NatKind::Symmetric, &["alice", "bob"]);
     let c = verified_call_across(&w, &[]);
@@ -317,11 +338,26 @@ fn a_verified_call_between_two_symmetric_nats_goes_through_the_relay() {
 }
 
 /// Must-show 2, relay: behind symmetric NATs, with relayed candidates only (`--relay-only`),
-/// the call goes through coturn over UDP, verified, audio both ways.
+/// the call goes through coturn over UDP, verified, audio both ways. Both sides log everything
+/// (`--log trace`, tens of thousands of lines): not one names a password or coturn's secret.
 #[test]
 fn a_relay_only_call_between_two_symmetric_nats_is_verified() {
-    let w = World::new(NatKind::Symmetric, &["alice", "bob"]);
+    let mut w = World::new(NatKind::Symmetric, &["alice", "bob"]);
+    w.trace = true;
     let c = verified_call_across(&w, &["--relay-only"]);
+    for who in ["alice", "bob"] {
+        let log = std::fs::read_to_string(w.log_of(who)).unwrap();
+        assert!(
+            log.lines().count() > 1000 && log.contains("TRACE"),
+            "{who}: no trace log ({} lines)",
+            log.lines().count()
+        );
+        let leaked: Vec<&str> = log
+            .lines()
+            .filter(|l| l.to_lowercase().contains("password") || l.contains(w.coturn.secret()))
+            .collect();
+        assert!(leaked.is_empty(), "{who} logged: {:?}", &leaked[..leaked.len().min(3)]);
+    }
     let (a, b) = check_verified_and_heard(&c);
     for (who, p) in [("alice", &a), ("bob", &b)] {
         assert_eq!(

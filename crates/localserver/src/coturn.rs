@@ -321,6 +321,9 @@ fn config_text(dir: &Path, c: &CoturnConfig) -> String {
         "no-multicast-peers".to_owned(),
         format!("log-file={d}/turnserver.log"),
         "simple-log".to_owned(),
+        // Each session, allocation, permission and refresh in the log: a test that fails
+        // shows it (`Coturn::log`).
+        "verbose".to_owned(),
         format!("pidfile={d}/turnserver.pid"),
         format!("userdb={d}/turndb"),
     ]);

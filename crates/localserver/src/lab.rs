@@ -83,6 +83,11 @@ const SERVERS: [Ipv4Addr; 2] = [
 /// The internet segment's prefix length (203.0.113.0/24) and the homes' (/24 each).
 const PREFIX_LEN: u8 = 24;
 
+/// The internet segment's "rest of the internet": the default gateway of the servers and the
+/// routers, an address no namespace has, reached by a MAC no interface has ([`Lab::make_void`]).
+const VOID: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
+const VOID_MAC: &str = "02:00:5e:00:00:fe";
+
 /// The lowest and highest last octet a home host's address takes ([`Lab::renumber`]).
 const HOST_OCTETS: (u8, u8) = (10, 250);
 
@@ -223,6 +228,12 @@ impl Lab {
         SERVERS
     }
 
+    /// The servers' and routers' default gateway and its MAC address, which no interface of the
+    /// lab (nor any other) has: what is sent there vanishes ([`Lab::make_void`]).
+    pub fn void(&self) -> (Ipv4Addr, &'static str) {
+        (VOID, VOID_MAC)
+    }
+
     /// Router `home`'s WAN address (203.0.113.2 for A, .3 for B): the source address that the
     /// internet segment sees for everything from that home.
     pub fn wan(&self, home: Home) -> Ipv4Addr {
@@ -329,7 +340,24 @@ impl Lab {
         for home in [Home::A, Home::B] {
             self.make_home(home, &inet)?;
         }
-        Ok(())
+        // Last: a bridge changes its MAC address as ports join, which flushes its neighbours.
+        self.make_void(&inet, "br0")
+    }
+
+    /// A default route in namespace `ns` out of `dev` to [`VOID`], an address nobody on the
+    /// segment has, with a fixed neighbour entry: a datagram for an address beyond the lab (a
+    /// home host's private address, as seen from the internet) is sent and vanishes, as on the
+    /// internet (the bridge floods the frame, every namespace drops it as not its own MAC).
+    /// Without it the send fails with `ENETUNREACH`, which no real server sees — and on which
+    /// coturn closes the allocation that tried it (seen in its log: every call that offered
+    /// host candidates lost its relays). No kernel module is needed (a dummy device would).
+    fn make_void(&self, ns: &str, dev: &str) -> Result<(), Error> {
+        let void = VOID.to_string();
+        self.ip_in(
+            ns,
+            &["neigh", "replace", &void, "lladdr", VOID_MAC, "dev", dev, "nud", "permanent"],
+        )?;
+        self.ip_in(ns, &["route", "add", "default", "via", &void, "dev", dev])
     }
 
     /// Router `home` (WAN on the bridge, LAN to the host), the host and the NAT rules.
@@ -363,13 +391,19 @@ impl Lab {
         self.ip_in(&router, &["link", "set", "lan", "up"])?;
         self.ip_in(&host, &["addr", "add", &addr, "dev", "eth0"])?;
         self.ip_in(&host, &["link", "set", "eth0", "up"])?;
-        // Inside the lab only: the router has no route beyond its two networks.
+        // Inside the lab only: beyond its two networks the router's default route goes into
+        // the void, like the servers'.
+        self.make_void(&router, "wan")?;
         self.ip_in(&host, &["route", "add", "default", "via", &gateway])?;
         self.nat_rules(home)
     }
 
     /// The router's rules in one nftables transaction: masquerade out of `wan`, forward only
-    /// what the home started (and its answers), and two empty chains that
+    /// what the home started (and its answers), accept nothing the internet starts to the
+    /// router itself (as every home router's firewall: dropped before conntrack confirms it,
+    /// the peer's first ICE check leaves no entry behind; an entry would clash with the home
+    /// host's own check to that peer, and masquerade would give that check another port, so
+    /// no server-reflexive pair would ever work), and two empty chains that
     /// [`Lab::block_udp`] and [`Lab::blackout`] fill.
     fn nat_rules(&self, home: Home) -> Result<(), Error> {
         let masquerade = match self.nat(home) {
@@ -388,6 +422,10 @@ table inet {TABLE} {{
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
     iifname \"lan\" oifname \"wan\" accept
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname \"wan\" ct state new drop
   }}
   chain block_udp {{
     type filter hook forward priority filter - 10; policy accept;
