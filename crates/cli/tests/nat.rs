@@ -30,14 +30,27 @@ struct World {
     trace: bool,
 }
 
+/// What a test changes in the servers of its [`World`].
+#[derive(Default)]
+struct Servers {
+    /// coturn's settings (its addresses are the lab's).
+    coturn: CoturnConfig,
+    /// The secret Prosody signs TURN credentials with, when not coturn's (a misconfiguration).
+    prosody_secret: Option<String>,
+}
+
 impl World {
     fn new(kind: NatKind, users: &[&str]) -> World {
+        World::with(kind, users, Servers::default())
+    }
+
+    fn with(kind: NatKind, users: &[&str], servers: Servers) -> World {
         let lab = Lab::build(kind).unwrap_or_else(|e| panic!("the lab: {e}"));
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let coturn_config = CoturnConfig {
             addresses: vec![lab.server()],
-            ..CoturnConfig::default()
+            ..servers.coturn
         };
         let coturn = Coturn::launch(
             &dir.join("coturn"),
@@ -46,7 +59,9 @@ impl World {
         )
         .unwrap_or_else(|e| panic!("coturn: {e}"));
         let turn = TurnExternal {
-            secret: coturn.secret().to_owned(),
+            secret: servers
+                .prosody_secret
+                .unwrap_or_else(|| coturn.secret().to_owned()),
             host: lab.server().to_string(),
             port: coturn.port(),
             tcp: true,
@@ -234,9 +249,16 @@ struct Crossed {
     bob_heard: shieldcall_localserver::wav::Recording,
 }
 
-/// Alice (home A, `listen --auto-answer`, 880 Hz) and bob (home B, `call`, 440 Hz for 3 s)
-/// verified each other; bob calls alice. `extra` goes to both.
-fn verified_call_across(w: &World, extra: &[&str]) -> Crossed {
+/// A call across the lab under way: alice listens in home A, bob calls from home B.
+struct Calling {
+    alice: Running,
+    bob: Running,
+    wavs: [std::path::PathBuf; 2],
+}
+
+/// Alice (home A, `listen --auto-answer`, 880 Hz) and bob (home B, `call`, 440 Hz for
+/// `seconds`) verified each other; bob calls alice. `extra` goes to both.
+fn start_call_across(w: &World, extra: &[&str], seconds: u32) -> Calling {
     let (_, alice_uri) = device(w, "alice");
     let (_, bob_uri) = device(w, "bob");
     trust(w, "alice", &bob_uri);
@@ -255,6 +277,7 @@ fn verified_call_across(w: &World, extra: &[&str]) -> Crossed {
     let mut alice = w.spawn("alice", Home::A, &listen);
     alice.wait_for("online", |v| v["event"] == "online");
     alice.wait_for("ice-servers", |v| v["event"] == "ice-servers");
+    let duration = seconds.to_string();
     let mut call = vec![
         "call",
         "alice@localhost",
@@ -263,20 +286,42 @@ fn verified_call_across(w: &World, extra: &[&str]) -> Crossed {
         "--record",
         &b_wav_s,
         "--duration",
-        "3",
+        &duration,
     ];
     call.extend_from_slice(extra);
-    let mut bob = w.spawn("bob", Home::B, &call);
-    bob.wait_for("stats", |v| v["event"] == "stats");
-    alice.wait_for("stats", |v| v["event"] == "stats");
-    let alice_heard = shieldcall_localserver::wav::Recording::read(&a_wav).unwrap();
-    let bob_heard = shieldcall_localserver::wav::Recording::read(&b_wav).unwrap();
-    Crossed {
+    let bob = w.spawn("bob", Home::B, &call);
+    Calling {
         alice,
         bob,
-        alice_heard,
-        bob_heard,
+        wavs: [a_wav, b_wav],
     }
+}
+
+impl Calling {
+    /// Waits until bob's call is connected.
+    fn connected(&mut self) {
+        self.bob.wait_for("connected", |v| {
+            v["event"] == "call" && v["state"] == "connected"
+        });
+    }
+
+    /// Waits for the end of the call on both sides and reads what each heard.
+    fn finish(mut self) -> Crossed {
+        self.bob.wait_for("stats", |v| v["event"] == "stats");
+        self.alice.wait_for("stats", |v| v["event"] == "stats");
+        let [a_wav, b_wav] = &self.wavs;
+        Crossed {
+            alice_heard: shieldcall_localserver::wav::Recording::read(a_wav).unwrap(),
+            bob_heard: shieldcall_localserver::wav::Recording::read(b_wav).unwrap(),
+            alice: self.alice,
+            bob: self.bob,
+        }
+    }
+}
+
+/// [`start_call_across`] for 3 s, to its end.
+fn verified_call_across(w: &World, extra: &[&str]) -> Crossed {
+    start_call_across(w, extra, 3).finish()
 }
 
 fn events<'a>(r: &'a Running, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
@@ -392,4 +437,180 @@ fn with_udp_blocked_at_one_router_the_relay_is_reached_over_tcp() {
         .find(|s| s["server"].as_str().unwrap().starts_with("turns:"))
         .unwrap();
     assert_eq!(turns["state"], "ready", "{stats}");
+}
+
+/// Must-show 4, outage: every packet dropped at alice's router for 3 s in the middle of a
+/// call over server-reflexive candidates. The call goes on and audio resumes by itself: each
+/// side hears the other's tone in at least 90 % of the frames outside the outage.
+#[test]
+fn a_three_second_outage_at_one_router_does_not_end_the_call() {
+    let w = World::new(NatKind::EndpointIndependent, &["alice", "bob"]);
+    let mut calling = start_call_across(&w, &[], 9);
+    calling.connected();
+    std::thread::sleep(Duration::from_secs(2));
+    w.lab.blackout(Home::A, true).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    w.lab.blackout(Home::A, false).unwrap();
+    let c = calling.finish();
+    for (who, r) in [("alice", &c.alice), ("bob", &c.bob)] {
+        let shields: Vec<&Value> = events(r, "shield").map(|v| &v["state"]).collect();
+        assert_eq!(shields, ["verified"], "{who}: {:?}", r.seen);
+        assert!(
+            events(r, "error").next().is_none(),
+            "{who} reported an error: {:?}",
+            r.seen
+        );
+    }
+    // The recordings hold what was played, without the silence of the outage: of the 6 s of
+    // the call outside it (300 frames, 10 of them settling), 90 % must carry the tone.
+    let outside = (9 - 3) * 50 - 10;
+    for (who, heard, hz) in [
+        ("alice", &c.alice_heard, 440.0),
+        ("bob", &c.bob_heard, 880.0),
+    ] {
+        let (with, of) = heard.tone_frames(hz);
+        eprintln!(
+            "{who}: {hz} Hz in {with} of {of} frames recorded ({:.1} s), of {outside} outside the outage",
+            heard.seconds()
+        );
+        assert!(
+            with * 10 >= outside * 9,
+            "{who} heard {hz} Hz in {with} of the {outside} frames outside the outage"
+        );
+    }
+}
+
+/// Must-show 4, network change: alice's host gets a new address during the call (her old one
+/// vanishes). The agent notices, restarts ICE (new credentials and candidates in
+/// `transport-info`, no fingerprint), and audio resumes within 2 s; the shield stays
+/// verified, and both sides count the restart.
+#[test]
+fn a_new_host_address_during_the_call_restarts_ice_and_keeps_the_shield() {
+    let mut w = World::new(NatKind::EndpointIndependent, &["alice", "bob"]);
+    let mut calling = start_call_across(&w, &[], 8);
+    calling.connected();
+    std::thread::sleep(Duration::from_secs(2));
+    let new = w.lab.renumber(Home::A).unwrap();
+    eprintln!("alice's host is now {new}");
+    let c = calling.finish();
+    for (who, r) in [("alice", &c.alice), ("bob", &c.bob)] {
+        let shields: Vec<&Value> = events(r, "shield").map(|v| &v["state"]).collect();
+        assert_eq!(shields, ["verified"], "{who}: {:?}", r.seen);
+        let stats = events(r, "stats").next().unwrap();
+        assert!(
+            stats["ice_restarts"].as_u64().unwrap_or(0) >= 1,
+            "{who}: no ICE restart in {stats}"
+        );
+    }
+    for (who, heard, hz) in [
+        ("alice", &c.alice_heard, 440.0),
+        ("bob", &c.bob_heard, 880.0),
+    ] {
+        let gap = heard.longest_gap(hz);
+        let (with, of) = heard.tone_frames(hz);
+        eprintln!("{who}: {hz} Hz in {with} of {of} frames, longest gap {gap:?}");
+        assert!(gap <= Duration::from_secs(2), "{who}: a gap of {gap:?}");
+        assert!(with > 200, "{who} heard {hz} Hz in only {with} frames");
+    }
+}
+
+/// Must-show 2, TLS: UDP and TCP to port 3478 are dropped at alice's router; only TURN over
+/// TLS (port 5349, coturn's certificate checked against its CA) is left, and the call goes
+/// through it, verified, audio both ways.
+#[test]
+fn with_only_tls_open_at_one_router_the_relay_is_reached_over_tls() {
+    let w = World::new(NatKind::Symmetric, &["alice", "bob"]);
+    w.lab.block_udp(Home::A).unwrap();
+    w.lab.block_tcp_port(Home::A, w.coturn.port()).unwrap();
+    let c = verified_call_across(&w, &["--relay-only"]);
+    let (a, b) = check_verified_and_heard(&c);
+    assert_eq!(a["local"], "relay", "{a}");
+    assert_eq!(a["relay"]["transport"], "tls", "alice's relay: {a}");
+    assert!(
+        a["relay"]["server"].as_str().unwrap().starts_with("turns:"),
+        "{a}"
+    );
+    assert_eq!(b["relay"]["transport"], "udp", "{b}");
+}
+
+/// Must-show 3, refreshes: coturn grants allocations for 5 s only; a relayed call of 12 s
+/// keeps its audio, both ways, because the client refreshes the allocation before it lapses.
+/// (Permissions last 300 s by RFC 8656, which the TURN library assumes; coturn's shorter
+/// `permission-lifetime` is non-standard and not tested here.)
+#[test]
+fn a_relayed_call_outlives_the_servers_short_allocation_lifetime() {
+    let short = Some(Duration::from_secs(5));
+    let w = World::with(
+        NatKind::Symmetric,
+        &["alice", "bob"],
+        Servers {
+            coturn: CoturnConfig {
+                max_allocate_lifetime: short,
+                ..CoturnConfig::default()
+            },
+            prosody_secret: None,
+        },
+    );
+    let c = start_call_across(&w, &["--relay-only"], 12).finish();
+    check_verified_and_heard(&c);
+    let expected = 12 * 50 - 10;
+    for (who, heard, hz) in [
+        ("alice", &c.alice_heard, 440.0),
+        ("bob", &c.bob_heard, 880.0),
+    ] {
+        let (with, of) = heard.tone_frames(hz);
+        let gap = heard.longest_gap(hz);
+        eprintln!("{who}: {hz} Hz in {with} of {of} frames (of {expected} expected), longest gap {gap:?}");
+        assert!(
+            with * 10 >= expected * 9 && gap < Duration::from_millis(500),
+            "{who} heard {hz} Hz in {with} of {expected} frames, longest gap {gap:?}"
+        );
+    }
+    let log = w.coturn.log();
+    assert!(log.contains("REFRESH processed, success"), "no refresh in coturn's log");
+}
+
+/// Must-show 5: Prosody hands out TURN credentials signed with a secret coturn does not have.
+/// Between endpoint-independent NATs the call still connects over the other candidates; with
+/// relayed candidates only between symmetric NATs nothing can work, and the call ends with
+/// `connectivity-error` and a reason that names the TURN server, well within the bound.
+#[test]
+fn a_wrong_turn_secret_leaves_the_other_paths_and_fails_clearly_without_them() {
+    let wrong = || Servers {
+        prosody_secret: Some("not-coturns-secret".to_owned()),
+        ..Servers::default()
+    };
+    let w = World::with(NatKind::EndpointIndependent, &["alice", "bob"], wrong());
+    let c = verified_call_across(&w, &[]);
+    let (a, _) = check_verified_and_heard(&c);
+    assert!(a["relay"].is_null(), "{a}");
+    drop(c);
+    drop(w);
+
+    let w = World::with(NatKind::Symmetric, &["alice", "bob"], wrong());
+    let started = Instant::now();
+    let mut calling = start_call_across(&w, &["--relay-only"], 3);
+    let turn = format!("turn:{}:{}", w.lab.server(), w.coturn.port());
+    let mut texts = Vec::new();
+    for (who, r) in [("bob", &mut calling.bob), ("alice", &mut calling.alice)] {
+        let ended = r.wait_for("the end of the call", |v| v["event"] == "ended");
+        eprintln!("{who}'s call ended after {:?}: {ended}", started.elapsed());
+        assert_eq!(ended["reason"], "connectivity-error", "{who}: {ended}");
+        texts.push(ended["text"].as_str().unwrap().to_owned());
+        // Each side names what failed on its own side, before the end.
+        let warned = events(r, "warning")
+            .any(|v| v["message"].as_str().unwrap().starts_with(&turn));
+        assert!(warned, "{who} has no warning naming {turn}: {:?}", r.seen);
+        let printed = format!("{:?}", r.seen);
+        assert!(!printed.contains("not-coturns-secret"), "{printed}");
+    }
+    let took = started.elapsed();
+    // The side that gave up first says why in one line; the other says the peer ended it.
+    assert!(
+        texts.iter().any(|t| t.contains(&turn)
+            && t.contains("authentication failed")
+            && !t.contains('\n')),
+        "no one-line reason naming {turn}: {texts:?}"
+    );
+    assert!(took < BOUND, "{took:?}");
 }

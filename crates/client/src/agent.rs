@@ -949,8 +949,6 @@ impl CallAgent {
         }
     }
 
-    /// Another process committed to the account database (`shieldcall trust`, `distrust` or
-    /// `policy` in another terminal): the engine re-decides every running call's shield.
     /// The host's addresses changed during a call (Wi-Fi to mobile, a new lease): media
     /// rebinds and restarts ICE, which goes to the peer as Conversations' restart. Only when the
     /// media addresses are the host's (no `media_ips` given).
@@ -977,6 +975,8 @@ impl CallAgent {
         self.host_ips = Some(now);
     }
 
+    /// Another process committed to the account database (`shieldcall trust`, `distrust` or
+    /// `policy` in another terminal): the engine re-decides every running call's shield.
     fn check_trust_elsewhere(&mut self) {
         match self.svc().trust_or_policy_changed() {
             Ok(true) => self
@@ -1718,7 +1718,8 @@ impl CallAgent {
                 &mut self.crypto,
                 now,
                 sid,
-                EngineMedia::Failed(format!("media failed: {reason}")),
+                // The engine's error says "media failed: " itself.
+                EngineMedia::Failed(reason.to_string()),
             ),
             media::MediaEvent::LocalCandidate(c) => self.trickle(sid, &[c]),
             media::MediaEvent::GatheringComplete => Ok(()),
@@ -1787,10 +1788,10 @@ impl CallAgent {
         if self.calls.get(sid).is_some_and(|c| c.ended.is_none()) {
             let why = match &report {
                 Ok(r) => match &r.failure {
-                    Some(f) => format!("media failed: {f}"),
+                    Some(f) => f.to_string(),
                     None => "media ended".to_owned(),
                 },
-                Err(e) => format!("media failed: {e}"),
+                Err(e) => e.to_string(),
             };
             let _ = self.engine.handle_media(
                 &mut self.crypto,

@@ -259,6 +259,14 @@ impl Lab {
         self.set_chain(home, "block_udp", Some("meta l4proto udp counter drop"))
     }
 
+    /// Makes router `home` drop TCP connections to port `port` (on any server), for the rest of
+    /// the lab's life: with [`Lab::block_udp`] and the TURN server's TCP port, only TURN over
+    /// TLS is left.
+    pub fn block_tcp_port(&self, home: Home, port: u16) -> Result<(), Error> {
+        let rule = format!("tcp dport {port} counter drop");
+        self.set_chain(home, "block_tcp", Some(&rule))
+    }
+
     /// With `on`, router `home` drops every packet it would forward, both ways (an outage);
     /// without, it forwards again. Its connection tracking is left alone, so a flow that
     /// resumes within conntrack's UDP timeouts (30 s, 120 s once answered) keeps its external
@@ -403,8 +411,8 @@ impl Lab {
     /// router itself (as every home router's firewall: dropped before conntrack confirms it,
     /// the peer's first ICE check leaves no entry behind; an entry would clash with the home
     /// host's own check to that peer, and masquerade would give that check another port, so
-    /// no server-reflexive pair would ever work), and two empty chains that
-    /// [`Lab::block_udp`] and [`Lab::blackout`] fill.
+    /// no server-reflexive pair would ever work), and the empty chains that
+    /// [`Lab::block_udp`], [`Lab::block_tcp_port`] and [`Lab::blackout`] fill.
     fn nat_rules(&self, home: Home) -> Result<(), Error> {
         let masquerade = match self.nat(home) {
             NatKind::EndpointIndependent => "masquerade",
@@ -428,6 +436,9 @@ table inet {TABLE} {{
     iifname \"wan\" ct state new drop
   }}
   chain block_udp {{
+    type filter hook forward priority filter - 10; policy accept;
+  }}
+  chain block_tcp {{
     type filter hook forward priority filter - 10; policy accept;
   }}
   chain blackout {{

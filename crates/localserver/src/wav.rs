@@ -16,6 +16,9 @@ pub const SAMPLE_RATE: u32 = 48_000;
 /// Samples in one 20 ms frame.
 pub const FRAME_SAMPLES: usize = 960;
 
+/// One frame's duration.
+const FRAME: Duration = Duration::from_millis(20);
+
 /// The longest recording read; the rest is ignored (a stuck call cannot exhaust memory).
 pub const MAX_LENGTH: Duration = Duration::from_secs(120);
 
@@ -98,6 +101,30 @@ impl Recording {
             .count();
         (with, frames.len())
     }
+
+    /// The longest run of 20 ms frames without a tone of `hz` between the first and the last
+    /// frame that carries it (after [`SETTLE`]): how long the sound was gone in the middle.
+    /// Zero when it never stopped (or never came).
+    pub fn longest_gap(&self, hz: f64) -> Duration {
+        let carries: Vec<bool> = self
+            .samples
+            .chunks_exact(FRAME_SAMPLES)
+            .skip(settle_samples() / FRAME_SAMPLES)
+            .map(|f| analysis::carries_tone(f, hz))
+            .collect();
+        let (Some(first), Some(last)) = (
+            carries.iter().position(|c| *c),
+            carries.iter().rposition(|c| *c),
+        ) else {
+            return Duration::ZERO;
+        };
+        let longest = carries[first..=last]
+            .split(|c| *c)
+            .map(<[bool]>::len)
+            .max()
+            .unwrap_or(0);
+        FRAME * u32::try_from(longest).unwrap_or(u32::MAX)
+    }
 }
 
 fn settle_samples() -> usize {
@@ -163,5 +190,29 @@ mod tests {
             (0.0, 0.0)
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_longest_gap_is_the_silence_between_two_stretches_of_tone() {
+        let second = SAMPLE_RATE as usize;
+        let mut samples = vec![0; second / 2]; // before the tone: not a gap
+        samples.extend(tone(440.0, 1.0));
+        samples.extend(std::iter::repeat_n(0, second * 3 / 10)); // 300 ms
+        samples.extend(tone(440.0, 0.5));
+        samples.extend(std::iter::repeat_n(0, second / 10)); // 100 ms
+        samples.extend(tone(440.0, 0.5));
+        samples.extend(std::iter::repeat_n(0, second)); // after the tone: not a gap
+        let gap = Recording::from_samples(samples).longest_gap(440.0);
+        // 15 frames of silence, give or take the frame on each edge that is half tone.
+        assert!(
+            (Duration::from_millis(280)..=Duration::from_millis(340)).contains(&gap),
+            "{gap:?}"
+        );
+        let steady = Recording::from_samples(tone(440.0, 2.0));
+        assert_eq!(steady.longest_gap(440.0), Duration::ZERO);
+        assert_eq!(
+            Recording::from_samples(vec![0; second]).longest_gap(440.0),
+            Duration::ZERO
+        );
     }
 }

@@ -158,6 +158,13 @@ pub enum FailReason {
         /// `turn:host:port?transport=udp: authentication failed (401 …)`, …
         ice_servers: Vec<String>,
     },
+    /// Relayed candidates only ([`SessionConfig::relay_only`]), and gathering ended without
+    /// one: nothing could ever connect, so the session ends at once instead of at the connect
+    /// timeout. `ice_servers` as in [`FailReason::ConnectTimeout`] (empty: no TURN server).
+    NoRelay {
+        /// Each TURN server and why it gave no relayed address.
+        ice_servers: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for FailReason {
@@ -175,6 +182,16 @@ impl std::fmt::Display for FailReason {
             ),
             Self::ConnectTimeout { ice_servers } => {
                 f.write_str("connect timeout")?;
+                for s in ice_servers {
+                    write!(f, "; {s}")?;
+                }
+                Ok(())
+            }
+            Self::NoRelay { ice_servers } if ice_servers.is_empty() => {
+                f.write_str("relayed candidates only, and no TURN server to ask")
+            }
+            Self::NoRelay { ice_servers } => {
+                f.write_str("relayed candidates only, and no TURN server gave one")?;
                 for s in ice_servers {
                     write!(f, "; {s}")?;
                 }
@@ -1118,6 +1135,15 @@ impl MediaSession {
                 GatherEvent::Complete => {
                     self.stats.gathering.complete.get_or_insert(since_start);
                     self.events.push_back(MediaEvent::GatheringComplete);
+                    let relayed = self
+                        .gathered
+                        .iter()
+                        .any(|g| g.ice.kind == CandidateType::Relay);
+                    if self.relay_only && !relayed {
+                        self.fail(FailReason::NoRelay {
+                            ice_servers: self.gatherer.problems(),
+                        });
+                    }
                 }
             }
         }

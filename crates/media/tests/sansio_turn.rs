@@ -797,6 +797,46 @@ fn wrong_credentials_fail_at_once() {
     );
 }
 
+/// Relayed candidates only, and the one TURN server refuses the credentials: nothing could
+/// connect, so the session fails at once (not at the connect timeout), naming the server.
+#[test]
+fn relay_only_without_any_relay_fails_at_once_naming_the_server() {
+    let servers = vec![turn_server(IceTransport::Udp, "wrong")];
+    let mut w = World::new(
+        FakeTurn::new(600),
+        vec![config(JingleRole::Initiator, A, servers, true)],
+    );
+    w.run_for(Duration::from_millis(200), false);
+    let failed = w.events(0).iter().find_map(|e| match e {
+        MediaEvent::Failed(why) => Some(why.clone()),
+        _ => None,
+    });
+    let Some(FailReason::NoRelay { ice_servers }) = failed else {
+        panic!("no NoRelay failure within 200 ms: {:?}", w.events(0));
+    };
+    assert_eq!(ice_servers.len(), 1, "{ice_servers:?}");
+    assert!(
+        ice_servers[0].starts_with("turn:203.0.113.1:3478?transport=udp: authentication failed"),
+        "{ice_servers:?}"
+    );
+    let text = FailReason::NoRelay { ice_servers }.to_string();
+    assert!(!text.contains('\n') && text.contains("no TURN server gave one"), "{text}");
+
+    // With a TURN server that works, relay-only gathers its candidate and goes on.
+    let servers = vec![turn_server(IceTransport::Udp, PASSWORD)];
+    let mut w = World::new(
+        FakeTurn::new(600),
+        vec![config(JingleRole::Initiator, A, servers, true)],
+    );
+    w.run_for(Duration::from_millis(500), false);
+    assert_eq!(relayed(&w.events(0)).len(), 1, "{:?}", w.events(0));
+    assert!(
+        !w.events(0).iter().any(|e| matches!(e, MediaEvent::Failed(_))),
+        "{:?}",
+        w.events(0)
+    );
+}
+
 /// STUN Binding to a server that never answers: five transmissions at 0, 0.5, 1.5, 3.5 and
 /// 5.5 s, then failure at 7.5 s; the same bound for an Allocate.
 #[test]
