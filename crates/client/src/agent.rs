@@ -963,6 +963,9 @@ impl CallAgent {
             return;
         }
         if self.host_ips.is_some() && !now.is_empty() {
+            // The XMPP connection went with the old address: make it again first, so that the
+            // restarts' transport-info reach the peers (queued until it is back).
+            self.svc().xmpp().reconnect_now();
             for c in self.calls.values() {
                 if let Some(r) = &c.running {
                     r.send(DriverCommand::RestartIceOn(now.clone()));

@@ -20,7 +20,7 @@ use sasl::common::Credentials;
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::connect::{DnsConfig, ServerConnector};
 
-use crate::connectors::{DirectTls, PlainTcp, StartTls};
+use crate::connectors::{DirectTls, PlainTcp, Severer, StartTls};
 use tokio_xmpp::error::AuthError;
 use tokio_xmpp::stanzastream::{Connection, Event as StreamEvent, StanzaStream, StreamEvent as Se};
 use tokio_xmpp::xmlstream::{StreamHeader, Timeouts};
@@ -94,6 +94,7 @@ pub struct Xmpp {
     cmd: mpsc::UnboundedSender<Command>,
     pending: Pending,
     next_id: Arc<AtomicU64>,
+    severer: Severer,
     /// The JID bound at login.
     pub jid: FullJid,
 }
@@ -105,6 +106,14 @@ impl std::fmt::Debug for Command {
 }
 
 impl Xmpp {
+    /// The host's network changed: the connection to the server is cut now and made again
+    /// (resumed, where the server offers XEP-0198, so the session keeps its full JID and
+    /// stanzas sent meanwhile are delivered); a dead connection would otherwise go unnoticed
+    /// for minutes.
+    pub fn reconnect_now(&self) {
+        self.severer.sever();
+    }
+
     /// A handle to no connection, for unit tests of what is built on one: sending fails with
     /// [`ClientError::Disconnected`].
     #[cfg(test)]
@@ -114,6 +123,7 @@ impl Xmpp {
             cmd,
             pending: Pending::default(),
             next_id: Arc::default(),
+            severer: Severer::default(),
             jid,
         }
     }
@@ -215,6 +225,7 @@ pub async fn connect(
         )));
     }
     let timeouts = Timeouts::default();
+    let severer = Severer::default();
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
     let stream = match &opts.server {
         Some(server) => {
@@ -233,21 +244,21 @@ pub async fn connect(
                         ClientError::Usage(format!("'{host}' does not resolve to loopback"))
                     })?;
                 start(
-                    PlainTcp(DnsConfig::addr(&addr.to_string())),
+                    PlainTcp(DnsConfig::addr(&addr.to_string()), severer.clone()),
                     opts,
                     timeouts,
                     fatal_tx,
                 )
             } else if opts.direct_tls {
                 start(
-                    DirectTls(DnsConfig::no_srv(&host, port)),
+                    DirectTls(DnsConfig::no_srv(&host, port), severer.clone()),
                     opts,
                     timeouts,
                     fatal_tx,
                 )
             } else {
                 start(
-                    StartTls(DnsConfig::no_srv(&host, port)),
+                    StartTls(DnsConfig::no_srv(&host, port), severer.clone()),
                     opts,
                     timeouts,
                     fatal_tx,
@@ -263,14 +274,14 @@ pub async fn connect(
             let domain = opts.jid.domain().as_str();
             if opts.direct_tls {
                 start(
-                    DirectTls(DnsConfig::srv_xmpps(domain)),
+                    DirectTls(DnsConfig::srv_xmpps(domain), severer.clone()),
                     opts,
                     timeouts,
                     fatal_tx,
                 )
             } else {
                 start(
-                    StartTls(DnsConfig::srv_default_client(domain)),
+                    StartTls(DnsConfig::srv_default_client(domain), severer.clone()),
                     opts,
                     timeouts,
                     fatal_tx,
@@ -278,7 +289,7 @@ pub async fn connect(
             }
         }
     };
-    run(stream, fatal_rx).await
+    run(stream, fatal_rx, severer).await
 }
 
 fn start<C: ServerConnector>(
@@ -392,6 +403,7 @@ async fn login<C: ServerConnector>(
 async fn run(
     mut stream: StanzaStream,
     mut fatal_rx: mpsc::UnboundedReceiver<ClientError>,
+    severer: Severer,
 ) -> Result<(Xmpp, mpsc::UnboundedReceiver<Incoming>), ClientError> {
     // Wait for the first bound stream (or the first failure).
     let bound = tokio::time::timeout(LOGIN_TIMEOUT, async {
@@ -418,6 +430,7 @@ async fn run(
         cmd: cmd_tx,
         pending: pending.clone(),
         next_id: Arc::new(AtomicU64::new(1)),
+        severer,
         jid: bound.clone(),
     };
     let own = bound;

@@ -403,6 +403,8 @@ impl MediaEndpoint {
         let mut media_started = false;
         let mut next_tick = start + FRAME_DURATION;
         let mut frame = [0i16; FRAME_SAMPLES];
+        // The peer's audio has started playing: from here on every tick reaches the sink.
+        let mut playing = false;
         let mut report = CallReport {
             stats: CallStats::default(),
             events: Vec::new(),
@@ -499,6 +501,13 @@ impl MediaEndpoint {
                 if session.play_frame(now, &mut frame) {
                     sink.write_frame(&frame)?;
                     report.frames_to_sink += 1;
+                    playing = true;
+                } else if playing {
+                    // Nothing to play in the middle of a call (an outage, a network change):
+                    // the sink gets silence in real time, so a recording keeps the call's
+                    // timeline and a speaker is not starved.
+                    frame.fill(0);
+                    sink.write_frame(&frame)?;
                 }
                 next_tick += FRAME_DURATION;
                 continue 'call;
