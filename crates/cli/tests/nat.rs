@@ -13,15 +13,55 @@ use serde_json::Value;
 use shieldcall_localserver::cli::CliAccount;
 use shieldcall_localserver::lab::{Home, Lab, Namespace, NatKind};
 use shieldcall_localserver::{
-    Coturn, CoturnConfig, InNamespace, Prosody, ProsodyConfig, TurnExternal, process,
+    Coturn, CoturnConfig, Ejabberd, EjabberdConfig, InNamespace, Prosody, ProsodyConfig,
+    StunDisco, StunDiscoService, StunDiscoTransport, StunDiscoType, TurnExternal, process,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_shieldcall");
 const BOUND: Duration = Duration::from_secs(30);
 
-/// The lab, coturn and a TLS Prosody handing out coturn's services, on the internet segment.
+/// The XMPP server of a [`World`], handing out coturn's services (XEP-0215).
+enum Xmpp {
+    /// Prosody 0.12 with `mod_turn_external`.
+    Prosody(Prosody),
+    /// ejabberd 23.01 with `mod_stun_disco`.
+    Ejabberd(Ejabberd),
+}
+
+impl Xmpp {
+    fn server(&self) -> String {
+        match self {
+            Xmpp::Prosody(p) => p.server(),
+            Xmpp::Ejabberd(e) => e.server(),
+        }
+    }
+
+    fn ca_file(&self) -> std::path::PathBuf {
+        match self {
+            Xmpp::Prosody(p) => p.ca_file(),
+            Xmpp::Ejabberd(e) => e.ca_file(),
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Xmpp::Prosody(p) => p.log(),
+            Xmpp::Ejabberd(e) => e.log(),
+        }
+    }
+
+    fn register(&self, user: &str, password: &str) {
+        match self {
+            Xmpp::Prosody(p) => p.register(user, password).unwrap(),
+            Xmpp::Ejabberd(e) => e.register(user, password).unwrap(),
+        }
+    }
+}
+
+/// The lab, coturn and a TLS XMPP server handing out coturn's services, on the internet
+/// segment.
 struct World {
-    prosody: Prosody,
+    xmpp: Xmpp,
     coturn: Coturn,
     lab: Lab,
     _dir: tempfile::TempDir,
@@ -35,8 +75,11 @@ struct World {
 struct Servers {
     /// coturn's settings (its addresses are the lab's).
     coturn: CoturnConfig,
-    /// The secret Prosody signs TURN credentials with, when not coturn's (a misconfiguration).
-    prosody_secret: Option<String>,
+    /// The secret the XMPP server signs TURN credentials with, when not coturn's (a
+    /// misconfiguration).
+    xmpp_secret: Option<String>,
+    /// ejabberd instead of Prosody.
+    ejabberd: bool,
 }
 
 impl World {
@@ -58,36 +101,70 @@ impl World {
             Some((&lab, Namespace::Internet)),
         )
         .unwrap_or_else(|e| panic!("coturn: {e}"));
-        let turn = TurnExternal {
-            secret: servers
-                .prosody_secret
-                .unwrap_or_else(|| coturn.secret().to_owned()),
-            host: lab.server().to_string(),
-            port: coturn.port(),
-            tcp: true,
-            tls_port: coturn.tls_port(),
-            ttl: Duration::from_secs(600),
+        let secret = servers
+            .xmpp_secret
+            .unwrap_or_else(|| coturn.secret().to_owned());
+        let in_lab = InNamespace {
+            name: lab.name(Namespace::Internet),
+            address: lab.server(),
         };
-        let config = ProsodyConfig {
-            tls: true,
-            turn: Some(turn),
-            namespace: Some(InNamespace {
-                name: lab.name(Namespace::Internet),
-                address: lab.server(),
-            }),
-            ..ProsodyConfig::default()
+        let xmpp = if servers.ejabberd {
+            let service = |kind, transport, port, restricted| StunDiscoService {
+                host: lab.server().to_string(),
+                port,
+                kind,
+                transport,
+                restricted,
+            };
+            let (p, tls) = (coturn.port(), coturn.tls_port().unwrap());
+            let config = EjabberdConfig {
+                stun_disco: Some(StunDisco {
+                    secret,
+                    services: vec![
+                        service(StunDiscoType::Stun, StunDiscoTransport::Udp, p, false),
+                        service(StunDiscoType::Turn, StunDiscoTransport::Udp, p, true),
+                        service(StunDiscoType::Turn, StunDiscoTransport::Tcp, p, true),
+                        service(StunDiscoType::Turns, StunDiscoTransport::Tcp, tls, true),
+                    ],
+                    credentials_lifetime: Duration::from_secs(600),
+                }),
+                namespace: Some(in_lab),
+            };
+            let dir = dir.join("ejabberd");
+            std::fs::create_dir_all(&dir).unwrap();
+            Xmpp::Ejabberd(
+                Ejabberd::launch_with(&dir, &config)
+                    .unwrap_or_else(|e| panic!("ejabberd in the lab: {e}")),
+            )
+        } else {
+            let turn = TurnExternal {
+                secret,
+                host: lab.server().to_string(),
+                port: coturn.port(),
+                tcp: true,
+                tls_port: coturn.tls_port(),
+                ttl: Duration::from_secs(600),
+            };
+            let config = ProsodyConfig {
+                tls: true,
+                turn: Some(turn),
+                namespace: Some(in_lab),
+                ..ProsodyConfig::default()
+            };
+            Xmpp::Prosody(
+                Prosody::launch(&dir.join("prosody"), &config, &process::never)
+                    .unwrap_or_else(|e| panic!("Prosody in the lab: {e}")),
+            )
         };
-        let prosody = Prosody::launch(&dir.join("prosody"), &config, &process::never)
-            .unwrap_or_else(|e| panic!("Prosody in the lab: {e}"));
         for u in users {
-            prosody.register(u, &format!("pw-{u}")).unwrap();
+            xmpp.register(u, &format!("pw-{u}"));
         }
-        // Clients trust both throw-away CAs: Prosody's (XMPP over TLS) and coturn's (turns).
-        let mut bundle = std::fs::read(prosody.ca_file()).unwrap();
+        // Clients trust both throw-away CAs: the XMPP server's and coturn's (turns).
+        let mut bundle = std::fs::read(xmpp.ca_file()).unwrap();
         bundle.extend(std::fs::read(coturn.ca_file().unwrap()).unwrap());
         std::fs::write(dir.join("ca-bundle.pem"), bundle).unwrap();
         World {
-            prosody,
+            xmpp,
             coturn,
             lab,
             _dir: tmp,
@@ -103,6 +180,10 @@ impl Drop for World {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("--- coturn's log ---\n{}", self.coturn.log());
+            let xmpp = self.xmpp.log();
+            let tail: Vec<&str> = xmpp.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("--- the XMPP server's log (its end) ---\n{}", tail.join("\n"));
         }
     }
 }
@@ -118,7 +199,7 @@ impl World {
         let (data, password, server) = (
             self.dir.join(user),
             format!("pw-{user}"),
-            self.prosody.server(),
+            self.xmpp.server(),
         );
         let cli = CliAccount {
             exe: Path::new(BIN),
@@ -554,7 +635,7 @@ fn a_relayed_call_outlives_the_servers_short_allocation_lifetime() {
                 max_allocate_lifetime: short,
                 ..CoturnConfig::default()
             },
-            prosody_secret: None,
+            ..Servers::default()
         },
     );
     let c = start_call_across(&w, &["--relay-only"], 12).finish();
@@ -583,7 +664,7 @@ fn a_relayed_call_outlives_the_servers_short_allocation_lifetime() {
 #[test]
 fn a_wrong_turn_secret_leaves_the_other_paths_and_fails_clearly_without_them() {
     let wrong = || Servers {
-        prosody_secret: Some("not-coturns-secret".to_owned()),
+        xmpp_secret: Some("not-coturns-secret".to_owned()),
         ..Servers::default()
     };
     let w = World::with(NatKind::EndpointIndependent, &["alice", "bob"], wrong());
@@ -619,4 +700,39 @@ fn a_wrong_turn_secret_leaves_the_other_paths_and_fails_clearly_without_them() {
         "no one-line reason naming {turn}: {texts:?}"
     );
     assert!(took < BOUND, "{took:?}");
+}
+
+/// Must-show 3, ejabberd: the same lab with ejabberd (`mod_stun_disco`, STARTTLS) instead of
+/// Prosody. The clients get coturn's services and credentials from it, and a call between
+/// symmetric NATs goes through the relay, verified, audio both ways.
+#[test]
+fn with_ejabberd_the_credentials_come_from_mod_stun_disco_and_the_relay_works() {
+    let w = World::with(
+        NatKind::Symmetric,
+        &["alice", "bob"],
+        Servers {
+            ejabberd: true,
+            ..Servers::default()
+        },
+    );
+    let c = verified_call_across(&w, &[]);
+    let (a, b) = check_verified_and_heard(&c);
+    let relayed = [&a, &b]
+        .iter()
+        .any(|p| p["local"] == "relay" || p["remote"] == "relay");
+    assert!(relayed, "no relay in {a} / {b}");
+    let servers = events(&c.alice, "ice-servers").next().unwrap()["servers"].clone();
+    let want = format!("turns:{}:{}?transport=tcp", w.lab.server(), w.coturn.tls_port().unwrap());
+    assert!(
+        servers.as_array().unwrap().iter().any(|s| s == &Value::from(want.as_str())),
+        "{want} not in {servers}"
+    );
+    let stats = events(&c.alice, "stats").next().unwrap();
+    let ready = stats["ice_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "ready")
+        .count();
+    assert!(ready >= 4, "not every server of ejabberd's worked: {stats}");
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use minidom::Element;
-use sasl::common::Credentials;
+use sasl::common::{ChannelBinding, Credentials};
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::connect::{DnsConfig, ServerConnector};
 
@@ -338,11 +338,36 @@ fn start<C: ServerConnector>(
     StanzaStream::new(reconnector, 64)
 }
 
+/// Logs in with SASL channel binding where TLS gives one (SCRAM-…-PLUS). A server that offers
+/// -PLUS but does not know our binding type refuses it: ejabberd 23.01 (Debian 12) knows only
+/// `tls-unique`, which TLS 1.3 does not have, and answers "Invalid channel binding" to
+/// `tls-exporter`. Then the login is tried once more on a new connection without channel
+/// binding (plain SCRAM over the same verified TLS). What that gives up is SCRAM's protection
+/// against a TLS interceptor holding a certificate the system trusts for the domain; the
+/// call's shield never rests on it (fingerprints are verified through OMEMO).
 async fn login<C: ServerConnector>(
     connector: C,
     jid: Jid,
     password: String,
     timeouts: Timeouts,
+) -> Result<Connection, ClientError> {
+    match login_once(connector.clone(), &jid, &password, timeouts, true).await {
+        Err(ClientError::Auth(why)) if why.contains(PLUS_REFUSED) => {
+            login_once(connector, &jid, &password, timeouts, false).await
+        }
+        done => done,
+    }
+}
+
+/// Marks an authentication failure of a -PLUS mechanism (so [`login`] tries without).
+const PLUS_REFUSED: &str = "with channel binding";
+
+async fn login_once<C: ServerConnector>(
+    connector: C,
+    jid: &Jid,
+    password: &str,
+    timeouts: Timeouts,
+    bind: bool,
 ) -> Result<Connection, ClientError> {
     let io = |e: tokio_xmpp::Error| match e {
         tokio_xmpp::Error::Protocol(p) if p.to_string().contains("no TLS available") => {
@@ -358,7 +383,7 @@ async fn login<C: ServerConnector>(
         .unwrap_or_default();
     let (pending, binding) = tokio::time::timeout(
         LOGIN_TIMEOUT,
-        connector.connect(&jid, xmpp_parsers::ns::JABBER_CLIENT, timeouts),
+        connector.connect(jid, xmpp_parsers::ns::JABBER_CLIENT, timeouts),
     )
     .await
     .map_err(|_| ClientError::Timeout("connecting to the server"))?
@@ -367,14 +392,24 @@ async fn login<C: ServerConnector>(
         .recv_features()
         .await
         .map_err(|e| ClientError::Connect(e.to_string()))?;
+    let binding = if bind { binding } else { ChannelBinding::None };
+    let plus = !matches!(binding, ChannelBinding::None)
+        && features
+            .sasl_mechanisms
+            .iter()
+            .any(|m| m.ends_with("-PLUS"));
     let creds = Credentials::default()
         .with_username(username)
         .with_password(password)
         .with_channel_binding(binding);
-    // tokio-xmpp's mechanism order is a preference list: SCRAM-SHA-256, SCRAM-SHA-1, PLAIN.
+    // tokio-xmpp's mechanism order is a preference list: SCRAM-SHA-256(-PLUS), SCRAM-SHA-1,
+    // PLAIN.
     let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds)
         .await
         .map_err(|e| match e {
+            tokio_xmpp::Error::Auth(AuthError::Fail(cond)) if plus => ClientError::Auth(format!(
+                "the server refused the login {PLUS_REFUSED} ({cond:?})"
+            )),
             tokio_xmpp::Error::Auth(AuthError::Fail(cond)) => ClientError::Auth(format!(
                 "the server refused the login ({cond:?}): wrong password or unknown account"
             )),
@@ -396,7 +431,7 @@ async fn login<C: ServerConnector>(
     Ok(Connection {
         stream: stream.box_stream(),
         features,
-        identity: jid,
+        identity: jid.clone(),
     })
 }
 

@@ -295,6 +295,7 @@ async fn ejabberd_mod_stun_disco_credentials_are_accepted_by_coturn() {
             ],
             credentials_lifetime: TTL,
         }),
+        namespace: None,
     };
     // ejabberd runs as its own user: a directory of its own (handed to that user).
     let dir = tempfile::tempdir().unwrap();

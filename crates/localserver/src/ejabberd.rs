@@ -2,7 +2,9 @@
 //! its own, plaintext c2s on a free loopback port, PEP and carbons; stopped with
 //! `ejabberdctl stop` (then by pid) when dropped. Used by the interop tests against a second
 //! server implementation. With [`EjabberdConfig::stun_disco`] it also hands out STUN/TURN
-//! services with coturn's REST credentials (XEP-0215, `mod_stun_disco`).
+//! services with coturn's REST credentials (XEP-0215, `mod_stun_disco`). With
+//! [`EjabberdConfig::namespace`] it runs inside a namespace of the lab instead, on the lab's
+//! server address with STARTTLS (required) and a throw-away CA's certificate.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::certs::make_certificates;
+use crate::prosody::InNamespace;
 use crate::process::{find_tool, free_port, last_lines, one_line, run_bounded, wait_ready};
 
 /// The one virtual host (the same as Prosody's).
@@ -30,6 +34,11 @@ pub struct EjabberdConfig {
     /// STUN and TURN services for clients (XEP-0215) through ejabberd's `mod_stun_disco`;
     /// `None`: no such module, the server answers `service-unavailable`.
     pub stun_disco: Option<StunDisco>,
+    /// Run inside this network namespace of the lab, c2s on its address, port 5222, with
+    /// STARTTLS required and a certificate for `localhost` from a throw-away CA
+    /// ([`Ejabberd::ca_file`]); every `ejabberdctl` call runs there too (the Erlang node's
+    /// control channel is the namespace's loopback).
+    pub namespace: Option<InNamespace>,
 }
 
 /// The options of ejabberd 23.01's `mod_stun_disco` (names as in its documentation): the
@@ -100,6 +109,8 @@ pub enum StunDiscoTransport {
 pub struct Ejabberd {
     child: Child,
     ctl: PathBuf,
+    /// `ip` and the namespace, for a server in the lab.
+    netns: Option<(PathBuf, InNamespace)>,
     dir: PathBuf,
     port: u16,
     node: String,
@@ -116,7 +127,15 @@ impl Ejabberd {
     /// [`Ejabberd::launch`] with the modules of `config`.
     pub fn launch_with(dir: &Path, config: &EjabberdConfig) -> Result<Ejabberd, Error> {
         let ctl = find_tool("ejabberdctl", "ejabberd")?;
-        let port = free_port()?;
+        let netns = match &config.namespace {
+            Some(ns) => Some((find_tool("ip", "iproute2")?, ns.clone())),
+            None => None,
+        };
+        // In its own namespace nothing else can hold the port.
+        let port = match netns {
+            Some(_) => 5222,
+            None => free_port()?,
+        };
         let write = |name: &str, text: &str| {
             std::fs::write(dir.join(name), text)
                 .map_err(|e| Error::io(format!("cannot write {name}"), e))
@@ -125,7 +144,29 @@ impl Ejabberd {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| Error::io(format!("cannot create {}", dir.join(sub).display()), e))?;
         }
-        write("ejabberd.yml", &config_text(port, config))?;
+        let listen = match &netns {
+            Some((_, ns)) => {
+                // `dir/ca.crt`; ejabberd wants the certificate and its key in one file.
+                make_certificates(dir, DOMAIN, &[format!("DNS:{DOMAIN}")], &crate::process::never)?;
+                let read = |name: &str| {
+                    std::fs::read_to_string(dir.join("certs").join(name))
+                        .map_err(|e| Error::io(format!("cannot read {name}"), e))
+                };
+                let pem = format!("{}{}", read("localhost.crt")?, read("localhost.key")?);
+                write("localhost.pem", &pem)?;
+                Listen {
+                    ip: ns.address.to_string(),
+                    port,
+                    certfile: Some(dir.join("localhost.pem")),
+                }
+            }
+            None => Listen {
+                ip: "127.0.0.1".to_owned(),
+                port,
+                certfile: None,
+            },
+        };
+        write("ejabberd.yml", &config_text(&listen, config))?;
         write("ejabberdctl.cfg", "")?;
         write("inetrc", "")?;
         let mut chown = Command::new(find_tool("chown", "coreutils")?);
@@ -142,7 +183,7 @@ impl Ejabberd {
         let console2 = console
             .try_clone()
             .map_err(|e| Error::io("cannot create ejabberd's console log", e))?;
-        let child = Command::new(&ctl)
+        let child = ctl_command(&ctl, netns.as_ref())
             .args(dir_args(dir, &node))
             .arg("foreground")
             .stdin(Stdio::null())
@@ -153,6 +194,7 @@ impl Ejabberd {
         let mut server = Ejabberd {
             child,
             ctl,
+            netns,
             dir: dir.to_owned(),
             port,
             node,
@@ -161,8 +203,10 @@ impl Ejabberd {
             dir.join("console.log"),
             dir.join("log").join("ejabberd.log"),
         ];
-        let awaited = format!("listen on 127.0.0.1:{port}");
+        let awaited = format!("listen on {}:{port}", listen.ip);
         let never = &crate::process::never;
+        let pid = server.child.id();
+        let in_lab = server.netns.as_ref().map(|(_, ns)| ns.address);
         wait_ready(
             &mut server.child,
             "ejabberd",
@@ -170,14 +214,31 @@ impl Ejabberd {
             START_LIMIT,
             never,
             &logs,
-            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || match in_lab {
+                // ejabberdctl's /proc/PID/net/tcp is the namespace's table; the socket is
+                // the Erlang VM's, a child of it.
+                Some(address) => crate::lab::bound_in_namespace_of(
+                    pid,
+                    crate::lab::Transport::Tcp,
+                    std::net::SocketAddrV4::new(address, port),
+                ),
+                None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            },
         )?;
         Ok(server)
     }
 
-    /// The `--server` value for clients.
+    /// The CA that signed its certificate (a server in the lab only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The `--server` value for clients (in the lab, the namespace's address).
     pub fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match &self.netns {
+            Some((_, ns)) => format!("{}:{}", ns.address, self.port),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     /// The c2s port on 127.0.0.1.
@@ -194,7 +255,7 @@ impl Ejabberd {
         let deadline = Instant::now() + START_LIMIT;
         let what = format!("ejabberdctl register {name} {DOMAIN}");
         loop {
-            let mut cmd = Command::new(&self.ctl);
+            let mut cmd = ctl_command(&self.ctl, self.netns.as_ref());
             cmd.args(dir_args(&self.dir, &self.node))
                 .args(["register", name, DOMAIN, password]);
             let done = run_bounded(cmd, CTL_LIMIT, &what, &crate::process::never)?;
@@ -228,7 +289,7 @@ impl Ejabberd {
 impl Drop for Ejabberd {
     fn drop(&mut self) {
         // Never panics (this may run while a test unwinds).
-        if let Ok(mut stop) = Command::new(&self.ctl)
+        if let Ok(mut stop) = ctl_command(&self.ctl, self.netns.as_ref())
             .args(dir_args(&self.dir, &self.node))
             .arg("stop")
             .stdin(Stdio::null())
@@ -264,7 +325,7 @@ impl Ejabberd {
         // The node may take a moment to deregister after its VM exited; epmd -kill says so
         // ("not allowed") and is tried again.
         for _ in 0..30 {
-            let mut cmd = Command::new(&epmd);
+            let mut cmd = ctl_command(&epmd, self.netns.as_ref());
             cmd.arg("-kill");
             let limit = Duration::from_secs(5);
             match run_bounded(cmd, limit, "epmd -kill", &crate::process::never) {
@@ -275,6 +336,25 @@ impl Ejabberd {
             }
         }
     }
+}
+
+/// `tool`, or `ip netns exec NS tool` for a server in the lab.
+fn ctl_command(tool: &Path, netns: Option<&(PathBuf, InNamespace)>) -> Command {
+    match netns {
+        Some((ip, ns)) => {
+            let mut c = Command::new(ip);
+            c.args(["netns", "exec", &ns.name]).arg(tool);
+            c
+        }
+        None => Command::new(tool),
+    }
+}
+
+/// Where c2s listens; with a `certfile`, STARTTLS is required.
+struct Listen {
+    ip: String,
+    port: u16,
+    certfile: Option<PathBuf>,
 }
 
 /// ejabberdctl's arguments that make it use `dir` and this node, not the system server's.
@@ -294,16 +374,25 @@ fn dir_args(dir: &Path, node: &str) -> Vec<String> {
     ]
 }
 
-/// Plaintext c2s on one loopback port, internal auth, PEP (pubsub with the pep plugin),
-/// carbons, offline storage; `mod_stun_disco` with [`EjabberdConfig::stun_disco`].
-fn config_text(port: u16, config: &EjabberdConfig) -> String {
+/// c2s on one port (plaintext on loopback, or STARTTLS required with a certificate), internal
+/// auth, PEP (pubsub with the pep plugin), carbons, offline storage; `mod_stun_disco` with
+/// [`EjabberdConfig::stun_disco`].
+fn config_text(listen: &Listen, config: &EjabberdConfig) -> String {
     let stun_disco = config
         .stun_disco
         .as_ref()
         .map(stun_disco_text)
         .unwrap_or_default();
+    let (certfiles, tls) = match &listen.certfile {
+        Some(f) => (
+            format!("[{}]", yaml_string(&f.display().to_string())),
+            "true",
+        ),
+        None => ("[]".to_owned(), "false"),
+    };
+    let (ip, port) = (&listen.ip, listen.port);
     format!(
-        "hosts:\n  - {DOMAIN}\nloglevel: info\ncertfiles: []\nlisten:\n  -\n    port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n    starttls_required: false\nauth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\nshaper_rules:\n  c2s_shaper: none\nmodules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_caps: {{}}\n  mod_carboncopy: {{}}\n  mod_offline: {{}}\n  mod_ping: {{}}\n  mod_pubsub:\n    access_createnode: local\n    plugins:\n      - flat\n      - pep\n{stun_disco}"
+        "hosts:\n  - {DOMAIN}\nloglevel: info\ncertfiles: {certfiles}\nlisten:\n  -\n    port: {port}\n    ip: \"{ip}\"\n    module: ejabberd_c2s\n    starttls: {tls}\n    starttls_required: {tls}\nauth_method: internal\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\n  c2s:\n    allow: all\nshaper_rules:\n  c2s_shaper: none\nmodules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_caps: {{}}\n  mod_carboncopy: {{}}\n  mod_offline: {{}}\n  mod_ping: {{}}\n  mod_stream_mgmt: {{}}\n  mod_pubsub:\n    access_createnode: local\n    plugins:\n      - flat\n      - pep\n{stun_disco}"
     )
 }
 
@@ -352,9 +441,32 @@ fn yaml_string(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn loopback() -> Listen {
+        Listen {
+            ip: "127.0.0.1".into(),
+            port: 5999,
+            certfile: None,
+        }
+    }
+
+    #[test]
+    fn in_the_lab_starttls_is_required_with_the_certificate() {
+        let listen = Listen {
+            ip: "203.0.113.10".into(),
+            port: 5222,
+            certfile: Some(PathBuf::from("/tmp/e/localhost.pem")),
+        };
+        let c = config_text(&listen, &EjabberdConfig::default());
+        assert!(c.contains("certfiles: [\"/tmp/e/localhost.pem\"]\n"), "{c}");
+        assert!(
+            c.contains("port: 5222\n    ip: \"203.0.113.10\"\n    module: ejabberd_c2s\n    starttls: true\n    starttls_required: true\n"),
+            "{c}"
+        );
+    }
+
     #[test]
     fn config_listens_on_loopback_with_pep() {
-        let c = config_text(5999, &EjabberdConfig::default());
+        let c = config_text(&loopback(), &EjabberdConfig::default());
         assert!(c.contains("port: 5999\n    ip: \"127.0.0.1\""));
         assert!(c.contains("      - pep\n"));
         assert!(c.contains("hosts:\n  - localhost\n"));
@@ -384,8 +496,9 @@ mod tests {
         };
         let config = EjabberdConfig {
             stun_disco: Some(disco.clone()),
+            namespace: None,
         };
-        let c = config_text(5999, &config);
+        let c = config_text(&loopback(), &config);
         let module = c
             .split_once("  mod_stun_disco:\n")
             .map(|(_, m)| m)

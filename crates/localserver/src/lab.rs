@@ -530,31 +530,7 @@ pub enum Transport {
 /// namespace) and `/proc/PID/fd`, so that a server in the lab is seen ready from outside it
 /// and another process listening there does not count.
 pub fn bound_by(pid: u32, transport: Transport, addr: SocketAddrV4) -> bool {
-    let table = match transport {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-    };
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-        return false;
-    };
-    // `sl local_address rem_address st … inode`: the address as the kernel's u32 in hex
-    // (byte order of the machine), 0A = LISTEN (any state for UDP).
-    let wanted = format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(addr.ip().octets()),
-        addr.port()
-    );
-    let inodes: Vec<String> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let listening = transport == Transport::Udp || f.get(3) == Some(&"0A");
-            (f.get(1) == Some(&wanted.as_str()) && listening)
-                .then(|| f.get(9).map(|i| format!("socket:[{i}]")))
-                .flatten()
-        })
-        .collect();
+    let inodes = bound_inodes(pid, transport, addr);
     if inodes.is_empty() {
         return false;
     }
@@ -565,6 +541,41 @@ pub fn bound_by(pid: u32, transport: Transport, addr: SocketAddrV4) -> bool {
         std::fs::read_link(fd.path())
             .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
     })
+}
+
+/// Whether any process in the namespace of process `pid` has `addr` bound (UDP) or listening
+/// (TCP): for a server whose socket belongs to a descendant of the process started (ejabberd's
+/// Erlang VM under `ejabberdctl`), in a namespace of the lab where nothing else runs.
+pub fn bound_in_namespace_of(pid: u32, transport: Transport, addr: SocketAddrV4) -> bool {
+    !bound_inodes(pid, transport, addr).is_empty()
+}
+
+/// The `socket:[INODE]` names of the sockets bound to `addr` in `pid`'s namespace.
+fn bound_inodes(pid: u32, transport: Transport, addr: SocketAddrV4) -> Vec<String> {
+    let table = match transport {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+    };
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+        return Vec::new();
+    };
+    // `sl local_address rem_address st … inode`: the address as the kernel's u32 in hex
+    // (byte order of the machine), 0A = LISTEN (any state for UDP).
+    let wanted = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(addr.ip().octets()),
+        addr.port()
+    );
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let listening = transport == Transport::Udp || f.get(3) == Some(&"0A");
+            (f.get(1) == Some(&wanted.as_str()) && listening)
+                .then(|| f.get(9).map(|i| format!("socket:[{i}]")))
+                .flatten()
+        })
+        .collect()
 }
 
 /// The names of all network namespaces on the machine (`ip netns list`), ours or not.
