@@ -736,3 +736,40 @@ fn with_ejabberd_the_credentials_come_from_mod_stun_disco_and_the_relay_works() 
         .count();
     assert!(ready >= 4, "not every server of ejabberd's worked: {stats}");
 }
+
+/// Must-show 5, unreachable: the only TURN server given (`--turn`, no discovery) is an address
+/// of the internet segment where nothing answers. With relayed candidates only, the call ends
+/// with `connectivity-error` once the Allocate's retransmits ran out (7.5 s), naming that
+/// server in one line; no hang.
+#[test]
+fn an_unreachable_turn_server_ends_a_relay_only_call_naming_it() {
+    let w = World::new(NatKind::Symmetric, &["alice", "bob"]);
+    let nobody = w.lab.servers()[1];
+    let turn = format!("turn:{nobody}:3478?transport=udp");
+    let creds = w.dir.join("turn-credentials");
+    std::fs::write(&creds, "someone\nsomething\n").unwrap();
+    let creds = creds.display().to_string();
+    let flags = [
+        "--relay-only",
+        "--no-ice-discovery",
+        "--turn",
+        &turn,
+        "--turn-credentials",
+        &creds,
+    ];
+    let started = Instant::now();
+    let mut calling = start_call_across(&w, &flags, 3);
+    let mut texts = Vec::new();
+    for (who, r) in [("bob", &mut calling.bob), ("alice", &mut calling.alice)] {
+        let ended = r.wait_for("the end of the call", |v| v["event"] == "ended");
+        eprintln!("{who}'s call ended after {:?}: {ended}", started.elapsed());
+        assert_eq!(ended["reason"], "connectivity-error", "{who}: {ended}");
+        texts.push(ended["text"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        texts.iter().any(|t| t.contains(&turn) && !t.contains('\n')),
+        "no one-line reason naming {turn}: {texts:?}"
+    );
+    assert!(!format!("{texts:?}").contains("something"), "{texts:?}");
+    assert!(started.elapsed() < BOUND, "{:?}", started.elapsed());
+}
