@@ -226,6 +226,7 @@ pub async fn connect(
     }
     let timeouts = Timeouts::default();
     let severer = Severer::default();
+    let sm = SmUnresolved::default();
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
     let stream = match &opts.server {
         Some(server) => {
@@ -248,6 +249,7 @@ pub async fn connect(
                     opts,
                     timeouts,
                     fatal_tx,
+                    sm.clone(),
                 )
             } else if opts.direct_tls {
                 start(
@@ -255,6 +257,7 @@ pub async fn connect(
                     opts,
                     timeouts,
                     fatal_tx,
+                    sm.clone(),
                 )
             } else {
                 start(
@@ -262,6 +265,7 @@ pub async fn connect(
                     opts,
                     timeouts,
                     fatal_tx,
+                    sm.clone(),
                 )
             }
         }
@@ -278,6 +282,7 @@ pub async fn connect(
                     opts,
                     timeouts,
                     fatal_tx,
+                    sm.clone(),
                 )
             } else {
                 start(
@@ -285,11 +290,12 @@ pub async fn connect(
                     opts,
                     timeouts,
                     fatal_tx,
+                    sm.clone(),
                 )
             }
         }
     };
-    run(stream, fatal_rx, severer).await
+    run(stream, fatal_rx, severer, sm).await
 }
 
 fn start<C: ServerConnector>(
@@ -297,6 +303,7 @@ fn start<C: ServerConnector>(
     opts: &ConnectOptions,
     timeouts: Timeouts,
     fatal: mpsc::UnboundedSender<ClientError>,
+    sm: SmUnresolved,
 ) -> StanzaStream {
     let jid = opts.jid.clone();
     let password = opts.password.clone();
@@ -308,10 +315,11 @@ fn start<C: ServerConnector>(
             let password = password.clone();
             let fatal = fatal.clone();
             let was_up = was_up.clone();
+            let sm = sm.clone();
             tokio::spawn(async move {
                 let mut delay = Duration::from_secs(1);
                 loop {
-                    match login(connector.clone(), jid.clone(), password.clone(), timeouts).await {
+                    match login(connector.clone(), jid.clone(), password.clone(), timeouts, &sm).await {
                         Ok(conn) => {
                             was_up.store(true, Ordering::Relaxed);
                             let _ = slot.send(conn);
@@ -350,12 +358,38 @@ async fn login<C: ServerConnector>(
     jid: Jid,
     password: String,
     timeouts: Timeouts,
+    sm: &SmUnresolved,
 ) -> Result<Connection, ClientError> {
-    match login_once(connector.clone(), &jid, &password, timeouts, true).await {
+    let mut conn = match login_once(connector.clone(), &jid, &password, timeouts, true).await {
         Err(ClientError::Auth(why)) if why.contains(PLUS_REFUSED) => {
             login_once(connector, &jid, &password, timeouts, false).await
         }
         done => done,
+    }?;
+    if conn.features.stream_management.is_some() && sm.0.swap(true, Ordering::Relaxed) {
+        // The last connection with XEP-0198 never got to a stream: this one goes without.
+        conn.features.stream_management = None;
+        sm.0.store(false, Ordering::Relaxed);
+    }
+    Ok(conn)
+}
+
+/// Set while a connection that offered XEP-0198 has not yet become a bound or resumed stream.
+///
+/// xmpp-parsers 0.23 reads `<failed xmlns='urn:xmpp:sm:3'/>` without `h` as an error (its
+/// `h` is an `Option` but required by the derive), and Prosody 0.12 answers exactly that to a
+/// resumption it cannot do, after a server restart. tokio-xmpp then drops the connection and
+/// asks for another, which would try to resume again, for ever. So when a connection that
+/// offered stream management never reached a stream, the next one is handed to tokio-xmpp
+/// with the feature hidden: it binds afresh (new full JID, as after any lost session), and the
+/// connection after that uses stream management again.
+#[derive(Clone, Default)]
+struct SmUnresolved(Arc<AtomicBool>);
+
+impl SmUnresolved {
+    /// A stream was bound or resumed.
+    fn resolved(&self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
@@ -439,6 +473,7 @@ async fn run(
     mut stream: StanzaStream,
     mut fatal_rx: mpsc::UnboundedReceiver<ClientError>,
     severer: Severer,
+    sm: SmUnresolved,
 ) -> Result<(Xmpp, mpsc::UnboundedReceiver<Incoming>), ClientError> {
     // Wait for the first bound stream (or the first failure).
     let bound = tokio::time::timeout(LOGIN_TIMEOUT, async {
@@ -447,6 +482,7 @@ async fn run(
                 e = fatal_rx.recv() => return Err(e.unwrap_or(ClientError::Disconnected)),
                 ev = stream.next() => match ev {
                     Some(StreamEvent::Stream(Se::Reset { bound_jid, .. })) => {
+                        sm.resolved();
                         return bound_jid.try_into_full().map_err(|_| ClientError::Connect("server bound no resource".into()));
                     }
                     Some(_) => {}
@@ -495,10 +531,12 @@ async fn run(
                     }
                     Some(StreamEvent::Stanza(st)) => { let _ = in_tx.send(Incoming::Stanza(Box::new(st))); }
                     Some(StreamEvent::Stream(Se::Reset { bound_jid, .. })) => {
+                        sm.resolved();
                         if let Ok(full) = bound_jid.try_into_full() {
                             let _ = in_tx.send(Incoming::Online(full));
                         }
                     }
+                    Some(StreamEvent::Stream(Se::Resumed)) => sm.resolved(),
                     Some(StreamEvent::Stream(_)) => {}
                     None => {
                         let why = fatal_rx.try_recv().map(|e| e.to_string()).unwrap_or_else(|_| "connection closed".into());
