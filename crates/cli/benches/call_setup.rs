@@ -32,6 +32,31 @@ struct Sample {
     propose_shield: f64,
     propose_audio: f64,
     shield: String,
+    /// Each set-up stage of the caller's and the callee's call, ms from its own start.
+    stages: [Vec<(String, f64)>; 2],
+    /// Each OMEMO operation (`encrypt`, `decrypt`) of both sides, ms.
+    omemo: Vec<(String, f64)>,
+}
+
+/// The `stages_ms` and `omemo_ms` of a `stats` event.
+fn breakdown(stats: &serde_json::Value) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
+    let stages = stats["stages_ms"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let omemo = stats["omemo_ms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| Some((o["op"].as_str()?.to_owned(), o["ms"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    (stages, omemo)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -64,7 +89,7 @@ fn one_call(dir: &std::path::Path, alice: &User, bob: &User, plain: bool, i: usi
     if plain {
         args.push("--no-omemo");
     }
-    let callee = bob.start(&args, true);
+    let mut callee = bob.start(&args, true);
     let t0 = Instant::now();
     let mut caller = alice.start(
         &[
@@ -88,13 +113,19 @@ fn one_call(dir: &std::path::Path, alice: &User, bob: &User, plain: bool, i: usi
     let stats = caller.wait_for(|v| v["event"] == "stats", BOUND);
     let status = caller.wait_exit(BOUND).expect("call ends");
     assert!(status.success(), "{:?}", caller.seen);
+    let callee_stats = callee.wait_for(|v| v["event"] == "stats", BOUND);
     callee.stop_with("TERM");
+    let (caller_stages, mut omemo) = breakdown(&stats);
+    let (callee_stages, callee_omemo) = breakdown(&callee_stats);
+    omemo.extend(callee_omemo);
     Sample {
         start_shield,
         start_audio,
         propose_shield: stats["ms_to_shield"].as_f64().expect("shield time"),
         propose_audio: audio["ms"].as_f64().expect("audio time"),
         shield: shield["state"].as_str().unwrap_or("?").to_owned(),
+        stages: [caller_stages, callee_stages],
+        omemo,
     }
 }
 
@@ -146,8 +177,6 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!("kind     | start→shield | start→audio | propose→shield | propose→audio");
-    println!("---------|--------------|-------------|----------------|--------------");
     let row = |name: &str, v: &[Sample]| {
         let m = |f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
         let r = [
@@ -162,6 +191,70 @@ fn main() {
         );
         r
     };
+    // Where the time goes: each stage's median, caller and callee, verified and plain.
+    let stage = |v: &[Sample], side: usize, name: &str| -> Option<f64> {
+        let t: Vec<f64> = v
+            .iter()
+            .filter_map(|s| {
+                s.stages[side]
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| *t)
+            })
+            .collect();
+        (!t.is_empty()).then(|| median(t))
+    };
+    let mut names: Vec<String> = Vec::new();
+    for s in verified.iter().chain(&plain) {
+        for side in &s.stages {
+            for (n, _) in side {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+    }
+    names.sort_by(|a, b| {
+        let at = |n: &str| {
+            stage(&verified, 0, n)
+                .or(stage(&verified, 1, n))
+                .unwrap_or(f64::MAX)
+        };
+        at(a).total_cmp(&at(b))
+    });
+    println!();
+    println!(
+        "stage (ms from each side's call start) | caller verified | caller plain | callee verified | callee plain"
+    );
+    println!(
+        "----------------------------------------|-----------------|--------------|-----------------|-------------"
+    );
+    let cell = |t: Option<f64>| t.map_or("-".to_owned(), |t| format!("{t:.1}"));
+    for n in &names {
+        println!(
+            "{n:<39} | {:>15} | {:>12} | {:>15} | {:>12}",
+            cell(stage(&verified, 0, n)),
+            cell(stage(&plain, 0, n)),
+            cell(stage(&verified, 1, n)),
+            cell(stage(&plain, 1, n)),
+        );
+    }
+    for op in ["encrypt", "decrypt"] {
+        let t: Vec<f64> = verified
+            .iter()
+            .flat_map(|s| s.omemo.iter().filter(|(o, _)| o == op).map(|(_, t)| *t))
+            .collect();
+        if !t.is_empty() {
+            println!(
+                "OMEMO {op} of a fingerprint (with its database commit), both sides: median {:.2} ms of {}",
+                median(t.clone()),
+                t.len()
+            );
+        }
+    }
+    println!();
+    println!("kind     | start→shield | start→audio | propose→shield | propose→audio");
+    println!("---------|--------------|-------------|----------------|--------------");
     let v = row("verified", &verified);
     let p = row("plain", &plain);
     println!(

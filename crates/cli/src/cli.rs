@@ -626,8 +626,12 @@ fn account_jid(cli: &Cli) -> Result<BareJid, ClientError> {
 /// The STUN and TURN libraries: `stun-types` 2 has `trace!` lines that print the password it
 /// derives a long-term key from (not reached in the calls tested, but one version away), so
 /// these never log above `debug`, whatever the filter asks.
-const TRACE_SHOWS_PASSWORDS: [&str; 4] =
-    ["stun_types", "stun_proto", "turn_types", "turn_client_proto"];
+const TRACE_SHOWS_PASSWORDS: [&str; 4] = [
+    "stun_types",
+    "stun_proto",
+    "turn_types",
+    "turn_client_proto",
+];
 
 /// Starts the diagnostic log (`--log FILTER`) on standard error. `FILTER` is a level or a
 /// list of `module=level` with an optional default level (`warn,shieldcall_media=debug`).

@@ -153,7 +153,7 @@ fn proxy_unit_tests_pass() {
 /// alice's connection and reaching bob's (so it really sat in the path), never the plaintext.
 #[test]
 fn omemo_message_passes_through_the_passthrough_proxy() {
-    let p = Prosody::start(&["alice", "bob"]);
+    let p = Prosody::start_for_proxy(&["alice", "bob"]);
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("mitm.jsonl");
     let mitm = Mitm::start(p.port, &log, &["--scenario", "passthrough"]);
@@ -588,7 +588,7 @@ fn forbidden_verified(who: &str, side: &[Value], allowed: bool) -> Option<String
 /// Runs one row's calls; the caller's and callee's events are polled together, so a forbidden
 /// `verified` on either side stops the call at once.
 fn run_calls(spec: &Spec, row: &Row) -> Result<Vec<CallSeen>, String> {
-    let p = Prosody::start(&["alice", "bob"]);
+    let p = Prosody::start_for_proxy(&["alice", "bob"]);
     let tmp = tempfile::tempdir().unwrap();
     let mitm = Mitm::start(p.port, &tmp.path().join("mitm.jsonl"), spec.mitm);
     let via = Via(mitm.port);

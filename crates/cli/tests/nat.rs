@@ -13,8 +13,8 @@ use serde_json::Value;
 use shieldcall_localserver::cli::CliAccount;
 use shieldcall_localserver::lab::{Home, Lab, Namespace, NatKind};
 use shieldcall_localserver::{
-    Coturn, CoturnConfig, Ejabberd, EjabberdConfig, InNamespace, Prosody, ProsodyConfig,
-    StunDisco, StunDiscoService, StunDiscoTransport, StunDiscoType, TurnExternal, process,
+    Coturn, CoturnConfig, Ejabberd, EjabberdConfig, InNamespace, Prosody, ProsodyConfig, StunDisco,
+    StunDiscoService, StunDiscoTransport, StunDiscoType, TurnExternal, process,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_shieldcall");
@@ -183,7 +183,10 @@ impl Drop for World {
             let xmpp = self.xmpp.log();
             let tail: Vec<&str> = xmpp.lines().rev().take(60).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!("--- the XMPP server's log (its end) ---\n{}", tail.join("\n"));
+            eprintln!(
+                "--- the XMPP server's log (its end) ---\n{}",
+                tail.join("\n")
+            );
         }
     }
 }
@@ -482,7 +485,11 @@ fn a_relay_only_call_between_two_symmetric_nats_is_verified() {
             .lines()
             .filter(|l| l.to_lowercase().contains("password") || l.contains(w.coturn.secret()))
             .collect();
-        assert!(leaked.is_empty(), "{who} logged: {:?}", &leaked[..leaked.len().min(3)]);
+        assert!(
+            leaked.is_empty(),
+            "{who} logged: {:?}",
+            &leaked[..leaked.len().min(3)]
+        );
     }
     let (a, b) = check_verified_and_heard(&c);
     for (who, p) in [("alice", &a), ("bob", &b)] {
@@ -647,14 +654,19 @@ fn a_relayed_call_outlives_the_servers_short_allocation_lifetime() {
     ] {
         let (with, of) = heard.tone_frames(hz);
         let gap = heard.longest_gap(hz);
-        eprintln!("{who}: {hz} Hz in {with} of {of} frames (of {expected} expected), longest gap {gap:?}");
+        eprintln!(
+            "{who}: {hz} Hz in {with} of {of} frames (of {expected} expected), longest gap {gap:?}"
+        );
         assert!(
             with * 10 >= expected * 9 && gap < Duration::from_millis(500),
             "{who} heard {hz} Hz in {with} of {expected} frames, longest gap {gap:?}"
         );
     }
     let log = w.coturn.log();
-    assert!(log.contains("REFRESH processed, success"), "no refresh in coturn's log");
+    assert!(
+        log.contains("REFRESH processed, success"),
+        "no refresh in coturn's log"
+    );
 }
 
 /// Must-show 5: Prosody hands out TURN credentials signed with a secret coturn does not have.
@@ -685,8 +697,8 @@ fn a_wrong_turn_secret_leaves_the_other_paths_and_fails_clearly_without_them() {
         assert_eq!(ended["reason"], "connectivity-error", "{who}: {ended}");
         texts.push(ended["text"].as_str().unwrap().to_owned());
         // Each side names what failed on its own side, before the end.
-        let warned = events(r, "warning")
-            .any(|v| v["message"].as_str().unwrap().starts_with(&turn));
+        let warned =
+            events(r, "warning").any(|v| v["message"].as_str().unwrap().starts_with(&turn));
         assert!(warned, "{who} has no warning naming {turn}: {:?}", r.seen);
         let printed = format!("{:?}", r.seen);
         assert!(!printed.contains("not-coturns-secret"), "{printed}");
@@ -694,9 +706,9 @@ fn a_wrong_turn_secret_leaves_the_other_paths_and_fails_clearly_without_them() {
     let took = started.elapsed();
     // The side that gave up first says why in one line; the other says the peer ended it.
     assert!(
-        texts.iter().any(|t| t.contains(&turn)
-            && t.contains("authentication failed")
-            && !t.contains('\n')),
+        texts
+            .iter()
+            .any(|t| t.contains(&turn) && t.contains("authentication failed") && !t.contains('\n')),
         "no one-line reason naming {turn}: {texts:?}"
     );
     assert!(took < BOUND, "{took:?}");
@@ -722,9 +734,17 @@ fn with_ejabberd_the_credentials_come_from_mod_stun_disco_and_the_relay_works() 
         .any(|p| p["local"] == "relay" || p["remote"] == "relay");
     assert!(relayed, "no relay in {a} / {b}");
     let servers = events(&c.alice, "ice-servers").next().unwrap()["servers"].clone();
-    let want = format!("turns:{}:{}?transport=tcp", w.lab.server(), w.coturn.tls_port().unwrap());
+    let want = format!(
+        "turns:{}:{}?transport=tcp",
+        w.lab.server(),
+        w.coturn.tls_port().unwrap()
+    );
     assert!(
-        servers.as_array().unwrap().iter().any(|s| s == &Value::from(want.as_str())),
+        servers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == &Value::from(want.as_str())),
         "{want} not in {servers}"
     );
     let stats = events(&c.alice, "stats").next().unwrap();

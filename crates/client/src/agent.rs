@@ -84,7 +84,13 @@ pub struct CallCrypto {
     enabled: bool,
     /// A PreKeySignalMessage consumed a prekey: the bundle must be republished.
     bundle_changed: bool,
+    /// How long each OMEMO operation of the engine took (with its database commit), since
+    /// the last [`CallCrypto::take_timings`]; at most [`MAX_TIMINGS`].
+    timings: Vec<(&'static str, Duration)>,
 }
+
+/// Most OMEMO operations timed between two calls' stats.
+const MAX_TIMINGS: usize = 16;
 
 impl CallCrypto {
     /// Wraps the OMEMO service; `enabled = false` announces no device (plain calls only).
@@ -93,6 +99,18 @@ impl CallCrypto {
             svc,
             enabled,
             bundle_changed: false,
+            timings: Vec::new(),
+        }
+    }
+
+    /// The OMEMO operations timed since the last call, in order.
+    fn take_timings(&mut self) -> Vec<(&'static str, Duration)> {
+        std::mem::take(&mut self.timings)
+    }
+
+    fn timed(&mut self, op: &'static str, since: Instant) {
+        if self.timings.len() < MAX_TIMINGS {
+            self.timings.push((op, since.elapsed()));
         }
     }
 
@@ -113,6 +131,54 @@ impl CallCrypto {
     /// The OMEMO service.
     pub fn service(&mut self) -> &mut OmemoService {
         &mut self.svc
+    }
+}
+
+impl CallCrypto {
+    fn encrypt_now(
+        &mut self,
+        peer: &BareJid,
+        device: u32,
+        plaintext: &[u8],
+    ) -> Result<Encrypted, CryptoError> {
+        let account = self.svc.account_mut();
+        let identity = account
+            .session_identity(peer.as_str(), device)
+            .map_err(|e| CryptoError::Other(e.to_string()))?
+            .ok_or(CryptoError::NoSession(device))?;
+        let encrypted = account
+            .encrypt(&[Recipient::new(peer.as_str(), device)], plaintext)
+            .map_err(|e| CryptoError::Other(e.to_string()))?;
+        Ok(Encrypted {
+            element: encrypted.to_element(),
+            identity_key: IdentityKey::from_bytes(identity.serialize()),
+        })
+    }
+
+    fn decrypt_now(
+        &mut self,
+        peer: &BareJid,
+        encrypted: &Element,
+    ) -> Result<Decrypted, CryptoError> {
+        let parsed = EncryptedElement::from_element(encrypted)
+            .map_err(|e| CryptoError::InvalidMessage(e.to_string()))?;
+        let d = self
+            .svc
+            .account_mut()
+            .decrypt_with(peer.as_str(), &parsed, &DecryptLimits::SINGLE_KEY)
+            .map_err(|e| match e {
+                shieldcall_omemo::Error::NotForThisDevice { .. } => CryptoError::NotForThisDevice,
+                other => CryptoError::InvalidMessage(other.to_string()),
+            })?;
+        self.bundle_changed |= d.bundle_changed;
+        let plaintext = d
+            .plaintext
+            .ok_or_else(|| CryptoError::InvalidMessage("no payload".into()))?;
+        Ok(Decrypted {
+            plaintext,
+            device: d.sender_device,
+            identity_key: IdentityKey::from_bytes(d.sender_identity.serialize()),
+        })
     }
 }
 
@@ -139,45 +205,21 @@ impl OmemoCrypto for CallCrypto {
         if !self.enabled {
             return Err(CryptoError::Other("OMEMO is switched off".into()));
         }
-        let account = self.svc.account_mut();
-        let identity = account
-            .session_identity(peer.as_str(), device)
-            .map_err(|e| CryptoError::Other(e.to_string()))?
-            .ok_or(CryptoError::NoSession(device))?;
-        let encrypted = account
-            .encrypt(&[Recipient::new(peer.as_str(), device)], plaintext)
-            .map_err(|e| CryptoError::Other(e.to_string()))?;
-        Ok(Encrypted {
-            element: encrypted.to_element(),
-            identity_key: IdentityKey::from_bytes(identity.serialize()),
-        })
+        let t0 = Instant::now();
+        let done = self.encrypt_now(peer, device, plaintext);
+        self.timed("encrypt", t0);
+        done
     }
 
     fn decrypt(&mut self, peer: &BareJid, encrypted: &Element) -> Result<Decrypted, CryptoError> {
         if !self.enabled {
             return Err(CryptoError::Other("OMEMO is switched off".into()));
         }
-        let parsed = EncryptedElement::from_element(encrypted)
-            .map_err(|e| CryptoError::InvalidMessage(e.to_string()))?;
-        let d = self
-            .svc
-            .account_mut()
-            .decrypt_with(peer.as_str(), &parsed, &DecryptLimits::SINGLE_KEY)
-            .map_err(|e| match e {
-                shieldcall_omemo::Error::NotForThisDevice { .. } => CryptoError::NotForThisDevice,
-                other => CryptoError::InvalidMessage(other.to_string()),
-            })?;
-        self.bundle_changed |= d.bundle_changed;
-        let plaintext = d
-            .plaintext
-            .ok_or_else(|| CryptoError::InvalidMessage("no payload".into()))?;
-        Ok(Decrypted {
-            plaintext,
-            device: d.sender_device,
-            identity_key: IdentityKey::from_bytes(d.sender_identity.serialize()),
-        })
+        let t0 = Instant::now();
+        let done = self.decrypt_now(peer, encrypted);
+        self.timed("decrypt", t0);
+        done
     }
-
     fn trust(&self, peer: &BareJid, identity_key: &IdentityKey) -> Trust {
         let Ok(key) = shieldcall_omemo::PublicKey::from_bytes("identity", identity_key.as_bytes())
         else {
@@ -400,6 +442,15 @@ pub struct CallSummary {
     pub recording: Option<PathBuf>,
     /// The media report; `None` when no media ran, `Err` when it failed.
     pub media: Option<Result<CallReport, DriverError>>,
+    /// When each stage of the set-up was first reached, from the call's start, in order:
+    /// the call's phases (`proposing`, `ringing`, `proceeding`, `connecting`, `connected`),
+    /// `omemo-session` (a session with the callee's device was ready), `media-prepared`
+    /// (sockets bound, gathering), `media-started` (the peer's description known), `ice` and
+    /// `dtls` (from the media report), `shield`, `first-audio`.
+    pub stages: Vec<(&'static str, Duration)>,
+    /// How long each OMEMO operation of the call took, with its database commit (`encrypt`,
+    /// `decrypt`), in order.
+    pub omemo: Vec<(&'static str, Duration)>,
 }
 
 /// Everything the agent reports, in order, on one stream.
@@ -580,6 +631,21 @@ struct CallState {
     ended: Option<CallEnd>,
     ended_at: Option<Instant>,
     recording: Option<PathBuf>,
+    /// Each set-up stage's first time, from `started` ([`CallSummary::stages`]).
+    stages: Vec<(&'static str, Duration)>,
+}
+
+/// Most set-up stages remembered per call.
+const MAX_STAGES: usize = 16;
+
+impl CallState {
+    /// Notes that the call reached `stage` now (the first time only).
+    fn mark(&mut self, stage: &'static str, now: Instant) {
+        if self.stages.len() < MAX_STAGES && !self.stages.iter().any(|(s, _)| *s == stage) {
+            self.stages
+                .push((stage, now.saturating_duration_since(self.started)));
+        }
+    }
 }
 
 impl CallState {
@@ -599,6 +665,7 @@ impl CallState {
             ended: None,
             ended_at: None,
             recording: None,
+            stages: Vec::new(),
         }
     }
 }
@@ -1054,11 +1121,13 @@ impl CallAgent {
         jmi: Option<bool>,
         device: Option<Option<u32>>,
     ) {
-        let peer = self
-            .calls
-            .get(sid)
-            .map(|c| c.peer.clone())
-            .unwrap_or_default();
+        let peer = match self.calls.get_mut(sid) {
+            Some(c) => {
+                c.mark(phase.as_str(), Instant::now());
+                c.peer.clone()
+            }
+            None => String::new(),
+        };
         self.emit(AgentEvent::Call {
             sid: sid.to_owned(),
             peer,
@@ -1209,6 +1278,9 @@ impl CallAgent {
                     && let Mode::Call(peer) = self.mode.clone()
                 {
                     let (ok, problems) = self.svc().ensure_sessions(&peer, &[d]).await;
+                    if let Some(c) = self.calls.get_mut(&sid) {
+                        c.mark("omemo-session", Instant::now());
+                    }
                     if ok.is_empty() {
                         for p in problems {
                             self.warn(format!(
@@ -1301,6 +1373,7 @@ impl CallAgent {
                         if c.shield_at.is_none() {
                             c.shield_at = Some(now.duration_since(c.started));
                         }
+                        c.mark("shield", now);
                         (c.peer.clone(), Some(c.peer_bare.clone()))
                     }
                     None => (String::new(), None),
@@ -1564,6 +1637,7 @@ impl CallAgent {
         }
         if let Some(c) = self.calls.get_mut(sid) {
             c.endpoint = Some(ep);
+            c.mark("media-prepared", Instant::now());
         }
         if let Err(e) = self.engine.handle_media(
             &mut self.crypto,
@@ -1662,6 +1736,7 @@ impl CallAgent {
         if let Some(call) = self.calls.get_mut(sid) {
             call.recording = recording;
             call.running = Some(handle);
+            call.mark("media-started", Instant::now());
         }
     }
 
@@ -1712,6 +1787,7 @@ impl CallAgent {
                 if call.first_audio_at.is_none() {
                     let after = now.duration_since(call.started);
                     call.first_audio_at = Some(after);
+                    call.mark("first-audio", now);
                     let sid = sid.to_owned();
                     self.emit(AgentEvent::FirstAudio { sid, after });
                 }
@@ -1827,6 +1903,25 @@ impl CallAgent {
         if let Some(mut r) = call.running {
             r.stop();
         }
+        let mut stages = call.stages;
+        // ICE and DTLS as the media engine timed them, from its session's start (when media
+        // was prepared: bound and gathering).
+        let media_start = stages
+            .iter()
+            .find(|(s, _)| *s == "media-prepared")
+            .map(|(_, t)| *t);
+        if let (Some(start), Some(Ok(r))) = (media_start, &report) {
+            for (name, t) in [
+                ("ice", r.stats.ice_connected),
+                ("dtls", r.stats.dtls_connected),
+            ] {
+                if let Some(t) = t {
+                    stages.push((name, start + t));
+                }
+            }
+        }
+        stages.sort_by_key(|(_, t)| *t);
+        let omemo = self.crypto.take_timings();
         self.emit(AgentEvent::Stats(Box::new(CallSummary {
             sid: sid.to_owned(),
             peer: call.peer,
@@ -1834,6 +1929,8 @@ impl CallAgent {
             first_audio_after: call.first_audio_at,
             recording: call.recording,
             media: report,
+            stages,
+            omemo,
         })));
     }
 

@@ -319,7 +319,15 @@ fn start<C: ServerConnector>(
             tokio::spawn(async move {
                 let mut delay = Duration::from_secs(1);
                 loop {
-                    match login(connector.clone(), jid.clone(), password.clone(), timeouts, &sm).await {
+                    match login(
+                        connector.clone(),
+                        jid.clone(),
+                        password.clone(),
+                        timeouts,
+                        &sm,
+                    )
+                    .await
+                    {
                         Ok(conn) => {
                             was_up.store(true, Ordering::Relaxed);
                             let _ = slot.send(conn);

@@ -58,7 +58,9 @@ pub struct Severable {
 
 impl std::fmt::Debug for Severable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Severable").field("inner", &self.inner).finish()
+        f.debug_struct("Severable")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::certs::make_certificates;
-use crate::prosody::InNamespace;
 use crate::process::{find_tool, free_port, last_lines, one_line, run_bounded, wait_ready};
+use crate::prosody::InNamespace;
 
 /// The one virtual host (the same as Prosody's).
 pub use crate::prosody::DOMAIN;
@@ -147,7 +147,12 @@ impl Ejabberd {
         let listen = match &netns {
             Some((_, ns)) => {
                 // `dir/ca.crt`; ejabberd wants the certificate and its key in one file.
-                make_certificates(dir, DOMAIN, &[format!("DNS:{DOMAIN}")], &crate::process::never)?;
+                make_certificates(
+                    dir,
+                    DOMAIN,
+                    &[format!("DNS:{DOMAIN}")],
+                    &crate::process::never,
+                )?;
                 let read = |name: &str| {
                     std::fs::read_to_string(dir.join("certs").join(name))
                         .map_err(|e| Error::io(format!("cannot read {name}"), e))

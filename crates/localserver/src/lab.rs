@@ -363,7 +363,17 @@ impl Lab {
         let void = VOID.to_string();
         self.ip_in(
             ns,
-            &["neigh", "replace", &void, "lladdr", VOID_MAC, "dev", dev, "nud", "permanent"],
+            &[
+                "neigh",
+                "replace",
+                &void,
+                "lladdr",
+                VOID_MAC,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ],
         )?;
         self.ip_in(ns, &["route", "add", "default", "via", &void, "dev", dev])
     }

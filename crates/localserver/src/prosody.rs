@@ -39,6 +39,10 @@ pub struct ProsodyConfig {
     /// this address of it (fixed ports 5222 and, with `tls`, 5223: the namespace is the
     /// server's own); `None`: on free ports of 127.0.0.1 of the host.
     pub namespace: Option<InNamespace>,
+    /// Leave out stream management (XEP-0198, `mod_smacks`, on by default as on the servers
+    /// people use): for a test proxy that injects or drops stanzas between client and server,
+    /// which would break the stanza counts both keep, so the server would close the stream.
+    pub without_smacks: bool,
 }
 
 /// Where in the lab a Prosody runs ([`ProsodyConfig::namespace`]).
@@ -379,6 +383,11 @@ fn config_text(
         Some(p) => ("\"tls\", ", p.to_string()),
         None => ("", String::new()),
     };
+    let smacks = if config.without_smacks {
+        ""
+    } else {
+        ", \"smacks\""
+    };
     let d = lua_string(&dir.display().to_string());
     let address = config
         .namespace
@@ -397,7 +406,7 @@ c2s_direct_tls_interfaces = {{ "{address}" }}
 legacy_ssl_ports = {{ }}
 s2s_ports = {{ }}
 s2s_interfaces = {{ }}
-modules_enabled = {{ {tls_module}"roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix", "smacks"{turn_module} }}
+modules_enabled = {{ {tls_module}"roster", "saslauth", "disco", "pep", "carbons", "ping", "register", "offline", "posix"{smacks}{turn_module} }}
 modules_disabled = {{ "s2s" }}
 allow_unencrypted_plain_auth = true
 c2s_require_encryption = false

@@ -358,16 +358,25 @@ fn the_lab_has_no_way_out() {
                 } else {
                     "wan"
                 };
-                assert_eq!(default.trim(), format!("default via {void} dev {dev}"), "{ns}");
+                assert_eq!(
+                    default.trim(),
+                    format!("default via {void} dev {dev}"),
+                    "{ns}"
+                );
                 let neigh = ip_in(ns, &["neigh", "show", &void.to_string()]).unwrap();
                 assert!(
-                    neigh.stdout.contains(&format!("lladdr {void_mac} PERMANENT")),
+                    neigh
+                        .stdout
+                        .contains(&format!("lladdr {void_mac} PERMANENT")),
                     "{ns}: {}",
                     neigh.stdout
                 );
             }
         }
-        assert!(!links.contains(void_mac), "{ns} has the void's MAC: {links}");
+        assert!(
+            !links.contains(void_mac),
+            "{ns} has the void's MAC: {links}"
+        );
     }
     // The homes do not reach each other but through the routers' WAN addresses: router A and
     // the servers send home B's private address into the void (a send that succeeds and

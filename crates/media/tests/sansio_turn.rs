@@ -820,7 +820,10 @@ fn relay_only_without_any_relay_fails_at_once_naming_the_server() {
         "{ice_servers:?}"
     );
     let text = FailReason::NoRelay { ice_servers }.to_string();
-    assert!(!text.contains('\n') && text.contains("no TURN server gave one"), "{text}");
+    assert!(
+        !text.contains('\n') && text.contains("no TURN server gave one"),
+        "{text}"
+    );
 
     // With a TURN server that works, relay-only gathers its candidate and goes on.
     let servers = vec![turn_server(IceTransport::Udp, PASSWORD)];
@@ -831,7 +834,9 @@ fn relay_only_without_any_relay_fails_at_once_naming_the_server() {
     w.run_for(Duration::from_millis(500), false);
     assert_eq!(relayed(&w.events(0)).len(), 1, "{:?}", w.events(0));
     assert!(
-        !w.events(0).iter().any(|e| matches!(e, MediaEvent::Failed(_))),
+        !w.events(0)
+            .iter()
+            .any(|e| matches!(e, MediaEvent::Failed(_))),
         "{:?}",
         w.events(0)
     );

@@ -36,13 +36,19 @@ fn fixture_failed(e: localserver::Error) -> ! {
 impl Prosody {
     /// Starts Prosody and registers `users` (`name` → `name@localhost`, password `pw-name`).
     pub fn start(users: &[&str]) -> Prosody {
-        Self::start_inner(users, false)
+        Self::start_inner(users, false, false)
     }
 
     /// Like [`Self::start`], with TLS: a test CA ([`Self::ca_file`]) signs a certificate for
     /// `localhost`; STARTTLS on [`Self::port`], direct TLS on [`Self::tls_port`].
     pub fn start_tls(users: &[&str]) -> Prosody {
-        Self::start_inner(users, true)
+        Self::start_inner(users, true, false)
+    }
+
+    /// [`Self::start`] without stream management (XEP-0198), for a proxy that injects stanzas:
+    /// the counts would no longer match and the server would close the stream.
+    pub fn start_for_proxy(users: &[&str]) -> Prosody {
+        Self::start_inner(users, false, true)
     }
 
     /// The direct-TLS port (only with [`Self::start_tls`]).
@@ -55,11 +61,12 @@ impl Prosody {
         self.server.ca_file()
     }
 
-    fn start_inner(users: &[&str], tls: bool) -> Prosody {
+    fn start_inner(users: &[&str], tls: bool, without_smacks: bool) -> Prosody {
         let dir = tempfile::tempdir().unwrap();
         let config = localserver::ProsodyConfig {
             tls,
             debug_log: true,
+            without_smacks,
             ..localserver::ProsodyConfig::default()
         };
         let server =
