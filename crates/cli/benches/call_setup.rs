@@ -38,8 +38,11 @@ struct Sample {
     omemo: Vec<(String, f64)>,
 }
 
+/// Named times in ms.
+type Timings = Vec<(String, f64)>;
+
 /// The `stages_ms` and `omemo_ms` of a `stats` event.
-fn breakdown(stats: &serde_json::Value) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
+fn breakdown(stats: &serde_json::Value) -> (Timings, Timings) {
     let stages = stats["stages_ms"]
         .as_object()
         .map(|m| {

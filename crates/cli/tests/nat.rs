@@ -60,7 +60,7 @@ impl Xmpp {
 
 /// The lab, coturn and a TLS XMPP server handing out coturn's services, on the internet
 /// segment.
-struct World {
+pub(crate) struct World {
     xmpp: Xmpp,
     coturn: Coturn,
     lab: Lab,
@@ -72,7 +72,7 @@ struct World {
 
 /// What a test changes in the servers of its [`World`].
 #[derive(Default)]
-struct Servers {
+pub(crate) struct Servers {
     /// coturn's settings (its addresses are the lab's).
     coturn: CoturnConfig,
     /// The secret the XMPP server signs TURN credentials with, when not coturn's (a
@@ -83,11 +83,11 @@ struct Servers {
 }
 
 impl World {
-    fn new(kind: NatKind, users: &[&str]) -> World {
+    pub(crate) fn new(kind: NatKind, users: &[&str]) -> World {
         World::with(kind, users, Servers::default())
     }
 
-    fn with(kind: NatKind, users: &[&str], servers: Servers) -> World {
+    pub(crate) fn with(kind: NatKind, users: &[&str], servers: Servers) -> World {
         let lab = Lab::build(kind).unwrap_or_else(|e| panic!("the lab: {e}"));
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
@@ -238,10 +238,10 @@ impl World {
 }
 
 /// A `shieldcall` process in the lab, killed when dropped.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
-    seen: Vec<Value>,
+    pub(crate) seen: Vec<Value>,
 }
 
 impl Running {
@@ -326,15 +326,15 @@ fn trust(w: &World, user: &str, uri: &str) {
 }
 
 /// What one verified call across the lab showed: each side's shields, stats and what it heard.
-struct Crossed {
-    alice: Running,
-    bob: Running,
+pub(crate) struct Crossed {
+    pub(crate) alice: Running,
+    pub(crate) bob: Running,
     alice_heard: shieldcall_localserver::wav::Recording,
     bob_heard: shieldcall_localserver::wav::Recording,
 }
 
 /// A call across the lab under way: alice listens in home A, bob calls from home B.
-struct Calling {
+pub(crate) struct Calling {
     alice: Running,
     bob: Running,
     wavs: [std::path::PathBuf; 2],
@@ -342,7 +342,12 @@ struct Calling {
 
 /// Alice (home A, `listen --auto-answer`, 880 Hz) and bob (home B, `call`, 440 Hz for
 /// `seconds`) verified each other; bob calls alice. `extra` goes to both.
-fn start_call_across(w: &World, extra: &[&str], seconds: u32) -> Calling {
+pub(crate) fn start_call_across(w: &World, extra: &[&str], seconds: u32) -> Calling {
+    start_call_from(w, Home::B, extra, seconds)
+}
+
+/// [`start_call_across`] with bob in `bob_home` (home A too: a call on one network).
+pub(crate) fn start_call_from(w: &World, bob_home: Home, extra: &[&str], seconds: u32) -> Calling {
     let (_, alice_uri) = device(w, "alice");
     let (_, bob_uri) = device(w, "bob");
     trust(w, "alice", &bob_uri);
@@ -373,7 +378,7 @@ fn start_call_across(w: &World, extra: &[&str], seconds: u32) -> Calling {
         &duration,
     ];
     call.extend_from_slice(extra);
-    let bob = w.spawn("bob", Home::B, &call);
+    let bob = w.spawn("bob", bob_home, &call);
     Calling {
         alice,
         bob,
@@ -390,7 +395,7 @@ impl Calling {
     }
 
     /// Waits for the end of the call on both sides and reads what each heard.
-    fn finish(mut self) -> Crossed {
+    pub(crate) fn finish(mut self) -> Crossed {
         self.bob.wait_for("stats", |v| v["event"] == "stats");
         self.alice.wait_for("stats", |v| v["event"] == "stats");
         let [a_wav, b_wav] = &self.wavs;
@@ -404,16 +409,16 @@ impl Calling {
 }
 
 /// [`start_call_across`] for 3 s, to its end.
-fn verified_call_across(w: &World, extra: &[&str]) -> Crossed {
+pub(crate) fn verified_call_across(w: &World, extra: &[&str]) -> Crossed {
     start_call_across(w, extra, 3).finish()
 }
 
-fn events<'a>(r: &'a Running, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+pub(crate) fn events<'a>(r: &'a Running, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     r.seen.iter().filter(move |v| v["event"] == name)
 }
 
 /// Both sides verified, each heard the other's tone, and each side's selected path.
-fn check_verified_and_heard(c: &Crossed) -> (Value, Value) {
+pub(crate) fn check_verified_and_heard(c: &Crossed) -> (Value, Value) {
     for (who, r) in [("alice", &c.alice), ("bob", &c.bob)] {
         let shields: Vec<&Value> = events(r, "shield").map(|v| &v["state"]).collect();
         assert_eq!(shields, ["verified"], "{who}: {:?}", r.seen);

@@ -445,8 +445,10 @@ pub struct CallSummary {
     /// When each stage of the set-up was first reached, from the call's start, in order:
     /// the call's phases (`proposing`, `ringing`, `proceeding`, `connecting`, `connected`),
     /// `omemo-session` (a session with the callee's device was ready), `media-prepared`
-    /// (sockets bound, gathering), `media-started` (the peer's description known), `ice` and
-    /// `dtls` (from the media report), `shield`, `first-audio`.
+    /// (sockets bound, gathering; `ice-servers-known` just before, once a STUN/TURN discovery
+    /// still under way answered or [`DISCOVERY_WAIT`] passed), `media-started` (the peer's description known),
+    /// `ice-connected`, `dtls-verified` (the peer's certificate matched), `shield`,
+    /// `first-audio`; all on the agent's clock, as its events arrive.
     pub stages: Vec<(&'static str, Duration)>,
     /// How long each OMEMO operation of the call took, with its database commit (`encrypt`,
     /// `decrypt`), in order.
@@ -811,6 +813,9 @@ impl CallAgent {
         mut incoming: mpsc::UnboundedReceiver<Incoming>,
         mut commands: mpsc::UnboundedReceiver<AgentCommand>,
     ) -> Result<bool, ClientError> {
+        // The first call would otherwise pay the DTLS crypto set-up between its proposal and
+        // its shield.
+        let warming = tokio::task::spawn_blocking(media::warm_up);
         presence::go_online(self.svc().xmpp(), true).await?;
         let jid = self.svc().xmpp().jid.clone();
         self.emit(AgentEvent::Online { jid, again: false });
@@ -818,6 +823,9 @@ impl CallAgent {
         let mut commands_open = true;
 
         if let Mode::Call(peer) = self.mode.clone() {
+            // Usually done already (login took longer); proposing first would only move the
+            // wait to the media set-up.
+            let _ = warming.await;
             self.place_call(peer)?;
         }
 
@@ -1571,6 +1579,9 @@ impl CallAgent {
             Role::Responder => media::JingleRole::Responder,
         };
         self.await_discovery().await;
+        if let Some(c) = self.calls.get_mut(sid) {
+            c.mark("ice-servers-known", Instant::now());
+        }
         // Host candidates, and server-reflexive and relayed ones with the STUN/TURN servers
         // (the user's, then the account server's): gathered while media runs, trickled.
         let net = MediaNetConfig {
@@ -1749,8 +1760,12 @@ impl CallAgent {
             return;
         }
         let result = match ev {
-            media::MediaEvent::IceConnected => Ok(()),
+            media::MediaEvent::IceConnected => {
+                call.mark("ice-connected", now);
+                Ok(())
+            }
             media::MediaEvent::DtlsVerified { fingerprint } => {
+                call.mark("dtls-verified", now);
                 let digest = EngineMedia::PeerDigest {
                     hash: Algo::Sha_256,
                     value: fingerprint.as_bytes().to_vec(),
@@ -1904,22 +1919,6 @@ impl CallAgent {
             r.stop();
         }
         let mut stages = call.stages;
-        // ICE and DTLS as the media engine timed them, from its session's start (when media
-        // was prepared: bound and gathering).
-        let media_start = stages
-            .iter()
-            .find(|(s, _)| *s == "media-prepared")
-            .map(|(_, t)| *t);
-        if let (Some(start), Some(Ok(r))) = (media_start, &report) {
-            for (name, t) in [
-                ("ice", r.stats.ice_connected),
-                ("dtls", r.stats.dtls_connected),
-            ] {
-                if let Some(t) = t {
-                    stages.push((name, start + t));
-                }
-            }
-        }
         stages.sort_by_key(|(_, t)| *t);
         let omemo = self.crypto.take_timings();
         self.emit(AgentEvent::Stats(Box::new(CallSummary {

@@ -229,7 +229,7 @@ impl Lab {
     }
 
     /// The servers' and routers' default gateway and its MAC address, which no interface of the
-    /// lab (nor any other) has: what is sent there vanishes ([`Lab::make_void`]).
+    /// lab (nor any other) has: what is sent there vanishes (see docs/lab.md, "the void").
     pub fn void(&self) -> (Ipv4Addr, &'static str) {
         (VOID, VOID_MAC)
     }

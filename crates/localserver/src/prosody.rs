@@ -499,6 +499,16 @@ mod tests {
         };
         let c = config_text(Path::new("/tmp"), 5999, None, false, &config);
         assert!(
+            c.contains("\"offline\", \"posix\", \"smacks\", \"turn_external\" }"),
+            "{c}"
+        );
+        // For a proxy that injects stanzas: no stream management.
+        let without = ProsodyConfig {
+            without_smacks: true,
+            ..config.clone()
+        };
+        let c = config_text(Path::new("/tmp"), 5999, None, false, &without);
+        assert!(
             c.contains("\"offline\", \"posix\", \"turn_external\" }"),
             "{c}"
         );

@@ -832,7 +832,7 @@ fn relay_only_without_any_relay_fails_at_once_naming_the_server() {
         vec![config(JingleRole::Initiator, A, servers, true)],
     );
     w.run_for(Duration::from_millis(500), false);
-    assert_eq!(relayed(&w.events(0)).len(), 1, "{:?}", w.events(0));
+    assert_eq!(relayed(w.events(0)).len(), 1, "{:?}", w.events(0));
     assert!(
         !w.events(0)
             .iter()
