@@ -17,6 +17,8 @@
 //! installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -64,16 +66,6 @@ fn breakdown(stats: &serde_json::Value) -> (Timings, Timings) {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn one_call(dir: &std::path::Path, alice: &User, bob: &User, plain: bool, i: usize) -> Sample {
@@ -135,15 +127,8 @@ fn one_call(dir: &std::path::Path, alice: &User, bob: &User, plain: bool, i: usi
 fn main() {
     // `cargo bench` passes --bench; run without it (the binary directly), it makes one call of
     // each kind as a quick check, no warm-up.
-    let bench = std::env::args().any(|a| a == "--bench");
-    let n: usize = if bench {
-        std::env::var("CALL_BENCH_N")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5)
-    } else {
-        1
-    };
+    let bench = support::benching();
+    let n = support::samples("CALL_BENCH_N");
     let prosody = Prosody::start(&["alice", "bob"]);
     let dir = tempfile::tempdir().unwrap();
     let alice = User::new(&prosody, "alice", dir.path().join("alice"));
@@ -181,7 +166,7 @@ fn main() {
             .join(" ")
     );
     let row = |name: &str, v: &[Sample]| {
-        let m = |f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+        let m = |f: fn(&Sample) -> f64| support::median(v.iter().map(f).collect());
         let r = [
             m(|s| s.start_shield),
             m(|s| s.start_audio),
@@ -205,7 +190,7 @@ fn main() {
                     .map(|(_, t)| *t)
             })
             .collect();
-        (!t.is_empty()).then(|| median(t))
+        (!t.is_empty()).then(|| support::median(t))
     };
     let mut names: Vec<String> = Vec::new();
     for s in verified.iter().chain(&plain) {
@@ -250,7 +235,7 @@ fn main() {
         if !t.is_empty() {
             println!(
                 "OMEMO {op} of a fingerprint (with its database commit), both sides: median {:.2} ms of {}",
-                median(t.clone()),
+                support::median(t.clone()),
                 t.len()
             );
         }

@@ -10,6 +10,8 @@
 //! (default 5).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/nat.rs"]
 mod nat;
@@ -21,16 +23,6 @@ struct Sample {
     shield: f64,
     audio: f64,
     path: String,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// One verified call from `bob_home` to alice in home A, as the caller measured it.
@@ -58,15 +50,7 @@ fn one(w: &World, bob_home: Home) -> Sample {
 }
 
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let n: usize = if bench {
-        std::env::var("NAT_BENCH_N")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5)
-    } else {
-        1
-    };
+    let n = support::samples("NAT_BENCH_N");
     let mut rows: Vec<(&str, Vec<Sample>)> = Vec::new();
     {
         let w = World::new(NatKind::EndpointIndependent, &["alice", "bob"]);
@@ -94,8 +78,8 @@ fn main() {
         let mut paths: Vec<String> = samples.iter().map(|s| s.path.clone()).collect();
         paths.sort();
         paths.dedup();
-        let shield = median(samples.iter().map(|s| s.shield).collect());
-        let audio = median(samples.iter().map(|s| s.audio).collect());
+        let shield = support::median(samples.iter().map(|s| s.shield).collect());
+        let audio = support::median(samples.iter().map(|s| s.audio).collect());
         println!(
             "{name:<5} | {:<27} | {shield:>11.1} ms | {audio:>15.1} ms",
             paths.join(", ")

@@ -369,7 +369,6 @@ fn ice_server_json(r: &media::stats::IceServerReport) -> Value {
     json!({ "server": r.label, "state": state, "detail": detail })
 }
 
-/// The `stats` event of an ended call: its JSON fields and its words.
 /// `{"proposing": 0, "ringing": 3, …}`: each set-up stage's time from the call's start, in ms
 /// with a tenth (the benchmarks read these).
 fn stages_json(stages: &[(&'static str, Duration)]) -> Value {
@@ -383,6 +382,7 @@ fn stages_json(stages: &[(&'static str, Duration)]) -> Value {
     Value::Object(map)
 }
 
+/// The `stats` event of an ended call: its JSON fields and its words.
 fn stats(c: &CallSummary) -> (Value, String) {
     let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
     let mut fields = json!({

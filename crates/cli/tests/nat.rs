@@ -394,6 +394,17 @@ impl Calling {
         });
     }
 
+    /// Waits for the end of a call that cannot connect: both sides end it with
+    /// `connectivity-error`; returns the `text` of bob's end, then alice's.
+    fn both_fail_to_connect(&mut self, started: Instant) -> [String; 2] {
+        [("bob", &mut self.bob), ("alice", &mut self.alice)].map(|(who, r)| {
+            let ended = r.wait_for("the end of the call", |v| v["event"] == "ended");
+            eprintln!("{who}'s call ended after {:?}: {ended}", started.elapsed());
+            assert_eq!(ended["reason"], "connectivity-error", "{who}: {ended}");
+            ended["text"].as_str().unwrap().to_owned()
+        })
+    }
+
     /// Waits for the end of the call on both sides and reads what each heard.
     pub(crate) fn finish(mut self) -> Crossed {
         self.bob.wait_for("stats", |v| v["event"] == "stats");
@@ -695,12 +706,8 @@ fn a_wrong_turn_secret_leaves_the_other_paths_and_fails_clearly_without_them() {
     let started = Instant::now();
     let mut calling = start_call_across(&w, &["--relay-only"], 3);
     let turn = format!("turn:{}:{}", w.lab.server(), w.coturn.port());
-    let mut texts = Vec::new();
-    for (who, r) in [("bob", &mut calling.bob), ("alice", &mut calling.alice)] {
-        let ended = r.wait_for("the end of the call", |v| v["event"] == "ended");
-        eprintln!("{who}'s call ended after {:?}: {ended}", started.elapsed());
-        assert_eq!(ended["reason"], "connectivity-error", "{who}: {ended}");
-        texts.push(ended["text"].as_str().unwrap().to_owned());
+    let texts = calling.both_fail_to_connect(started);
+    for (who, r) in [("bob", &calling.bob), ("alice", &calling.alice)] {
         // Each side names what failed on its own side, before the end.
         let warned =
             events(r, "warning").any(|v| v["message"].as_str().unwrap().starts_with(&turn));
@@ -784,13 +791,7 @@ fn an_unreachable_turn_server_ends_a_relay_only_call_naming_it() {
     ];
     let started = Instant::now();
     let mut calling = start_call_across(&w, &flags, 3);
-    let mut texts = Vec::new();
-    for (who, r) in [("bob", &mut calling.bob), ("alice", &mut calling.alice)] {
-        let ended = r.wait_for("the end of the call", |v| v["event"] == "ended");
-        eprintln!("{who}'s call ended after {:?}: {ended}", started.elapsed());
-        assert_eq!(ended["reason"], "connectivity-error", "{who}: {ended}");
-        texts.push(ended["text"].as_str().unwrap().to_owned());
-    }
+    let texts = calling.both_fail_to_connect(started);
     assert!(
         texts.iter().any(|t| t.contains(&turn) && !t.contains('\n')),
         "no one-line reason naming {turn}: {texts:?}"

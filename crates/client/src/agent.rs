@@ -132,9 +132,7 @@ impl CallCrypto {
     pub fn service(&mut self) -> &mut OmemoService {
         &mut self.svc
     }
-}
 
-impl CallCrypto {
     fn encrypt_now(
         &mut self,
         peer: &BareJid,
@@ -446,9 +444,9 @@ pub struct CallSummary {
     /// the call's phases (`proposing`, `ringing`, `proceeding`, `connecting`, `connected`),
     /// `omemo-session` (a session with the callee's device was ready), `media-prepared`
     /// (sockets bound, gathering; `ice-servers-known` just before, once a STUN/TURN discovery
-    /// still under way answered or [`DISCOVERY_WAIT`] passed), `media-started` (the peer's description known),
-    /// `ice-connected`, `dtls-verified` (the peer's certificate matched), `shield`,
-    /// `first-audio`; all on the agent's clock, as its events arrive.
+    /// still under way answered or [`DISCOVERY_WAIT`] passed), `media-started` (the peer's
+    /// description known), `ice-connected`, `dtls-verified` (the peer's certificate matched),
+    /// `shield`, `first-audio`; all on the agent's clock, as its events arrive.
     pub stages: Vec<(&'static str, Duration)>,
     /// How long each OMEMO operation of the call took, with its database commit (`encrypt`,
     /// `decrypt`), in order.

@@ -369,17 +369,43 @@ async fn login<C: ServerConnector>(
     sm: &SmUnresolved,
 ) -> Result<Connection, ClientError> {
     let mut conn = match login_once(connector.clone(), &jid, &password, timeouts, true).await {
-        Err(ClientError::Auth(why)) if why.contains(PLUS_REFUSED) => {
-            login_once(connector, &jid, &password, timeouts, false).await
+        Ok(conn) => conn,
+        Err(LoginFailure::PlusRefused) => {
+            match login_once(connector, &jid, &password, timeouts, false).await {
+                Ok(conn) => conn,
+                Err(e) => return Err(e.into()),
+            }
         }
-        done => done,
-    }?;
-    if conn.features.stream_management.is_some() && sm.0.swap(true, Ordering::Relaxed) {
-        // The last connection with XEP-0198 never got to a stream: this one goes without.
-        conn.features.stream_management = None;
-        sm.0.store(false, Ordering::Relaxed);
-    }
+        Err(LoginFailure::Failed(e)) => return Err(e),
+    };
+    sm.offer(&mut conn);
     Ok(conn)
+}
+
+/// Why one login attempt failed.
+enum LoginFailure {
+    /// The server refused a SCRAM-…-PLUS login: try once more without channel binding.
+    PlusRefused,
+    /// Anything else, as it goes to the caller.
+    Failed(ClientError),
+}
+
+impl From<ClientError> for LoginFailure {
+    fn from(e: ClientError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<LoginFailure> for ClientError {
+    fn from(f: LoginFailure) -> Self {
+        match f {
+            // Only an attempt with channel binding says this; the retry has none.
+            LoginFailure::PlusRefused => {
+                ClientError::Auth("the server refused the login with channel binding".into())
+            }
+            LoginFailure::Failed(e) => e,
+        }
+    }
 }
 
 /// Set while a connection that offered XEP-0198 has not yet become a bound or resumed stream.
@@ -395,14 +421,20 @@ async fn login<C: ServerConnector>(
 struct SmUnresolved(Arc<AtomicBool>);
 
 impl SmUnresolved {
+    /// `conn` goes to tokio-xmpp: if it offers stream management, it is now unresolved —
+    /// unless the last one that offered it never resolved, and then this one goes without.
+    fn offer(&self, conn: &mut Connection) {
+        if conn.features.stream_management.is_some() && self.0.swap(true, Ordering::Relaxed) {
+            conn.features.stream_management = None;
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// A stream was bound or resumed.
     fn resolved(&self) {
         self.0.store(false, Ordering::Relaxed);
     }
 }
-
-/// Marks an authentication failure of a -PLUS mechanism (so [`login`] tries without).
-const PLUS_REFUSED: &str = "with channel binding";
 
 async fn login_once<C: ServerConnector>(
     connector: C,
@@ -410,7 +442,7 @@ async fn login_once<C: ServerConnector>(
     password: &str,
     timeouts: Timeouts,
     bind: bool,
-) -> Result<Connection, ClientError> {
+) -> Result<Connection, LoginFailure> {
     let io = |e: tokio_xmpp::Error| match e {
         tokio_xmpp::Error::Protocol(p) if p.to_string().contains("no TLS available") => {
             ClientError::Connect(
@@ -449,14 +481,13 @@ async fn login_once<C: ServerConnector>(
     let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds)
         .await
         .map_err(|e| match e {
-            tokio_xmpp::Error::Auth(AuthError::Fail(cond)) if plus => ClientError::Auth(format!(
-                "the server refused the login {PLUS_REFUSED} ({cond:?})"
-            )),
+            tokio_xmpp::Error::Auth(AuthError::Fail(_)) if plus => LoginFailure::PlusRefused,
             tokio_xmpp::Error::Auth(AuthError::Fail(cond)) => ClientError::Auth(format!(
                 "the server refused the login ({cond:?}): wrong password or unknown account"
-            )),
-            tokio_xmpp::Error::Auth(other) => ClientError::Auth(other.to_string()),
-            other => ClientError::Connect(other.to_string()),
+            ))
+            .into(),
+            tokio_xmpp::Error::Auth(other) => ClientError::Auth(other.to_string()).into(),
+            other => ClientError::Connect(other.to_string()).into(),
         })?;
     let stream = stream
         .send_header(StreamHeader {
