@@ -48,8 +48,22 @@ pub const ICE_DISCONNECT_GRACE: Duration = Duration::from_secs(10);
 /// Silence from the peer after which connectivity counts as lost
 /// ([`MediaEvent::ConnectivityLost`]). Audio arrives every 20 ms, but with media held only ICE
 /// consent checks do, at most 3 s apart (str0m's `max_rto`); str0m itself reports
-/// `Disconnected` only after some 20 s of silence, too late for the grace above.
+/// `Disconnected` only after some 15 s of silence, too late for the grace above.
 pub const CONNECTIVITY_SILENCE: Duration = Duration::from_secs(5);
+
+/// Ta of RFC 8445 §14.2 until a candidate pair works and DTLS went over it: one connectivity
+/// check every 5 ms, the smallest value the RFC allows (str0m's own pacing is 50 ms). A call
+/// between NATs has a dozen pairs or more (host, server-reflexive and relayed candidates on both
+/// sides) and the one that works is usually among the last by priority: at 50 ms its check came
+/// 150–200 ms late in the lab (`scripts/bench-nat`, docs/nat.md).
+pub const ICE_CHECK_PACING: Duration = Duration::from_millis(5);
+
+/// The first retransmission of a connectivity check (doubling from there, up to 3 s). Across
+/// NATs the first check in each direction is usually dropped by the other side's NAT or TURN
+/// server, before the other side's own check or permission opened the way; the retry is what
+/// gets through. 50 ms is about libwebrtc's interval for pairs not yet working (str0m's
+/// default: 250 ms). A pair then times out after about 15 s of silence instead of 21.5 s.
+pub const ICE_CHECK_RTO: Duration = Duration::from_millis(50);
 
 /// Most remote SSRCs we latch onto when the peer does not announce its `<source/>` (Dino).
 pub const MAX_REMOTE_SSRCS: usize = 4;
@@ -964,7 +978,15 @@ impl MediaSession {
             match out {
                 Output::Timeout(t) => {
                     let watch = self.connectivity_wake().unwrap_or(far);
-                    return SessionOutput::Timeout(t.min(gather_wake).min(watch));
+                    // str0m sends one check per timeout it is given and asks for the next
+                    // only 50 ms on; until a pair works and DTLS went over it, wake it at our
+                    // own Ta (the controlling side is connected before its nomination is out).
+                    let pace = if self.ice_state.is_connected() && self.is_verified() {
+                        far
+                    } else {
+                        self.last_now + ICE_CHECK_PACING
+                    };
+                    return SessionOutput::Timeout(t.min(gather_wake).min(watch).min(pace));
                 }
                 Output::Transmit(t) => {
                     let media = is_dtls_or_rtp(&t.contents);
@@ -1468,6 +1490,7 @@ fn build_rtc(
         .set_extension_map(exts)
         .set_stats_interval(Some(STATS_INTERVAL))
         .set_rtcp_report_interval_audio(RTCP_INTERVAL);
+    config.set_initial_stun_rto(ICE_CHECK_RTO);
     if let Some(opus) = opus {
         config.codec_config().add_config(
             opus.payload_type.into(),
