@@ -314,7 +314,21 @@ impl<S: Store> Account<S> {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<(T, Changes), Error>,
     ) -> Result<T, Error> {
-        self.store.begin()?;
+        self.transaction(false, f)
+    }
+
+    /// One read-modify-write; `deferred_sync`: its commit need not wait for the disk
+    /// ([`Store::begin_deferred_sync`]).
+    fn transaction<T>(
+        &mut self,
+        deferred_sync: bool,
+        f: impl FnOnce(&mut Self) -> Result<(T, Changes), Error>,
+    ) -> Result<T, Error> {
+        if deferred_sync {
+            self.store.begin_deferred_sync()?;
+        } else {
+            self.store.begin()?;
+        }
         let result = self.refresh_own().and_then(|()| f(self));
         match result {
             Ok((value, changes)) => {
@@ -536,7 +550,14 @@ impl<S: Store> Account<S> {
                 max: limits.keys_for_own_device,
             });
         }
-        self.in_transaction(|acct| {
+        // A ratchet step of an existing session may be lost in a power cut: the message
+        // could then be decrypted once more, nothing worse, and the commit of our next
+        // encrypt makes it durable anyway. So it does not wait for the disk (SQLite's fsync
+        // was most of each operation: docs/calls.md). A PreKeySignalMessage consumes a
+        // one-time prekey, which must stay consumed: that commit waits as every other does.
+        // (`<key prekey='true'>` is what makes a key a PreKeySignalMessage: decrypt_key.)
+        let consumes_prekey = ours.iter().any(|k| k.prekey);
+        let attempt = |acct: &mut Self| {
             let mut budget = Budget::new(limits.chain_steps);
             let mut last_error = None;
             for key in ours {
@@ -547,7 +568,8 @@ impl<S: Store> Account<S> {
                 }
             }
             Err(last_error.unwrap_or(Error::BadCiphertext))
-        })
+        };
+        self.transaction(!consumes_prekey, attempt)
     }
 
     /// One key: the decrypted message and the changes to commit with it.

@@ -675,3 +675,44 @@ fn open_without_identity_is_a_clear_error() {
         Error::Store(StoreError::NoIdentity)
     );
 }
+
+/// A transaction begun with `begin_deferred_sync` commits with `synchronous=NORMAL` (in the
+/// WAL, on the disk with the next FULL commit) and leaves the connection at FULL again, whether
+/// it commits, rolls back or cannot begin; what it wrote is there for the next process.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_deferred_sync_transaction_commits_and_restores_full_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bob.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let level = |s: &SqliteStore| -> i64 {
+        s.connection()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    const NORMAL: i64 = 1;
+    const FULL: i64 = 2;
+    assert_eq!(level(&store), FULL);
+
+    store.begin_deferred_sync().unwrap();
+    assert_eq!(level(&store), NORMAL);
+    let changes = Changes {
+        device_lists: vec![(A.to_owned(), vec![5, 6])],
+        ..Default::default()
+    };
+    store.apply(changes).unwrap();
+    assert_eq!(level(&store), FULL);
+
+    store.begin_deferred_sync().unwrap();
+    store.rollback();
+    assert_eq!(level(&store), FULL);
+
+    store.begin().unwrap();
+    assert!(store.begin_deferred_sync().is_err());
+    assert_eq!(level(&store), FULL);
+    store.rollback();
+
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.device_list(A).unwrap(), Some(vec![5, 6]));
+}

@@ -118,6 +118,14 @@ pub trait Store {
     fn begin(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// As [`Store::begin`], for a change that may be lost in a power cut without harm: its
+    /// commit need not wait for the disk. The engine uses it for the ratchet step of a
+    /// decrypt that consumed no prekey: lost, the message can only be decrypted once more.
+    /// Any later ordinary commit (an encrypt before its ciphertext leaves) makes it durable
+    /// too. A store without such a distinction begins as usual.
+    fn begin_deferred_sync(&mut self) -> Result<(), StoreError> {
+        self.begin()
+    }
     /// Ends what [`Store::begin`] began, writing nothing.
     fn rollback(&mut self) {}
     /// True when trust levels changed since the last call (the first call only starts
@@ -158,6 +166,9 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn begin(&mut self) -> Result<(), StoreError> {
         (**self).begin()
+    }
+    fn begin_deferred_sync(&mut self) -> Result<(), StoreError> {
+        (**self).begin_deferred_sync()
     }
     fn rollback(&mut self) {
         (**self).rollback()

@@ -1,6 +1,8 @@
 //! SQLite store (rusqlite, bundled SQLite). Each [`Changes`] batch is one transaction, with the
 //! database in WAL mode and `synchronous=FULL`, so a committed ratchet step survives a crash and
-//! an uncommitted one leaves no trace.
+//! an uncommitted one leaves no trace. A transaction begun with [`Store::begin_deferred_sync`]
+//! (the decrypt of a message in an existing session) commits with `synchronous=NORMAL`: safe
+//! from a killed process, not from a power cut in the moments after it (docs/omemo.md).
 //!
 //! Several processes may open one file: [`Store::begin`] is `BEGIN IMMEDIATE` (the write lock is
 //! taken before the first read, so what a read-modify-write read cannot change under it), a busy
@@ -56,6 +58,8 @@ pub struct SqliteStore {
     conn: Connection,
     /// A transaction begun by [`Store::begin`] is open.
     in_transaction: bool,
+    /// The open transaction was begun with `synchronous=NORMAL` (`begin_deferred_sync`).
+    deferred_sync: bool,
     /// The trust generation when last asked.
     trust_generation: Option<i64>,
 }
@@ -95,7 +99,8 @@ impl SqliteStore {
 
     /// The connection, for an embedder's own tables in the same file, so that one process
     /// keeps one connection to its account database. It is in WAL mode with
-    /// `synchronous=FULL` and a busy timeout of [`BUSY_TIMEOUT`].
+    /// `synchronous=FULL` (`NORMAL` only inside a transaction of
+    /// [`Store::begin_deferred_sync`]) and a busy timeout of [`BUSY_TIMEOUT`].
     ///
     /// The OMEMO tables (`own`, `pre_keys`, `signed_pre_keys`, `sessions`, `identities`,
     /// `device_lists`, `trust_generation`) are the crate's: read and write them only through
@@ -111,6 +116,16 @@ impl SqliteStore {
         &self.conn
     }
 
+    /// Back to `synchronous=FULL` after a transaction begun with `begin_deferred_sync`.
+    fn restore_full_sync(&mut self) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.deferred_sync) {
+            return Ok(());
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db)
+    }
+
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -121,6 +136,7 @@ impl SqliteStore {
         Ok(Self {
             conn,
             in_transaction: false,
+            deferred_sync: false,
             trust_generation: None,
         })
     }
@@ -394,7 +410,8 @@ impl Store for SqliteStore {
                 // A failed COMMIT (disk full, …) leaves the transaction open: end it.
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
-            return result.and(ended);
+            let restored = self.restore_full_sync();
+            return result.and(ended).and(restored);
         }
         let tx = self
             .conn
@@ -415,11 +432,32 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn begin_deferred_sync(&mut self) -> Result<(), StoreError> {
+        if self.in_transaction {
+            return Err(StoreError::Database(
+                "a transaction is already open on this connection".into(),
+            ));
+        }
+        // WAL with synchronous=NORMAL: the commit is in the log, not yet on the disk; the next
+        // FULL commit (or checkpoint) syncs it with everything before it. SQLite allows the
+        // change only outside a transaction; `apply` and `rollback` restore FULL.
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        self.deferred_sync = true;
+        if let Err(e) = self.begin() {
+            let _ = self.restore_full_sync();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn rollback(&mut self) {
         if self.in_transaction {
             self.in_transaction = false;
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+        let _ = self.restore_full_sync();
     }
 
     fn trust_changed(&mut self) -> Result<bool, StoreError> {
