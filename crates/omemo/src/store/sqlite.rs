@@ -116,6 +116,16 @@ impl SqliteStore {
         &self.conn
     }
 
+    /// SQLite does not nest transactions: a second begin is refused, changing nothing.
+    fn refuse_nested(&self) -> Result<(), StoreError> {
+        if self.in_transaction {
+            return Err(StoreError::Database(
+                "a transaction is already open on this connection".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Back to `synchronous=FULL` after a transaction begun with `begin_deferred_sync`.
     fn restore_full_sync(&mut self) -> Result<(), StoreError> {
         if !std::mem::take(&mut self.deferred_sync) {
@@ -422,22 +432,14 @@ impl Store for SqliteStore {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
-        if self.in_transaction {
-            return Err(StoreError::Database(
-                "a transaction is already open on this connection".into(),
-            ));
-        }
+        self.refuse_nested()?;
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
         self.in_transaction = true;
         Ok(())
     }
 
     fn begin_deferred_sync(&mut self) -> Result<(), StoreError> {
-        if self.in_transaction {
-            return Err(StoreError::Database(
-                "a transaction is already open on this connection".into(),
-            ));
-        }
+        self.refuse_nested()?;
         // WAL with synchronous=NORMAL: the commit is in the log, not yet on the disk; the next
         // FULL commit (or checkpoint) syncs it with everything before it. SQLite allows the
         // change only outside a transaction; `apply` and `rollback` restore FULL.
